@@ -1,0 +1,445 @@
+"""Headless canvas state: layers, their masks as numpy arrays, the background, revisions, save/load.
+
+No ipywidgets here: the same state serves the widget, scripts and the streaming thread. Masks are
+stored as uint8 coverage (0..255) at canvas resolution, the same bytes the browser paints, and handed
+out as float32 in [0, 1]. Every change bumps a revision so the generation thread can tell what moved.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import secrets
+import threading
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+SCENE_FORMAT = "semdraw-scene"
+SCENE_VERSION = 1
+MAX_SIDE = 4096
+MAX_PROMPT_CHARS = 2000
+
+LAYER_DEFAULTS: dict[str, Any] = {
+    "name": "",
+    "prompt": "",
+    "negative_prompt": "",
+    "color": "#e53935",
+    "prompt_strength": 0.95,
+    "mask_strength": 1.0,
+    "mask_blur": 8.0,
+    "visible": True,
+}
+# Distinct, colour-blind-friendly-ish colours handed to new layers in turn.
+LAYER_COLORS = ("#e53935", "#1e88e5", "#43a047", "#fdd835", "#8e24aa", "#fb8c00", "#00acc1", "#6d4c41", "#d81b60")
+
+
+def check_canvas_size(width: Any, height: Any) -> tuple[int, int]:
+    """Validate a canvas size: positive integers, multiples of 8 (the latent is 1/8 of the canvas)."""
+    checked = []
+    for name, value in (("width", width), ("height", height)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"{name} must be an integer number of pixels (got {value!r})")
+        value = int(value)
+        if value < 8 or value > MAX_SIDE:
+            raise ValueError(f"{name} must be between 8 and {MAX_SIDE} pixels (got {value})")
+        if value % 8:
+            low, high = value - value % 8, value - value % 8 + 8
+            raise ValueError(f"{name} must be a multiple of 8 (got {value}); try {low} or {high}")
+        checked.append(value)
+    return checked[0], checked[1]
+
+
+def new_layer_id() -> str:
+    return "l" + secrets.token_hex(4)
+
+
+def _check_unit(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"layer {key} must be a number between 0 and 1 (got {value!r})")
+    return float(value)
+
+
+def _check_text(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"layer {key} must be a string (got {type(value).__name__})")
+    if len(value) > MAX_PROMPT_CHARS:
+        raise ValueError(f"layer {key} is {len(value)} characters long; keep it under {MAX_PROMPT_CHARS}")
+    return value
+
+
+def _check_color(value: Any) -> str:
+    ok = isinstance(value, str) and len(value) == 7 and value[0] == "#"
+    if ok:
+        try:
+            int(value[1:], 16)
+        except ValueError:
+            ok = False
+    if not ok:
+        raise ValueError(f"layer color must look like '#rrggbb' (got {value!r})")
+    return value.lower()
+
+
+def normalize_layer(spec: dict, index: int = 0) -> dict:
+    """A complete, validated layer dict from a partial one (unknown keys are an error, not ignored)."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"a layer must be a dict (got {type(spec).__name__})")
+    unknown = set(spec) - set(LAYER_DEFAULTS) - {"id"}
+    if unknown:
+        raise ValueError(f"unknown layer field(s) {sorted(unknown)}; known: {['id', *LAYER_DEFAULTS]}")
+    layer = {"id": spec.get("id") or new_layer_id(), **LAYER_DEFAULTS, "color": LAYER_COLORS[index % len(LAYER_COLORS)]}
+    layer.update({k: v for k, v in spec.items() if k != "id"})
+    if not isinstance(layer["id"], str):
+        raise ValueError(f"layer id must be a string (got {layer['id']!r})")
+    for key in ("name", "prompt", "negative_prompt"):
+        layer[key] = _check_text(key, layer[key])
+    layer["color"] = _check_color(layer["color"])
+    for key in ("prompt_strength", "mask_strength"):
+        layer[key] = _check_unit(key, layer[key])
+    blur = layer["mask_blur"]
+    if isinstance(blur, bool) or not isinstance(blur, (int, float)) or not 0 <= float(blur) <= 256:
+        raise ValueError(f"layer mask_blur must be a number of pixels between 0 and 256 (got {blur!r})")
+    layer["mask_blur"] = float(blur)
+    if not isinstance(layer["visible"], bool):
+        raise ValueError(f"layer visible must be True or False (got {layer['visible']!r})")
+    return layer
+
+
+def to_coverage(mask: Any, width: int, height: int) -> np.ndarray:
+    """Convert a mask (bool / uint8 / float array, torch tensor, PIL image) to uint8 coverage (H, W).
+
+    bool: True = covered. uint8: 0..255 coverage. Other numbers: a fraction in [0, 1].
+    PIL images with an alpha channel use the alpha; others are read as grayscale.
+    """
+    if hasattr(mask, "getbands"):  # PIL image, without importing PIL here
+        bands = mask.getbands()
+        mask = np.asarray(mask.getchannel("A") if "A" in bands else mask.convert("L"))
+    elif hasattr(mask, "detach"):  # torch tensor, without importing torch here
+        mask = mask.detach().float().cpu().numpy()
+    array = np.asarray(mask)
+    if array.ndim == 3 and array.shape[0] == 1:
+        array = array[0]
+    if array.shape != (height, width):
+        raise ValueError(
+            f"mask must have shape (height, width) = ({height}, {width}) to match the canvas, or (1, {height}, "
+            f"{width}); got {tuple(array.shape)}. Resize it to the canvas size first."
+        )
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    if array.dtype == np.uint8:
+        return array.copy()
+    if not np.issubdtype(array.dtype, np.number):
+        raise ValueError(f"mask must hold numbers or booleans (got dtype {array.dtype})")
+    values = array.astype(np.float32)
+    if not np.isfinite(values).all():
+        raise ValueError("mask holds NaN or infinite values")
+    if values.min() < 0.0 or values.max() > 1.0:
+        raise ValueError(
+            f"a float mask must hold coverage in [0, 1] (got values from {values.min():g} to {values.max():g}); "
+            "pass uint8 for 0..255 coverage or bool for a hard mask"
+        )
+    return np.rint(values * 255.0).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A consistent, immutable view of the state, taken under the lock (for the generation thread)."""
+
+    width: int
+    height: int
+    layers: tuple[dict, ...]
+    masks: dict[str, np.ndarray]  # id -> uint8 (H, W), read-only arrays
+    mask_revisions: dict[str, int]
+    background: dict
+    background_image: np.ndarray | None
+    background_revision: int
+    revision: int
+    mask_arrival: dict[str, float] = field(default_factory=dict)  # id -> time of the newest mask input
+
+
+class CanvasState:
+    """Layers (bottom to top) with their masks, plus the background. Thread-safe."""
+
+    def __init__(self, width: int = 512, height: int = 512):
+        self.width, self.height = check_canvas_size(width, height)
+        self._lock = threading.RLock()
+        self._layers: list[dict] = []
+        self._masks: dict[str, np.ndarray] = {}
+        self._mask_revisions: dict[str, int] = {}
+        self._mask_arrival: dict[str, float] = {}
+        self._snapshot_cache: dict[str, tuple[int, np.ndarray]] = {}
+        self.background: dict = {"prompt": "", "negative_prompt": ""}
+        self.background_image: np.ndarray | None = None
+        self._background_revision = 0
+        self.revision = 0
+        self._mask_observers: list[Callable[[str], None]] = []
+        self._change_listeners: list[Callable[[], None]] = []
+
+    # ---- layers -------------------------------------------------------------------------------
+    @property
+    def layers(self) -> list[dict]:
+        with self._lock:
+            return [dict(layer) for layer in self._layers]
+
+    @property
+    def layer_ids(self) -> list[str]:
+        with self._lock:
+            return [layer["id"] for layer in self._layers]
+
+    def layer(self, layer_id: str) -> dict:
+        with self._lock:
+            return dict(self._layers[self._index(layer_id)])
+
+    def _index(self, layer_id: str) -> int:
+        for i, layer in enumerate(self._layers):
+            if layer["id"] == layer_id:
+                return i
+        known = ", ".join(repr(layer["id"]) for layer in self._layers) or "none yet"
+        raise KeyError(f"unknown layer {layer_id!r}; known layers: {known}")
+
+    def add_layer(self, prompt: str = "", **fields) -> str:
+        with self._lock:
+            layer = normalize_layer({"prompt": prompt, **fields}, len(self._layers))
+            if layer["id"] in self._masks:
+                raise ValueError(f"a layer with id {layer['id']!r} already exists")
+            self._layers.append(layer)
+            self._masks[layer["id"]] = np.zeros((self.height, self.width), np.uint8)
+            self._mask_revisions[layer["id"]] = 0
+            self._bump()
+            return layer["id"]
+
+    def update_layer(self, layer_id: str, **fields) -> dict:
+        with self._lock:
+            i = self._index(layer_id)
+            updated = normalize_layer({**self._layers[i], **fields}, i)
+            self._layers[i] = updated
+            self._bump()
+            return dict(updated)
+
+    def remove_layer(self, layer_id: str) -> None:
+        with self._lock:
+            del self._layers[self._index(layer_id)]
+            for table in (self._masks, self._mask_revisions, self._mask_arrival, self._snapshot_cache):
+                table.pop(layer_id, None)
+            self._bump()
+
+    def set_layers(self, specs: list[dict]) -> list[dict]:
+        """Replace the layer list (order, settings, additions, removals) as the browser edits it.
+
+        Masks of surviving ids are kept; new ids get empty masks. Validates everything before changing
+        anything, so a bad list leaves the state as it was.
+        """
+        if not isinstance(specs, (list, tuple)):
+            raise ValueError(f"layers must be a list of dicts (got {type(specs).__name__})")
+        layers = [normalize_layer(spec, i) for i, spec in enumerate(specs)]
+        ids = [layer["id"] for layer in layers]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"layer ids must be unique (got {ids})")
+        with self._lock:
+            if layers == self._layers:
+                return self.layers
+            for layer_id in set(self._masks) - set(ids):
+                for table in (self._masks, self._mask_revisions, self._mask_arrival, self._snapshot_cache):
+                    table.pop(layer_id, None)
+            for layer_id in ids:
+                if layer_id not in self._masks:
+                    self._masks[layer_id] = np.zeros((self.height, self.width), np.uint8)
+                    self._mask_revisions[layer_id] = 0
+            self._layers = layers
+            self._bump()
+            return self.layers
+
+    # ---- masks --------------------------------------------------------------------------------
+    def coverage(self, layer_id: str) -> np.ndarray:
+        """A copy of one layer's uint8 coverage (H, W)."""
+        with self._lock:
+            self._index(layer_id)
+            return self._masks[layer_id].copy()
+
+    def get_mask(self, layer_id: str) -> np.ndarray:
+        with self._lock:
+            self._index(layer_id)
+            return self._masks[layer_id].astype(np.float32) / 255.0
+
+    @property
+    def masks(self) -> np.ndarray:
+        with self._lock:
+            stack = [self._masks[layer["id"]] for layer in self._layers]
+        if not stack:
+            return np.zeros((0, self.height, self.width), np.float32)
+        return np.stack(stack).astype(np.float32) / 255.0
+
+    def set_mask(self, layer_id: str, mask: Any, arrival: float | None = None) -> np.ndarray:
+        coverage = to_coverage(mask, self.width, self.height)
+        with self._lock:
+            self._index(layer_id)
+            self._masks[layer_id] = coverage
+            self._touch_mask(layer_id, arrival)
+        self._notify(layer_id)
+        return coverage
+
+    def apply_patch(self, patch, arrival: float | None = None) -> None:
+        """Write a MaskPatch (from the browser) into its layer; bounds were checked when it was decoded."""
+        with self._lock:
+            self._index(patch.layer)
+            if patch.x + patch.w > self.width or patch.y + patch.h > self.height:
+                raise ValueError(f"mask rectangle does not fit the {self.width}x{self.height} canvas")
+            mask = self._masks[patch.layer]
+            mask[patch.y : patch.y + patch.h, patch.x : patch.x + patch.w] = patch.data
+            self._touch_mask(patch.layer, arrival)
+        self._notify(patch.layer)
+
+    def _touch_mask(self, layer_id: str, arrival: float | None) -> None:
+        self._mask_revisions[layer_id] += 1
+        if arrival is not None:
+            self._mask_arrival[layer_id] = arrival
+        self._bump()
+
+    def _bump(self) -> None:
+        # Listeners must be quick and lock-free (e.g. Event.set): they run under the state lock.
+        self.revision += 1
+        for listener in list(self._change_listeners):
+            listener()
+
+    def add_change_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after every change of anything (masks, layers, background)."""
+        self._change_listeners.append(listener)
+
+    def remove_change_listener(self, listener: Callable[[], None]) -> None:
+        if listener in self._change_listeners:
+            self._change_listeners.remove(listener)
+
+    def label_map(self) -> np.ndarray:
+        """(H, W) int: index (in layer order) of the top-most layer covering each pixel, -1 where none."""
+        with self._lock:
+            stack = [self._masks[layer["id"]] for layer in self._layers]
+        labels = np.full((self.height, self.width), -1, np.int64)
+        for index, coverage in enumerate(stack):
+            labels[coverage > 0] = index
+        return labels
+
+    def observe_masks(self, callback: Callable[[str], None]) -> None:
+        self._mask_observers.append(callback)
+
+    def unobserve_masks(self, callback: Callable[[str], None]) -> None:
+        if callback in self._mask_observers:
+            self._mask_observers.remove(callback)
+
+    def _notify(self, layer_id: str) -> None:
+        for callback in list(self._mask_observers):
+            callback(layer_id)
+
+    # ---- background ---------------------------------------------------------------------------
+    def set_background(self, prompt: str | None = None, negative_prompt: str | None = None) -> None:
+        with self._lock:
+            if prompt is not None:
+                self.background["prompt"] = _check_text("background prompt", prompt)
+            if negative_prompt is not None:
+                self.background["negative_prompt"] = _check_text("background negative_prompt", negative_prompt)
+            self._background_revision += 1
+            self._bump()
+
+    def set_background_image(self, rgb: np.ndarray | None) -> None:
+        if rgb is not None:
+            rgb = np.asarray(rgb)
+            if rgb.shape != (self.height, self.width, 3) or rgb.dtype != np.uint8:
+                raise ValueError(
+                    f"background image must be uint8 RGB of shape ({self.height}, {self.width}, 3); "
+                    f"got {rgb.dtype} {tuple(rgb.shape)}"
+                )
+        with self._lock:
+            self.background_image = None if rgb is None else rgb.copy()
+            self._background_revision += 1
+            self._bump()
+
+    # ---- snapshots ----------------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        """Copy out everything under the lock; unchanged masks reuse the previous copy (no per-frame cost)."""
+        with self._lock:
+            masks = {}
+            for layer in self._layers:
+                layer_id = layer["id"]
+                rev = self._mask_revisions[layer_id]
+                cached = self._snapshot_cache.get(layer_id)
+                if cached is None or cached[0] != rev:
+                    copy = self._masks[layer_id].copy()
+                    copy.setflags(write=False)
+                    cached = (rev, copy)
+                    self._snapshot_cache[layer_id] = cached
+                masks[layer_id] = cached[1]
+            return Snapshot(
+                width=self.width,
+                height=self.height,
+                layers=tuple(dict(layer) for layer in self._layers),
+                masks=masks,
+                mask_revisions=dict(self._mask_revisions),
+                background=dict(self.background),
+                background_image=self.background_image,
+                background_revision=self._background_revision,
+                revision=self.revision,
+                mask_arrival=dict(self._mask_arrival),
+            )
+
+    # ---- save / load (a zip of JSON + PNG; never pickle) ----------------------------------------
+    def save(self, path: str | Path, extra: dict | None = None) -> Path:
+        from PIL import Image
+
+        path = Path(path)
+        with self._lock:
+            scene = {
+                "format": SCENE_FORMAT,
+                "version": SCENE_VERSION,
+                "width": self.width,
+                "height": self.height,
+                "layers": self.layers,
+                "background": dict(self.background),
+                "has_background_image": self.background_image is not None,
+                **(extra or {}),
+            }
+            masks = {layer_id: mask.copy() for layer_id, mask in self._masks.items()}
+            background_image = self.background_image
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("scene.json", json.dumps(scene, indent=2))
+            for layer in scene["layers"]:
+                out = io.BytesIO()
+                Image.fromarray(masks[layer["id"]], "L").save(out, format="PNG")
+                archive.writestr(f"masks/{layer['id']}.png", out.getvalue())
+            if background_image is not None:
+                out = io.BytesIO()
+                Image.fromarray(background_image, "RGB").save(out, format="PNG")
+                archive.writestr("background.png", out.getvalue())
+        return path
+
+    @classmethod
+    def read_scene(cls, path: str | Path) -> tuple["CanvasState", dict]:
+        """Load a saved scene; returns the state and the scene's JSON (for settings beyond the state)."""
+        from PIL import Image
+
+        path = Path(path)
+        try:
+            archive = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, FileNotFoundError, IsADirectoryError) as exc:
+            raise ValueError(f"{path} is not a saved semdraw scene ({exc})") from None
+        with archive:
+            try:
+                scene = json.loads(archive.read("scene.json"))
+            except (KeyError, json.JSONDecodeError) as exc:
+                raise ValueError(f"{path} has no readable scene.json ({exc})") from None
+            if scene.get("format") != SCENE_FORMAT or scene.get("version", 0) > SCENE_VERSION:
+                raise ValueError(
+                    f"{path} is not a semdraw scene this version can read "
+                    f"(format {scene.get('format')!r}, version {scene.get('version')!r})"
+                )
+            state = cls(scene["width"], scene["height"])
+            state.set_layers(scene["layers"])
+            state.set_background(**{k: scene.get("background", {}).get(k, "") for k in ("prompt", "negative_prompt")})
+            for layer_id in state.layer_ids:
+                with archive.open(f"masks/{layer_id}.png") as handle:
+                    state.set_mask(layer_id, np.asarray(Image.open(handle).convert("L")))
+            if scene.get("has_background_image"):
+                with archive.open("background.png") as handle:
+                    state.set_background_image(np.asarray(Image.open(handle).convert("RGB")))
+        return state, scene

@@ -1,0 +1,208 @@
+"""Messages between the browser canvas and the kernel, and the codecs for their binary payloads.
+
+The protocol, once (binary payloads travel as message buffers, never base64; masks and frames never
+travel in traits):
+
+Browser -> kernel
+    {"type": "mask", "layer", "x", "y", "w", "h", "enc": "raw"|"deflate", "rev"} + w*h coverage bytes
+    {"type": "ack", "seq"}                       a frame was displayed
+    {"type": "sync"}                             a new view wants every mask (and the background image)
+    {"type": "action", "name": "start"|"stop"|"step"}
+    {"type": "background_image", "format"} + file bytes, or {"type": "background_image", "clear": true}
+Kernel -> browser
+    {"type": "mask", ..., "origin": "python"|"sync"} + bytes  (python-origin edits are undoable there)
+    {"type": "frame", "seq", "format": "jpeg"|"png", "width", "height", "stats"} + encoded image
+    {"type": "background_image", "format": "png"} + bytes, or {"type": "background_image", "clear": true}
+    {"type": "error", "message"}
+
+Every decoder here raises `ProtocolError` with a message a person can act on; callers turn that into a
+visible error and leave their state untouched.
+"""
+
+from __future__ import annotations
+
+import io
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Jupyter servers cap one websocket message at 10 MB by default; stay well under it per message.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+#: Background images larger than this are refused before decoding.
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+ACTIONS = ("start", "stop", "step")
+IMAGE_FORMATS = ("png", "jpeg", "webp")
+
+
+class ProtocolError(ValueError):
+    """A message from the browser that cannot be applied; the state is left unchanged."""
+
+
+@dataclass(frozen=True)
+class MaskPatch:
+    """New coverage (uint8, 0..255) for one rectangle of one layer's mask."""
+
+    layer: str
+    x: int
+    y: int
+    data: np.ndarray  # (h, w) uint8
+    rev: int = 0
+
+    @property
+    def w(self) -> int:
+        return int(self.data.shape[1])
+
+    @property
+    def h(self) -> int:
+        return int(self.data.shape[0])
+
+
+def _require_int(content: dict, key: str, minimum: int = 0) -> int:
+    value = content.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProtocolError(f"mask message field {key!r} must be an integer (got {value!r})")
+    if value < minimum:
+        raise ProtocolError(f"mask message field {key!r} must be >= {minimum} (got {value})")
+    return value
+
+
+def _buffer_bytes(buffers) -> bytes:
+    if not buffers or len(buffers) != 1:
+        count = 0 if not buffers else len(buffers)
+        raise ProtocolError(f"message needs exactly one binary buffer (got {count})")
+    buf = buffers[0]
+    return buf.tobytes() if isinstance(buf, memoryview) else bytes(buf)
+
+
+def decode_mask_message(content: dict, buffers, width: int, height: int) -> MaskPatch:
+    """Validate a ``mask`` message against a canvas of ``width`` x ``height`` and decode its rectangle."""
+    layer = content.get("layer")
+    if not isinstance(layer, str) or not layer:
+        raise ProtocolError(f"mask message needs a layer id string (got {layer!r})")
+    x, y = _require_int(content, "x"), _require_int(content, "y")
+    w, h = _require_int(content, "w", 1), _require_int(content, "h", 1)
+    if x + w > width or y + h > height:
+        raise ProtocolError(
+            f"mask rectangle x={x} y={y} w={w} h={h} lies outside the {width}x{height} canvas"
+        )
+    rev = content.get("rev", 0)
+    if isinstance(rev, bool) or not isinstance(rev, int):
+        raise ProtocolError(f"mask message field 'rev' must be an integer (got {rev!r})")
+    payload = _buffer_bytes(buffers)
+    expected = w * h
+    enc = content.get("enc", "raw")
+    if enc == "raw":
+        raw = payload
+    elif enc == "deflate":
+        # Bounded decompression: a hostile or corrupt payload cannot expand past the rectangle's size.
+        inflater = zlib.decompressobj()
+        try:
+            raw = inflater.decompress(payload, expected + 1)
+        except zlib.error as exc:
+            raise ProtocolError(f"mask payload is not valid deflate data ({exc})") from None
+    else:
+        raise ProtocolError(f"unknown mask encoding {enc!r}; use 'raw' or 'deflate'")
+    if len(raw) != expected:
+        raise ProtocolError(f"mask payload holds {len(raw)} bytes but a {w}x{h} rectangle needs {expected}")
+    data = np.frombuffer(raw, dtype=np.uint8).reshape(h, w).copy()
+    return MaskPatch(layer=layer, x=x, y=y, data=data, rev=rev)
+
+
+def encode_mask_message(layer: str, x: int, y: int, data: np.ndarray, origin: str) -> tuple[dict, list]:
+    """Build a kernel -> browser ``mask`` message for ``data`` (uint8, (h, w)) placed at (x, y)."""
+    h, w = data.shape
+    raw = np.ascontiguousarray(data, dtype=np.uint8).tobytes()
+    packed = zlib.compress(raw, 1)
+    enc, payload = ("deflate", packed) if len(packed) < len(raw) else ("raw", raw)
+    content = {"type": "mask", "layer": layer, "x": x, "y": y, "w": w, "h": h, "enc": enc, "origin": origin}
+    return content, [payload]
+
+
+def mask_messages(layer: str, mask: np.ndarray, origin: str) -> list[tuple[dict, list]]:
+    """Whole-mask messages for one layer, split into row bands so no message nears the server's cap."""
+    height, width = mask.shape
+    rows_per_band = max(1, MAX_MESSAGE_BYTES // max(width, 1))
+    return [
+        encode_mask_message(layer, 0, top, mask[top : top + rows_per_band], origin)
+        for top in range(0, height, rows_per_band)
+    ]
+
+
+def decode_ack(content: dict) -> int:
+    seq = content.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        raise ProtocolError(f"ack message needs a non-negative integer 'seq' (got {seq!r})")
+    return seq
+
+
+def decode_action(content: dict) -> str:
+    name = content.get("name")
+    if name not in ACTIONS:
+        raise ProtocolError(f"unknown action {name!r}; expected one of {', '.join(ACTIONS)}")
+    return name
+
+
+def decode_background_image(content: dict, buffers, width: int, height: int) -> np.ndarray | None:
+    """Decode an uploaded background image into RGB uint8 of the canvas size, or None to clear it."""
+    if content.get("clear"):
+        return None
+    fmt = content.get("format")
+    if fmt not in IMAGE_FORMATS:
+        raise ProtocolError(f"background image format must be one of {', '.join(IMAGE_FORMATS)} (got {fmt!r})")
+    payload = _buffer_bytes(buffers)
+    if len(payload) > MAX_IMAGE_BYTES:
+        raise ProtocolError(
+            f"background image is {len(payload) / 1e6:.1f} MB; the limit is {MAX_IMAGE_BYTES / 1e6:.0f} MB"
+        )
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(io.BytesIO(payload))
+        image.load()
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ProtocolError(f"could not read the background image as {fmt} ({exc})") from None
+    return fit_image(image, width, height)
+
+
+def fit_image(image, width: int, height: int) -> np.ndarray:
+    """Scale and centre-crop a PIL image to cover width x height; return RGB uint8 (H, W, 3)."""
+    from PIL import Image
+
+    image = image.convert("RGB")
+    scale = max(width / image.width, height / image.height)
+    resized = image.resize(
+        (max(width, round(image.width * scale)), max(height, round(image.height * scale))), Image.LANCZOS
+    )
+    left, top = (resized.width - width) // 2, (resized.height - height) // 2
+    return np.asarray(resized.crop((left, top, left + width, top + height)), dtype=np.uint8)
+
+
+def encode_image(rgb: np.ndarray, fmt: str, quality: int = 85) -> bytes:
+    """Encode RGB uint8 (H, W, 3) as JPEG (while the scene changes) or PNG (lossless, once still)."""
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB")
+    out = io.BytesIO()
+    if fmt == "jpeg":
+        image.save(out, format="JPEG", quality=quality)
+    elif fmt == "png":
+        image.save(out, format="PNG", compress_level=1)
+    else:
+        raise ValueError(f"unknown frame format {fmt!r}; use 'jpeg' or 'png'")
+    return out.getvalue()
+
+
+def frame_message(seq: int, fmt: str, width: int, height: int, stats: dict, payload: bytes) -> tuple[dict, list]:
+    content = {"type": "frame", "seq": seq, "format": fmt, "width": width, "height": height, "stats": stats}
+    return content, [payload]
+
+
+def background_message(rgb: np.ndarray | None) -> tuple[dict, list]:
+    if rgb is None:
+        return {"type": "background_image", "clear": True}, []
+    return {"type": "background_image", "format": "png"}, [encode_image(rgb, "png")]
+
+
+def error_message(message: str) -> tuple[dict, list]:
+    return {"type": "error", "message": message}, []

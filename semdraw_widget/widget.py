@@ -1,0 +1,399 @@
+"""SemanticCanvas: the anywidget that paints layers in the browser and keeps their masks in the kernel.
+
+Developer notes. Small settings are synced traits (declared together below). Masks, frames and
+background images travel as custom messages with binary buffers (see `protocol.py` for the whole
+protocol). The kernel's `CanvasState` is the source of truth; a new view asks for `sync` and gets
+every mask. With a pipeline attached, a `StreamRunner` (streaming.py) turns the state into frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import anywidget
+import numpy as np
+import traitlets as t
+
+from . import protocol
+from .canvas_state import CanvasState, check_canvas_size
+
+log = logging.getLogger("semdraw_widget")
+
+_STATIC = Path(__file__).parent / "static"
+_ESM_PATH = _STATIC / "widget.js"
+_CSS_PATH = _STATIC / "widget.css"
+
+
+class FrontendNotBuiltError(RuntimeError):
+    pass
+
+
+def _frontend_files() -> dict[str, str]:
+    if not _ESM_PATH.is_file() or not _CSS_PATH.is_file():
+        raise FrontendNotBuiltError(
+            f"The canvas front end is not built ({_ESM_PATH} is missing). From a source checkout run "
+            "`pip install -e .` (it builds js/ with npm), or `cd js && npm ci && npm run build`."
+        )
+    return {"_esm": _ESM_PATH.read_text(encoding="utf-8"), "_css": _CSS_PATH.read_text(encoding="utf-8")}
+
+
+class SemanticCanvas(anywidget.AnyWidget):
+    """A canvas of semantic layers: paint regions in the browser, read their masks as numpy arrays.
+
+    Traits (synced with the browser):
+      width, height     canvas size in pixels, multiples of 8 (fixed at creation)
+      layers            list of layer dicts, bottom to top: id, name, prompt, negative_prompt, color,
+                        prompt_strength, mask_strength, mask_blur, visible
+      active_layer      id of the layer the brush paints into
+      background        {"prompt", "negative_prompt", "has_image"}
+      tool, brush_size, overlay_opacity, view ("side" | "below" | "overlay": where the frame sits)
+      running, has_pipeline, seed, status, stats, notice (a banner, e.g. "tiny model: images are noise")
+
+    Example:
+        >>> canvas = SemanticCanvas(width=512, height=512)
+        >>> apple = canvas.add_layer("a red apple", color="#e53935")
+        >>> canvas.masks.shape            # (n_layers, H, W), float32 in [0, 1]
+        (1, 512, 512)
+    """
+
+    # The bundle is read at construction (see _frontend_files) so a missing build is a clear error.
+    _esm = _ESM_PATH
+    _css = _CSS_PATH
+
+    width = t.Int(512).tag(sync=True)
+    height = t.Int(512).tag(sync=True)
+    layers = t.List(t.Dict()).tag(sync=True)
+    active_layer = t.Unicode("").tag(sync=True)
+    background = t.Dict({"prompt": "", "negative_prompt": "", "has_image": False}).tag(sync=True)
+    tool = t.Enum(("brush", "eraser"), default_value="brush").tag(sync=True)
+    brush_size = t.Int(32).tag(sync=True)
+    overlay_opacity = t.Float(0.5).tag(sync=True)
+    view = t.Enum(("side", "below", "overlay"), default_value="side").tag(sync=True)
+    running = t.Bool(False).tag(sync=True)
+    has_pipeline = t.Bool(False).tag(sync=True)
+    seed = t.Int(2024).tag(sync=True)
+    status = t.Unicode("").tag(sync=True)
+    stats = t.Dict().tag(sync=True)
+    notice = t.Unicode("").tag(sync=True)
+
+    def __init__(
+        self,
+        width: int = 512,
+        height: int = 512,
+        *,
+        pipeline: Any = None,
+        model: str | None = None,
+        hf_key: str | None = None,
+        device: Any = None,
+        background_prompt: str = "",
+        state: CanvasState | None = None,
+        max_in_flight: int = 2,
+        **kwargs: Any,
+    ):
+        width, height = check_canvas_size(width, height)
+        files = _frontend_files()
+        self._state = state or CanvasState(width, height)
+        if (self._state.width, self._state.height) != (width, height):
+            width, height = self._state.width, self._state.height
+        self._mask_callbacks: list[Callable[[str], None]] = []
+        self._runner = None
+        self._max_in_flight = max_in_flight
+        self._main_thread = threading.get_ident()
+        try:  # the kernel's event loop: sends from the generation thread are scheduled on it
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
+        super().__init__(width=width, height=height, layers=self._state.layers, **files, **kwargs)
+        self._sync_background_trait()
+        if background_prompt:
+            self.background = {**self.background, "prompt": background_prompt}
+        self.on_msg(self._on_msg)
+        self._state.observe_masks(self._on_state_mask)
+        if pipeline is not None or model is not None or hf_key is not None:
+            self.attach_pipeline(pipeline, model=model or hf_key, device=device)
+
+    # ---- traits from the browser --------------------------------------------------------------
+    @t.validate("width", "height")
+    def _check_size(self, proposal):
+        name = proposal["trait"].name
+        value = proposal["value"]
+        state = getattr(self, "_state", None)
+        if state is not None and self.trait_has_value(name) and value != getattr(state, name):
+            raise t.TraitError(f"{name} is fixed once the canvas exists; create a new SemanticCanvas to resize")
+        check_canvas_size(value, 8) if name == "width" else check_canvas_size(8, value)
+        return value
+
+    @t.observe("layers")
+    def _on_layers(self, change):
+        try:
+            normalized = self._state.set_layers(change["new"])
+        except (ValueError, TypeError) as exc:
+            self._report(f"layer change rejected: {exc}")
+            self.layers = self._state.layers
+            return
+        if normalized != change["new"]:
+            self.layers = normalized
+        if self.active_layer and self.active_layer not in self._state.layer_ids:
+            self.active_layer = normalized[-1]["id"] if normalized else ""
+
+    @t.validate("active_layer")
+    def _check_active(self, proposal):
+        value = proposal["value"]
+        if value and value not in self._state.layer_ids:
+            raise t.TraitError(f"unknown layer {value!r}; known layers: {self._state.layer_ids}")
+        return value
+
+    @t.observe("background")
+    def _on_background(self, change):
+        new = change["new"]
+        try:
+            self._state.set_background(new.get("prompt", ""), new.get("negative_prompt", ""))
+        except ValueError as exc:
+            self._report(f"background change rejected: {exc}")
+            self._sync_background_trait()
+
+    def _sync_background_trait(self):
+        self.background = {**self._state.background, "has_image": self._state.background_image is not None}
+
+    # ---- messages from the browser ------------------------------------------------------------
+    def _on_msg(self, _widget, content: Any, buffers: list) -> None:
+        try:
+            if not isinstance(content, dict):
+                raise protocol.ProtocolError(f"a message must be a JSON object (got {type(content).__name__})")
+            kind = content.get("type")
+            if kind == "mask":
+                patch = protocol.decode_mask_message(content, buffers, self.width, self.height)
+                self._state.apply_patch(patch, arrival=time.perf_counter())
+            elif kind == "ack":
+                seq = protocol.decode_ack(content)
+                if self._runner is not None:
+                    self._runner.acknowledge(seq)
+            elif kind == "sync":
+                self._send_everything()
+            elif kind == "action":
+                self._run_action(protocol.decode_action(content))
+            elif kind == "background_image":
+                rgb = protocol.decode_background_image(content, buffers, self.width, self.height)
+                self.set_background_image(rgb)
+            else:
+                raise protocol.ProtocolError(f"unknown message type {kind!r}")
+        except (protocol.ProtocolError, KeyError, ValueError) as exc:
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            self._report(f"ignored a message from the browser: {message}")
+        except Exception as exc:  # the kernel and the canvas must survive anything a view sends
+            log.exception("error while handling a browser message")
+            self._report(f"error while handling a browser message: {type(exc).__name__}: {exc}")
+
+    def _run_action(self, name: str) -> None:
+        if self._runner is None:
+            raise protocol.ProtocolError(f"'{name}' needs a pipeline: create the canvas with pipeline= or model=")
+        getattr(self, name)()
+
+    def _send_everything(self) -> None:
+        snapshot = self._state.snapshot()
+        for layer in snapshot.layers:
+            for content, buffers in protocol.mask_messages(layer["id"], snapshot.masks[layer["id"]], "sync"):
+                self.send(content, buffers)
+        if snapshot.background_image is not None:
+            self.send(*protocol.background_message(snapshot.background_image))
+        if self._runner is not None:
+            self._runner.resend_latest()
+
+    def _report(self, message: str) -> None:
+        """Show a problem to the person (status line + error message) and log it."""
+        log.warning(message)
+        self.send_threadsafe(*protocol.error_message(message))
+        self.set_traits_threadsafe(status=message)
+
+    # ---- thread-safe sending (frames come from the generation thread) -------------------------
+    def send_threadsafe(self, content: dict, buffers: list | None = None) -> None:
+        """Send now on the kernel's thread; from another thread, schedule it on the kernel's event loop.
+
+        Colab (and some front ends) do not show messages sent from other threads, so frames sent by the
+        generation thread go through the loop that runs the kernel.
+        """
+        if self._loop is None or threading.get_ident() == self._main_thread or self._loop.is_closed():
+            self._send_if_open(content, buffers)
+        else:
+            self._loop.call_soon_threadsafe(self._send_if_open, content, buffers)
+
+    def _send_if_open(self, content: dict, buffers: list | None) -> None:
+        if self.comm is not None:
+            self.send(content, buffers)
+
+    def set_traits_threadsafe(self, **values: Any) -> None:
+        if self._loop is None or threading.get_ident() == self._main_thread or self._loop.is_closed():
+            self.set_trait_values(values)
+        else:
+            self._loop.call_soon_threadsafe(self.set_trait_values, values)
+
+    def set_trait_values(self, values: dict) -> None:
+        if self.comm is not None or self._loop is None:
+            with self.hold_sync():
+                for name, value in values.items():
+                    setattr(self, name, value)
+
+    # ---- public API: layers and masks ---------------------------------------------------------
+    @property
+    def state(self) -> CanvasState:
+        """The headless state behind this canvas (layers, masks, background)."""
+        return self._state
+
+    def add_layer(self, prompt: str = "", **fields: Any) -> str:
+        """Add a layer on top and return its id. Fields: name, negative_prompt, color ("#rrggbb"),
+        prompt_strength, mask_strength, mask_blur (pixels), visible."""
+        layer_id = self._state.add_layer(prompt, **fields)
+        self.layers = self._state.layers
+        if not self.active_layer:
+            self.active_layer = layer_id
+        return layer_id
+
+    def update_layer(self, layer_id: str, **fields: Any) -> dict:
+        """Change a layer's settings (prompt, color, strengths, blur, visibility, ...)."""
+        updated = self._state.update_layer(layer_id, **fields)
+        self.layers = self._state.layers
+        return updated
+
+    def remove_layer(self, layer_id: str) -> None:
+        self._state.remove_layer(layer_id)
+        self.layers = self._state.layers
+
+    @property
+    def masks(self) -> np.ndarray:
+        """float32 (n_layers, H, W) in [0, 1], in `layers` order (bottom to top)."""
+        return self._state.masks
+
+    def get_mask(self, layer_id: str) -> np.ndarray:
+        """float32 (H, W) in [0, 1]."""
+        return self._state.get_mask(layer_id)
+
+    def set_mask(self, layer_id: str, mask: Any) -> None:
+        """Replace a layer's mask (bool / uint8 / float array, torch tensor or PIL image of the canvas size).
+
+        It shows in the browser at once and can be undone there."""
+        coverage = self._state.set_mask(layer_id, mask)
+        for content, buffers in protocol.mask_messages(layer_id, coverage, "python"):
+            self.send_threadsafe(content, buffers)
+
+    def label_map(self) -> np.ndarray:
+        """int64 (H, W): index of the top-most covering layer, -1 where none."""
+        return self._state.label_map()
+
+    def observe_masks(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(layer_id)`` after every mask update (browser strokes and set_mask)."""
+        self._mask_callbacks.append(callback)
+
+    def unobserve_masks(self, callback: Callable[[str], None]) -> None:
+        self._mask_callbacks.remove(callback)
+
+    def _on_state_mask(self, layer_id: str) -> None:
+        for callback in list(self._mask_callbacks):
+            try:
+                callback(layer_id)
+            except Exception:  # a user's callback must not break painting
+                log.exception("observe_masks callback failed")
+
+    # ---- background ---------------------------------------------------------------------------
+    @property
+    def background_image(self):
+        """The background image as a PIL image of the canvas size, or None."""
+        from PIL import Image
+
+        rgb = self._state.background_image
+        return None if rgb is None else Image.fromarray(rgb, "RGB")
+
+    def set_background_image(self, image: Any) -> None:
+        """Set (PIL image, RGB array, or a path) or clear (None) the background image; it is scaled and
+        centre-cropped to cover the canvas."""
+        rgb = None
+        if image is not None:
+            from PIL import Image
+
+            if isinstance(image, (str, Path)):
+                image = Image.open(image)
+            elif isinstance(image, np.ndarray):
+                image = Image.fromarray(np.asarray(image, dtype=np.uint8))
+            rgb = protocol.fit_image(image, self.width, self.height)
+        self._state.set_background_image(rgb)
+        self.send_threadsafe(*protocol.background_message(self._state.background_image))
+        self.set_traits_threadsafe(background={**self.background, "has_image": rgb is not None})
+
+    # ---- save / load --------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Save prompts, settings, masks and the background image (a zip of JSON + PNG; no pickle)."""
+        return self._state.save(path, extra={"active_layer": self.active_layer, "seed": self.seed})
+
+    @classmethod
+    def load(cls, path: str | Path, **kwargs: Any) -> "SemanticCanvas":
+        """Open a scene saved with `save`; keyword arguments go to the constructor (e.g. pipeline=)."""
+        state, scene = CanvasState.read_scene(path)
+        canvas = cls(state.width, state.height, state=state, seed=scene.get("seed", 2024), **kwargs)
+        if scene.get("active_layer") in state.layer_ids:
+            canvas.active_layer = scene["active_layer"]
+        return canvas
+
+    # ---- live generation ----------------------------------------------------------------------
+    def attach_pipeline(self, pipeline: Any = None, *, model: str | None = None, device: Any = None) -> None:
+        """Connect a StreamMultiDiffusion (or build one from ``model``) to this canvas."""
+        from .streaming import StreamRunner, load_pipeline
+
+        if self._runner is not None:
+            self._runner.close()
+        if pipeline is None:
+            pipeline = load_pipeline(model, device=device, width=self.width, height=self.height)
+        self.notice = getattr(pipeline, "notice", "")
+        self._runner = StreamRunner(pipeline, self, max_in_flight=self._max_in_flight)
+        self.has_pipeline = True
+
+    @property
+    def pipeline(self):
+        return None if self._runner is None else self._runner.pipeline
+
+    def _require_runner(self):
+        if self._runner is None:
+            raise RuntimeError("this canvas has no pipeline: create it with SemanticCanvas(pipeline=...) or model=...")
+        return self._runner
+
+    def start(self) -> None:
+        """Start streaming frames (they follow every stroke until `stop()`)."""
+        self._require_runner().start()
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            self._runner.stop()
+
+    def step(self):
+        """Generate one frame now (in the calling thread) and return it as a PIL image."""
+        return self._require_runner().step()
+
+    @property
+    def frame(self):
+        """The latest generated frame as a PIL image (None before the first)."""
+        return None if self._runner is None else self._runner.latest_image()
+
+    @t.observe("seed")
+    def _on_seed(self, change):
+        if self._runner is not None:
+            self._runner.request_seed(change["new"])
+
+    def close(self) -> None:
+        # Also runs from __del__, possibly on a half-built instance, and may run twice.
+        runner, self._runner = getattr(self, "_runner", None), None
+        if runner is not None:
+            runner.close()
+        state = getattr(self, "_state", None)
+        if state is not None:
+            state.unobserve_masks(self._on_state_mask)
+        super().close()
+
+    def __repr__(self) -> str:
+        names = ", ".join(repr(layer["prompt"] or layer["name"] or layer["id"]) for layer in self._state.layers)
+        return f"SemanticCanvas({self.width}x{self.height}, layers=[{names}])"
+
+
+__all__ = ["SemanticCanvas", "FrontendNotBuiltError"]

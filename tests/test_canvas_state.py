@@ -1,0 +1,146 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from semdraw_widget.canvas_state import CanvasState, check_canvas_size, to_coverage
+from semdraw_widget.protocol import MaskPatch
+
+
+def test_canvas_size_must_be_a_multiple_of_8_and_the_error_suggests_neighbours():
+    assert check_canvas_size(512, 2560) == (512, 2560)
+    with pytest.raises(ValueError, match=r"width must be a multiple of 8 \(got 500\); try 496 or 504"):
+        check_canvas_size(500, 512)
+    with pytest.raises(ValueError, match="height"):
+        check_canvas_size(512, 0)
+    with pytest.raises(ValueError, match="integer"):
+        check_canvas_size(512.0, 512)
+
+
+def test_layers_masks_and_label_map():
+    state = CanvasState(32, 16)
+    a = state.add_layer("a red apple")
+    b = state.add_layer("a blue sky", color="#1E88E5")
+    assert state.layer(b)["color"] == "#1e88e5"
+    state.apply_patch(MaskPatch(a, 0, 0, np.full((16, 20), 255, np.uint8)))
+    state.apply_patch(MaskPatch(b, 10, 0, np.full((16, 22), 128, np.uint8)))
+    masks = state.masks
+    assert masks.shape == (2, 16, 32) and masks.dtype == np.float32
+    assert masks[0, :, :20].min() == 1.0 and masks[0, :, 20:].max() == 0.0
+    assert masks[1, 0, 10] == pytest.approx(128 / 255)
+    labels = state.label_map()
+    assert labels[0, 5] == 0 and labels[0, 15] == 1 and labels[0, 25] == 1
+    state.remove_layer(b)
+    assert state.label_map().max() == 0 and state.masks.shape == (1, 16, 32)
+
+
+@pytest.mark.parametrize(
+    "mask, expected",
+    [
+        (np.ones((4, 8), bool), 255),
+        (np.full((4, 8), 7, np.uint8), 7),
+        (np.full((1, 4, 8), 0.5, np.float64), 128),
+        (Image.new("L", (8, 4), 200), 200),
+        (Image.new("RGBA", (8, 4), (0, 0, 0, 60)), 60),
+    ],
+)
+def test_masks_are_accepted_in_the_usual_forms(mask, expected):
+    coverage = to_coverage(mask, 8, 4)
+    assert coverage.dtype == np.uint8 and coverage.shape == (4, 8) and (coverage == expected).all()
+
+
+def test_torch_masks_are_accepted():
+    torch = pytest.importorskip("torch")
+    assert (to_coverage(torch.ones(4, 8), 8, 4) == 255).all()
+
+
+@pytest.mark.parametrize(
+    "mask, needle",
+    [
+        (np.ones((8, 4)), r"\(height, width\) = \(4, 8\)"),
+        (np.full((4, 8), 2.0), r"\[0, 1\]"),
+        (np.full((4, 8), np.nan), "NaN"),
+        (np.full((4, 8), "x"), "numbers"),
+    ],
+)
+def test_bad_masks_get_clear_errors(mask, needle):
+    with pytest.raises(ValueError, match=needle):
+        to_coverage(mask, 8, 4)
+
+
+def test_bad_input_leaves_the_state_unchanged():
+    state = CanvasState(16, 16)
+    a = state.add_layer("a")
+    state.set_mask(a, np.ones((16, 16), bool))
+    before = (state.layers, state.masks.copy(), state.revision)
+    with pytest.raises(ValueError):
+        state.set_mask(a, np.ones((8, 8), bool))
+    with pytest.raises(KeyError, match="unknown layer 'nope'"):
+        state.set_mask("nope", np.ones((16, 16), bool))
+    with pytest.raises(ValueError, match="prompt_strength"):
+        state.set_layers([{"id": a, "prompt_strength": 3}])
+    with pytest.raises(ValueError, match="unique"):
+        state.set_layers([{"id": a}, {"id": a}])
+    with pytest.raises(ValueError, match="unknown layer field"):
+        state.set_layers([{"id": a, "colour": "#ffffff"}])
+    with pytest.raises(ValueError, match="characters long"):
+        state.update_layer(a, prompt="x" * 5000)
+    assert state.layers == before[0] and state.revision == before[2]
+    np.testing.assert_array_equal(state.masks, before[1])
+
+
+def test_set_layers_keeps_masks_of_surviving_ids_and_adds_empty_ones():
+    state = CanvasState(16, 16)
+    a, b = state.add_layer("a"), state.add_layer("b")
+    state.set_mask(b, np.ones((16, 16), bool))
+    layers = state.set_layers([{**state.layer(b), "prompt": "bee"}, {"id": "new", "prompt": "c"}])
+    assert [layer["id"] for layer in layers] == [b, "new"]
+    assert state.get_mask(b).min() == 1.0 and state.get_mask("new").max() == 0.0
+    with pytest.raises(KeyError):
+        state.get_mask(a)
+
+
+def test_snapshots_are_consistent_copies_that_reuse_unchanged_masks():
+    state = CanvasState(16, 16)
+    a = state.add_layer("a")
+    first = state.snapshot()
+    again = state.snapshot()
+    assert again.masks[a] is first.masks[a]  # unchanged mask: no copy per frame
+    state.apply_patch(MaskPatch(a, 0, 0, np.full((2, 2), 9, np.uint8)))
+    assert first.masks[a].max() == 0 and state.snapshot().masks[a][0, 0] == 9
+    with pytest.raises(ValueError):
+        first.masks[a][0, 0] = 1  # read-only
+
+
+def test_change_listeners_and_mask_observers_fire():
+    state = CanvasState(16, 16)
+    changes, masks = [], []
+    state.add_change_listener(lambda: changes.append(1))
+    state.observe_masks(masks.append)
+    a = state.add_layer("a")
+    state.set_mask(a, np.ones((16, 16), bool))
+    state.set_background("a meadow")
+    assert len(changes) == 3 and masks == [a]
+
+
+def test_save_and_load_round_trip(tmp_path):
+    state = CanvasState(24, 16)
+    a = state.add_layer("a red apple", negative_prompt="blurry", mask_blur=3, prompt_strength=0.5)
+    b = state.add_layer("sky", visible=False)
+    rng = np.random.default_rng(1)
+    state.set_mask(a, rng.integers(0, 256, (16, 24), dtype=np.uint8))
+    state.set_mask(b, rng.random((16, 24)) > 0.5)
+    state.set_background("a meadow", "ugly")
+    state.set_background_image(rng.integers(0, 256, (16, 24, 3), dtype=np.uint8))
+    path = state.save(tmp_path / "scene.semdraw")
+    loaded, scene = CanvasState.read_scene(path)
+    assert loaded.layers == state.layers and loaded.background == state.background
+    np.testing.assert_array_equal(loaded.masks, state.masks)
+    np.testing.assert_array_equal(loaded.background_image, state.background_image)
+    assert scene["format"] == "semdraw-scene"
+
+
+def test_loading_something_else_is_a_clear_error(tmp_path):
+    bogus = tmp_path / "x.semdraw"
+    bogus.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a saved semdraw scene"):
+        CanvasState.read_scene(bogus)

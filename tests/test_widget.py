@@ -1,0 +1,165 @@
+import numpy as np
+import pytest
+import traitlets
+
+from conftest import stroke_message
+from semdraw_widget import protocol, widget as widget_module
+from semdraw_widget.canvas_state import CanvasState
+
+
+def from_browser(canvas, content, buffers=()):
+    """Deliver a custom message the way the comm does."""
+    canvas._handle_custom_msg(content, list(buffers))
+
+
+def test_canvas_works_without_any_model(make_canvas):
+    canvas = make_canvas(width=64, height=32)
+    apple = canvas.add_layer("a red apple", color="#e53935")
+    sky = canvas.add_layer("sky")
+    assert [layer["id"] for layer in canvas.layers] == [apple, sky]
+    assert canvas.active_layer == apple and not canvas.has_pipeline
+    from_browser(canvas, *stroke_message(apple, 4, 2, 10, 6))
+    masks = canvas.masks
+    assert masks.shape == (2, 32, 64)
+    assert masks[0, 2:8, 4:14].min() == 1.0 and masks[0].sum() == 60 and masks[1].sum() == 0
+    label = canvas.label_map()
+    assert label[3, 5] == 0 and label[0, 0] == -1
+
+
+def test_deflated_strokes_and_observers(make_canvas):
+    canvas = make_canvas(width=32, height=32)
+    layer = canvas.add_layer("a")
+    seen = []
+    canvas.observe_masks(seen.append)
+    from_browser(canvas, *stroke_message(layer, 0, 0, 32, 32, value=128, enc="deflate"))
+    assert seen == [layer]
+    assert canvas.get_mask(layer)[5, 5] == pytest.approx(128 / 255)
+    canvas.unobserve_masks(seen.append)
+    from_browser(canvas, *stroke_message(layer, 0, 0, 1, 1))
+    assert seen == [layer]
+
+
+@pytest.mark.parametrize(
+    "content, buffers, needle",
+    [
+        ({"type": "mask", "layer": "ghost", "x": 0, "y": 0, "w": 1, "h": 1}, [b"\x01"], "unknown layer 'ghost'"),
+        ({"type": "mask", "layer": "L", "x": 30, "y": 0, "w": 4, "h": 1}, [bytes(4)], "outside"),
+        ({"type": "mask", "layer": "L", "x": 0, "y": 0, "w": 4, "h": 1}, [bytes(3)], "needs 4"),
+        ({"type": "teleport"}, [], "unknown message type"),
+        ({"type": "action", "name": "start"}, [], "needs a pipeline"),
+        ({"type": "ack"}, [], "seq"),
+        (["not", "a", "dict"], [], "JSON object"),
+    ],
+)
+def test_malformed_messages_are_visible_errors_and_change_nothing(make_canvas, content, buffers, needle):
+    canvas = make_canvas(width=32, height=32)
+    canvas.add_layer("a", id="L")
+    canvas.set_mask("L", np.ones((32, 32), bool))
+    canvas.sent.clear()
+    before = canvas.masks.copy()
+    from_browser(canvas, content, buffers)
+    assert needle in canvas.status
+    errors = canvas.sent.of_type("error")
+    assert len(errors) == 1 and needle in errors[0][0]["message"]
+    np.testing.assert_array_equal(canvas.masks, before)
+
+
+def test_set_mask_appears_in_the_browser_as_an_undoable_edit(make_canvas):
+    canvas = make_canvas(width=40, height=24)
+    layer = canvas.add_layer("a")
+    mask = np.zeros((24, 40), np.float32)
+    mask[4:10, 6:30] = 0.5
+    canvas.set_mask(layer, mask)
+    rebuilt = np.zeros((24, 40), np.uint8)
+    sent = canvas.sent.of_type("mask")
+    assert sent and all(content["origin"] == "python" for content, _ in sent)
+    for content, buffers in sent:
+        patch = protocol.decode_mask_message(content, buffers, 40, 24)
+        rebuilt[patch.y : patch.y + patch.h, patch.x : patch.x + patch.w] = patch.data
+    np.testing.assert_array_equal(rebuilt, np.rint(mask * 255).astype(np.uint8))
+    with pytest.raises(ValueError, match=r"\(24, 40\)"):
+        canvas.set_mask(layer, np.ones((40, 24)))
+
+
+def test_a_new_view_gets_every_mask_and_the_background(make_canvas):
+    canvas = make_canvas(width=16, height=16)
+    a, b = canvas.add_layer("a"), canvas.add_layer("b")
+    canvas.set_mask(b, np.eye(16, dtype=bool))
+    canvas.set_background_image(np.full((16, 16, 3), 40, np.uint8))
+    assert canvas.background["has_image"]
+    canvas.sent.clear()
+    from_browser(canvas, {"type": "sync"})
+    synced = {content["layer"]: (content, buffers) for content, buffers in canvas.sent.of_type("mask")}
+    assert set(synced) == {a, b} and all(content["origin"] == "sync" for content, _ in synced.values())
+    patch = protocol.decode_mask_message(*synced[b], 16, 16)
+    np.testing.assert_array_equal(patch.data, np.eye(16, dtype=np.uint8) * 255)
+    assert len(canvas.sent.of_type("background_image")) == 1
+
+
+def test_layer_edits_from_the_browser_follow_and_bad_ones_are_reverted(make_canvas):
+    canvas = make_canvas(width=16, height=16)
+    a = canvas.add_layer("a")
+    canvas.set_mask(a, np.ones((16, 16), bool))
+    canvas.layers = [{**canvas.layers[0], "prompt": "an apple"}, {"id": "fresh", "prompt": "pear"}]
+    assert canvas.state.layer(a)["prompt"] == "an apple"
+    assert canvas.layers[1]["color"].startswith("#") and canvas.layers[1]["mask_blur"] == 8.0  # defaults filled in
+    assert canvas.masks.shape == (2, 16, 16) and canvas.get_mask(a).min() == 1.0
+    good = canvas.layers
+    canvas.layers = [{"id": a, "mask_strength": "lots"}]
+    assert canvas.layers == good and "mask_strength" in canvas.status
+    canvas.layers = [canvas.layers[1]]  # the browser deleted the active layer
+    assert canvas.active_layer == "fresh"
+    with pytest.raises(traitlets.TraitError, match="unknown layer"):
+        canvas.active_layer = "nope"
+
+
+def test_background_prompt_and_uploaded_image(make_canvas):
+    import io
+
+    from PIL import Image
+
+    canvas = make_canvas(width=16, height=8, background_prompt="a meadow")
+    assert canvas.state.background["prompt"] == "a meadow"
+    canvas.background = {**canvas.background, "negative_prompt": "ugly"}
+    assert canvas.state.background["negative_prompt"] == "ugly"
+    out = io.BytesIO()
+    Image.new("RGB", (32, 16), (10, 20, 30)).save(out, format="PNG")
+    from_browser(canvas, {"type": "background_image", "format": "png"}, [out.getvalue()])
+    assert canvas.background["has_image"] and canvas.background_image.size == (16, 8)
+    from_browser(canvas, {"type": "background_image", "clear": True})
+    assert not canvas.background["has_image"] and canvas.background_image is None
+
+
+def test_size_is_validated_and_fixed(make_canvas):
+    with pytest.raises(ValueError, match="multiple of 8"):
+        make_canvas(width=500, height=512)
+    canvas = make_canvas(width=16, height=16)
+    with pytest.raises(traitlets.TraitError, match="fixed"):
+        canvas.width = 24
+
+
+def test_save_and_load_keep_prompts_settings_and_masks(make_canvas, tmp_path):
+    canvas = make_canvas(width=24, height=16, seed=7)
+    a = canvas.add_layer("a red apple", mask_blur=2)
+    canvas.add_layer("sky")
+    canvas.set_mask(a, np.tri(16, 24, dtype=bool))
+    path = canvas.save(tmp_path / "scene.semdraw")
+    loaded = widget_module.SemanticCanvas.load(path)
+    try:
+        assert loaded.layers == canvas.layers and loaded.seed == 7 and loaded.active_layer == a
+        np.testing.assert_array_equal(loaded.masks, canvas.masks)
+    finally:
+        loaded.close()
+
+
+def test_missing_front_end_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(widget_module, "_ESM_PATH", tmp_path / "widget.js")
+    with pytest.raises(widget_module.FrontendNotBuiltError, match="npm run build"):
+        widget_module.SemanticCanvas()
+
+
+def test_canvas_over_an_existing_state(make_canvas):
+    state = CanvasState(16, 8)
+    state.add_layer("shared")
+    canvas = make_canvas(16, 8, state=state)
+    assert canvas.layers == state.layers and canvas.state is state
