@@ -1,0 +1,351 @@
+"""The region core shared by the stream (stream.py) and the one-shot pipeline (oneshot.py).
+
+`RegionScene` holds a canvas's layers and background and turns them into a `RegionBatch` -- the
+device tensors one denoising call needs (per-slot layer weights, per-item conditioning, timesteps,
+bootstrap roll indices) -- recomputing only what an update changed. `denoise` is DESIGN.md's
+"stream batch" steps 2-4 for any set of slots: bootstrapping with mask-bbox centring, one model call
+over (slots x active layers), x0 per layer, and the masked blend:
+
+    x0_t = c * (sum_p M_pt x0_pt / sum_p M_pt) + (1 - c) * background,   c = min(1, sum_p M_pt)
+
+which is DESIGN's "normalised where covered, background where uncovered" with a soft edge for
+continuous weights. Blending x0 with the *clean* background latent and then re-noising
+(alpha x0 + beta eps) is the same as placing the background noised to each slot's level outside the
+layers, since re-noising is linear.
+
+Background: with an image, uncovered area keeps the image (and bootstrapping uses it); with only a
+prompt, that prompt is a full-canvas bottom layer (cover decay applies to it like any layer); with
+neither, uncovered area is white. A background prompt of '' counts as no prompt. Every layer's
+conditioning is lerp(e_background, e_layer, prompt_strength), where e_background is the
+embedding of the background prompt ('' -- the unconditional embedding -- when there is none).
+A layer prompt of '' is allowed and means "unconditional" in that region.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from . import regions
+from .schedulers import SlotSteps
+
+Conditioning = dict[str, torch.Tensor]
+CFG_TYPES = ("none", "full", "self")
+
+
+def slot_noise(seed: int, shape: Sequence[int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The fixed per-slot noise (T, C, h, w) of a seed; drawn on the CPU so every device gets the same."""
+    generator = torch.Generator().manual_seed(int(seed))
+    return torch.randn(tuple(shape), generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
+
+
+def per_layer(value: Any, count: int, name: str, default: Any = None) -> list:
+    """A per-layer setting as a list: None -> default for every layer, a scalar -> repeated, a sequence -> checked."""
+    if value is None:
+        return [default] * count
+    if isinstance(value, (str, int, float)):
+        return [value] * count
+    values = list(value)
+    if len(values) != count:
+        raise ValueError(f"{name} has {len(values)} entries for {count} layers")
+    return values
+
+
+def lerp_cond(base: Conditioning, target: Conditioning, strengths: torch.Tensor) -> Conditioning:
+    """Per-item lerp(base[0], target[i], strengths[i])."""
+    return {k: torch.lerp(base[k].expand_as(v), v, strengths.view(-1, *([1] * (v.dim() - 1))).to(v.dtype)) for k, v in target.items()}
+
+
+def cat_cond(parts: Sequence[Conditioning]) -> Conditioning:
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def repeat_cond(cond: Conditioning, times: int) -> Conditioning:
+    return {k: v.repeat(times, *([1] * (v.dim() - 1))) for k, v in cond.items()}
+
+
+def centring_roll_indices(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For (N, h, w) weights: gather indices (N, h*w) that roll each item so its mask's bounding-box
+    centre sits at the canvas centre, and the indices that roll it back. Syncs with the host: call at
+    update time, never per frame. An empty mask is not moved."""
+    n, h, w = masks.shape
+    present = (masks > 0).cpu().numpy()
+    ys, xs = np.arange(h), np.arange(w)
+    forward, backward = [], []
+    base = torch.arange(h * w).view(h, w)
+    for item in present:
+        rows, cols = ys[item.any(1)], xs[item.any(0)]
+        dy = h // 2 - (int(rows[0]) + int(rows[-1]) + 1) // 2 if rows.size else 0
+        dx = w // 2 - (int(cols[0]) + int(cols[-1]) + 1) // 2 if cols.size else 0
+        forward.append(torch.roll(base, (dy, dx), (0, 1)).reshape(-1))
+        backward.append(torch.roll(base, (-dy, -dx), (0, 1)).reshape(-1))
+    empty = torch.empty(0, h * w, dtype=torch.long)
+    stack = lambda rows: (torch.stack(rows) if rows else empty).to(masks.device)
+    return stack(forward), stack(backward)
+
+
+def roll_items(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Per-item roll of x (N, C, h, w) by precomputed gather indices (N, h*w)."""
+    n, c, h, w = x.shape
+    return x.reshape(n, c, h * w).gather(2, index[:, None].expand(n, c, h * w)).view(n, c, h, w)
+
+
+@dataclass(frozen=True)
+class Guidance:
+    kind: str = "none"  # "none" | "full" (negative prompts, 2x batch) | "self" (StreamDiffusion's residual CFG)
+    scale: float = 1.0
+    delta: float = 1.0
+
+
+@dataclass(frozen=True)
+class RegionBatch:
+    """Device tensors for one denoising call over T slots and P active layers (slot-major items)."""
+
+    masks: torch.Tensor  # (T, P, 1, h, w)
+    cond: Conditioning  # (T*P, ...)
+    uncond: Conditioning | None  # (T*P, ...) for full CFG
+    timesteps: torch.Tensor  # (T*P,)
+    boot_slots: int  # the first boot_slots slots are bootstrapped
+    roll_forward: torch.Tensor  # (boot_slots*P, h*w)
+    roll_back: torch.Tensor
+
+    @property
+    def num_layers(self) -> int:
+        return self.masks.shape[1]
+
+    def select(self, slot: int) -> "RegionBatch":
+        """The batch of one slot (the one-shot pipeline's step `slot`)."""
+        p = self.num_layers
+        items = slice(slot * p, (slot + 1) * p)
+        boot = slot < self.boot_slots
+        pick = lambda c: None if c is None else {k: v[items] for k, v in c.items()}
+        return RegionBatch(
+            self.masks[slot:slot + 1], pick(self.cond), pick(self.uncond), self.timesteps[items], int(boot),
+            self.roll_forward[items] if boot else self.roll_forward[:0],
+            self.roll_back[items] if boot else self.roll_back[:0],
+        )
+
+    def crop(self, top: int, bottom: int, left: int, right: int) -> "RegionBatch":
+        """The batch for a window of the latent canvas (tiling); centring is recomputed for the window."""
+        masks = self.masks[..., top:bottom, left:right]
+        t, p = masks.shape[:2]
+        boot = masks[: self.boot_slots].reshape(self.boot_slots * p, *masks.shape[-2:])
+        forward, back = centring_roll_indices(boot)
+        return replace(self, masks=masks, roll_forward=forward, roll_back=back)
+
+
+def denoise(
+    family: Any,
+    steps: SlotSteps,
+    x_t: torch.Tensor,
+    batch: RegionBatch,
+    background: torch.Tensor,
+    guidance: Guidance,
+    noise: torch.Tensor,
+    boot_latent: torch.Tensor | None = None,
+    leak_sensitivity: float | None = None,
+    timer: Any = None,
+) -> torch.Tensor:
+    """x_t (T, C, h, w) at the slots of `steps` -> blended x0 (T, C, h, w).
+
+    `noise` (T, C, h, w) is the noise each slot's latent was made with: it noises `boot_latent`
+    (white or the background image, (1, C, h, w)) for the bootstrapped slots, and is the residual
+    for self-CFG. `leak_sensitivity` (one-shot only) down-weights, at bootstrapped slots, where a
+    layer's x0 still looks like the bootstrap background. `timer.mark("unet")` follows the model call.
+    """
+    t, c, h, w = x_t.shape
+    p, nb = batch.num_layers, batch.boot_slots
+    masks = batch.masks
+    x = x_t[:, None].expand(t, p, c, h, w)
+    if nb:
+        booted = steps.select(slice(0, nb)).add_noise(boot_latent, noise[:nb])[:, None]
+        x = torch.cat([masks[:nb] * x[:nb] + (1.0 - masks[:nb]) * booted, x[nb:]])
+    flat = x.reshape(t * p, c, h, w)
+    model_in = torch.cat([roll_items(flat[: nb * p], batch.roll_forward), flat[nb * p:]]) if nb else flat
+    if guidance.kind == "full":
+        out = family.predict(torch.cat([model_in, model_in]), batch.timesteps.repeat(2), cat_cond([batch.uncond, batch.cond]))
+        uncond, text = out.chunk(2)
+        out = uncond + guidance.scale * (text - uncond)
+    else:
+        out = family.predict(model_in, batch.timesteps, batch.cond)
+        if guidance.kind == "self":
+            residual = guidance.delta * noise[:, None].expand(t, p, c, h, w).reshape(t * p, c, h, w)
+            out = residual + guidance.scale * (out - residual)
+    if timer is not None:
+        timer.mark("unet")
+    if nb:
+        out = torch.cat([roll_items(out[: nb * p], batch.roll_back), out[nb * p:]])
+    x0 = steps.x0(x, out.view(t, p, c, h, w))
+    if leak_sensitivity and nb:
+        leak = (x0[:nb] - boot_latent[:, None]).pow(2).mean(dim=2, keepdim=True)
+        masks = torch.cat([masks[:nb] * (torch.sigmoid(leak / leak_sensitivity) * 2.0 - 1.0), masks[nb:]])
+    return blend_x0(x0, masks, background)
+
+
+def blend_x0(x0: torch.Tensor, masks: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """x0 (T, P, C, h, w), weights (T, P, 1, h, w), background (1 or T, C, h, w) -> (T, C, h, w)."""
+    total = masks.sum(dim=1)
+    weighted = (masks * x0).sum(dim=1)
+    mixed = torch.where(total > 0, weighted / total, torch.zeros_like(weighted))
+    coverage = total.clamp(max=1.0)
+    return coverage * mixed + (1.0 - coverage) * background
+
+
+@dataclass
+class Layer:
+    prompt: str
+    negative_prompt: str
+    prompt_strength: float
+    mask_strength: float
+    mask_std: float
+    mask: torch.Tensor | None = None  # (H, W) float coverage on the device; None = empty
+    weights: torch.Tensor | None = None  # (T, 1, h, w) quantised, None until computed
+    covered: torch.Tensor | None = None  # where higher layers covered this mask when `weights` was computed
+    active: bool = False  # some weight > 0
+
+
+@dataclass
+class RegionScene:
+    """A canvas's layers (bottom -> top) and background, with incremental device-side products."""
+
+    family: Any
+    steps: SlotSteps
+    height: int
+    width: int
+    mask_type: str = "continuous"
+    cover_alpha: float = 0.3
+    bootstrap_steps: int = 1
+    guidance: Guidance = field(default_factory=Guidance)
+    layers: list[Layer] = field(default_factory=list)
+    background_prompt: str = ""
+    background_negative_prompt: str = ""
+    background_image: torch.Tensor | None = None  # latent (1, C, h, w)
+
+    def __post_init__(self):
+        if self.mask_type not in regions.MASK_TYPES:
+            raise ValueError(f"mask_type must be one of {regions.MASK_TYPES} (got {self.mask_type!r})")
+        if self.guidance.kind not in CFG_TYPES:
+            raise ValueError(f"cfg_type must be one of {CFG_TYPES} (got {self.guidance.kind!r})")
+        if self.bootstrap_steps < 0:
+            raise ValueError(f"bootstrap_steps must be >= 0 (got {self.bootstrap_steps})")
+        self.latent_size = (self.height // self.family.vae_scale, self.width // self.family.vae_scale)
+        white = torch.ones(1, 3, self.height, self.width)
+        self.white = self.family.encode(white)
+        self._background_layer = Layer("", "", 1.0, 1.0, 0.0)
+        self._batch: RegionBatch | None = None
+
+    # ---- updates ------------------------------------------------------------------------------
+    def set_background(self, image: Any = None, prompt: str | None = None, negative_prompt: str | None = None) -> None:
+        if image is not None:
+            self.background_image = self.family.encode(_image_tensor(image, self.height, self.width))
+        if prompt is not None:
+            self.background_prompt = prompt
+        if negative_prompt is not None:
+            self.background_negative_prompt = negative_prompt
+        self._batch = None
+
+    def clear_background_image(self) -> None:
+        self.background_image = None
+        self._batch = None
+
+    def new_layer(self, prompt: str = "", negative_prompt: str = "", prompt_strength: float = 0.95,
+                  mask_strength: float = 1.0, mask_std: float = 8.0) -> Layer:
+        return Layer(prompt, negative_prompt, float(prompt_strength), float(mask_strength), float(mask_std))
+
+    def mask_tensor(self, mask: Any) -> torch.Tensor:
+        """A layer mask on the device, checked against the canvas size (raises before anything changes)."""
+        return regions.to_mask_tensor(mask, self.height, self.width, self.family.device)
+
+    def set_mask(self, layer: Layer, mask: Any) -> None:
+        layer.mask = self.mask_tensor(mask)
+        layer.weights = None
+
+    def invalidate(self, layer: Layer | None = None) -> None:
+        """Drop cached products: of one layer's masks (its mask settings changed), or of the batch."""
+        if layer is not None:
+            layer.weights = None
+        self._batch = None
+
+    # ---- products ----------------------------------------------------------------------------
+    @property
+    def background_latent(self) -> torch.Tensor:
+        return self.white if self.background_image is None else self.background_image
+
+    @property
+    def has_background_layer(self) -> bool:
+        return bool(self.background_prompt) and self.background_image is None
+
+    def stack(self) -> list[Layer]:
+        return ([self._background_layer] if self.has_background_layer else []) + self.layers
+
+    def batch(self) -> RegionBatch | None:
+        """The RegionBatch of the active layers (None when no layer has any weight)."""
+        if self._batch is None:
+            self._batch = self._build()
+        return self._batch if self._batch.num_layers else None
+
+    def _build(self) -> RegionBatch:
+        stack = self.stack()
+        bg = self._background_layer
+        if bg.mask is None:
+            bg.mask = torch.ones(self.height, self.width, device=self.family.device)
+        present = [layer for layer in stack if layer.mask is not None]
+        if present:
+            stacked = torch.stack([layer.mask for layer in present])
+            covered = regions.covered_by_higher(stacked) & (stacked > 0)  # only cover over the layer itself matters
+            stale = [i for i, layer in enumerate(present) if layer.weights is None or not torch.equal(layer.covered, covered[i])]
+            if stale:
+                weights = regions.preprocess_masks(
+                    torch.stack([present[i].mask for i in stale]),
+                    [present[i].mask_std for i in stale], [present[i].mask_strength for i in stale],
+                    self.steps.noise_levels, self.mask_type, self.latent_size, self.cover_alpha,
+                    covered=covered[stale],
+                )
+                for row, i in enumerate(stale):
+                    present[i].weights, present[i].covered = weights[row], covered[i]
+                    present[i].active = bool(weights[row].any())
+        for layer in stack:
+            if layer.mask is None:
+                layer.active = False
+        active = [layer for layer in stack if layer.active]
+        t, (h, w) = len(self.steps), self.latent_size
+        device = self.family.device
+        if not active:
+            nothing = torch.zeros(t, 0, 1, h, w, device=device, dtype=self.family.dtype)
+            empty = torch.zeros(0, h * w, dtype=torch.long, device=device)
+            return RegionBatch(nothing, {}, None, self.steps.timesteps[:0], 0, empty, empty)
+        masks = torch.stack([layer.weights for layer in active], dim=1).to(self.family.dtype)  # (T, P, 1, h, w)
+        strengths = torch.tensor([layer.prompt_strength for layer in active], device=device)
+        base = self.family.encode_prompts([self.background_prompt])
+        cond = lerp_cond(base, self.family.encode_prompts([layer.prompt for layer in active]), strengths)
+        uncond = None
+        if self.guidance.kind == "full":
+            negative_base = self.family.encode_prompts([self.background_negative_prompt])
+            negatives = self.family.encode_prompts([layer.negative_prompt for layer in active])
+            uncond = repeat_cond(lerp_cond(negative_base, negatives, strengths), t)
+        nb = min(self.bootstrap_steps, t)
+        forward, back = centring_roll_indices(masks[:nb].reshape(nb * len(active), h, w))
+        timesteps = self.steps.timesteps.repeat_interleave(len(active))
+        return RegionBatch(masks, repeat_cond(cond, t), uncond, timesteps, nb, forward, back)
+
+
+def _image_tensor(image: Any, height: int, width: int) -> torch.Tensor:
+    """PIL image, uint8 HxWx3 array, or float (3, H, W) / (1, 3, H, W) tensor in [0, 1] -> (1, 3, H, W) float."""
+    if hasattr(image, "convert") and hasattr(image, "size"):
+        from PIL import Image
+
+        image = np.asarray(image.convert("RGB").resize((width, height), Image.BICUBIC))
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] not in (3, 4):
+            raise ValueError(f"a background image array must be (H, W, 3) uint8 (got shape {image.shape})")
+        tensor = torch.from_numpy(np.ascontiguousarray(image[..., :3])).permute(2, 0, 1).float()
+        image = tensor / 255.0 if image.dtype == np.uint8 else tensor
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"background image must be a PIL image, numpy array or torch tensor (got {type(image).__name__})")
+    image = image if image.dim() == 4 else image[None]
+    if tuple(image.shape[1:]) != (3, height, width):
+        raise ValueError(f"background image has shape {tuple(image.shape[1:])}; expected (3, {height}, {width})")
+    return image.float()

@@ -1,0 +1,227 @@
+"""`hf_key="tiny"`: random-weight miniatures of the SD 1.5 architecture, built offline.
+
+The miniature is written to disk in the same layouts as the real weights -- a diffusers folder
+(UNet, CLIP text encoder, byte-level CLIP tokenizer, KL VAE, scheduler config), a TAESD-shaped
+`AutoencoderTiny` folder and an LCM-LoRA-shaped LoRA file -- and then loaded back through
+`loading.py`, so tests and CI exercise the real loading path. Its images are noise by design.
+Weights come from a fixed seed, so every process builds bit-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+SEED = 0
+LORA_RANK = 4
+_LOCK = threading.Lock()
+_BUILT: dict[str, Path] = {}
+
+UNET_CONFIG = dict(
+    sample_size=8,
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=(16, 16, 32, 32),
+    layers_per_block=2,
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=32,
+    attention_head_dim=2,
+    norm_num_groups=8,
+)
+TEXT_CONFIG = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    max_position_embeddings=77,
+    projection_dim=32,
+)
+VAE_CONFIG = dict(
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    block_out_channels=(8, 8, 16, 16),
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    layers_per_block=1,
+    norm_num_groups=8,
+    sample_size=64,
+)
+TAESD_CONFIG = dict(
+    encoder_block_out_channels=(8, 8, 8, 8),
+    decoder_block_out_channels=(8, 8, 8, 8),
+    num_encoder_blocks=(1, 1, 1, 1),
+    num_decoder_blocks=(1, 1, 1, 1),
+    latent_channels=4,
+)
+SCHEDULER_CONFIG = {
+    "_class_name": "PNDMScheduler",
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+}
+LDM_UNET_PREFIX = "model.diffusion_model."
+LDM_TEXT_PREFIX = "cond_stage_model.transformer."
+
+
+def tiny_model_dir() -> Path:
+    """The folder holding the miniature (built once per process, in a fresh temporary folder)."""
+    with _LOCK:
+        if "root" not in _BUILT:
+            root = Path(tempfile.mkdtemp(prefix="semdraw-tiny-"))
+            _write_all(root)
+            _BUILT["root"] = root
+        return _BUILT["root"]
+
+
+def _write_all(root: Path) -> None:
+    from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    base = root / "sd15"
+    torch.manual_seed(SEED)
+    unet = UNet2DConditionModel(**UNET_CONFIG)
+    unet.save_pretrained(base / "unet")
+    tokenizer = _write_tokenizer(base / "tokenizer")
+    text_config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **TEXT_CONFIG,
+    )
+    CLIPTextModel(text_config).save_pretrained(base / "text_encoder")
+    AutoencoderKL(**VAE_CONFIG).save_pretrained(base / "vae")
+    (base / "scheduler").mkdir(parents=True)
+    (base / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2))
+    (base / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline",
+        "scheduler": ["diffusers", "PNDMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }, indent=2))
+    AutoencoderTiny(**TAESD_CONFIG).save_pretrained(root / "taesd")
+    _write_lcm_lora(unet, root / "lcm-lora" / "pytorch_lora_weights.safetensors")
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP byte-level alphabet: every byte gets a printable character."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    mapping, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            mapping[byte] = chr(byte)
+        else:
+            mapping[byte] = chr(256 + extra)
+            extra += 1
+    return mapping
+
+
+def _write_tokenizer(folder: Path):
+    """A byte-level CLIP tokenizer with no merges: one token per byte (plus its end-of-word form)."""
+    from transformers import CLIPTokenizer
+
+    folder.mkdir(parents=True)
+    alphabet = list(_bytes_to_unicode().values())
+    tokens = alphabet + [c + "</w>" for c in alphabet] + ["<|startoftext|>", "<|endoftext|>"]
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"), model_max_length=77)
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def _write_lcm_lora(unet, path: Path) -> None:
+    """A LoRA in the kohya layout of `latent-consistency/lcm-lora-sdv1-5` (lora_unet_*.lora_down/up/alpha)."""
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(SEED + 1)
+    tensors = {}
+    for name, module in unet.named_modules():
+        if not isinstance(module, torch.nn.Linear) or ".attn" not in name:
+            continue
+        key = "lora_unet_" + name.replace(".", "_")
+        down = torch.randn(LORA_RANK, module.in_features, generator=generator) * 0.1
+        up = torch.randn(module.out_features, LORA_RANK, generator=generator) * 0.1
+        tensors[f"{key}.lora_down.weight"] = down
+        tensors[f"{key}.lora_up.weight"] = up
+        tensors[f"{key}.alpha"] = torch.tensor(float(LORA_RANK))
+    path.parent.mkdir(parents=True)
+    save_file(tensors, str(path))
+
+
+def write_single_file(path: str | os.PathLike) -> Path:
+    """Write the miniature's UNet and text encoder as one original-layout (LDM) `.safetensors` file.
+
+    This is how single-file SD 1.5 checkpoints are laid out (`model.diffusion_model.*`,
+    `cond_stage_model.transformer.*`); loading it back goes through diffusers' own converter.
+    """
+    from safetensors.torch import load_file, save_file
+
+    base = tiny_model_dir() / "sd15"
+    unet_state = load_file(str(base / "unet" / "diffusion_pytorch_model.safetensors"))
+    text_state = load_file(str(base / "text_encoder" / "model.safetensors"))
+    tensors = {LDM_UNET_PREFIX + k: v for k, v in _unet_to_ldm(unet_state).items()}
+    tensors.update({LDM_TEXT_PREFIX + k: v for k, v in text_state.items()})
+    path = Path(path)
+    save_file(tensors, str(path))
+    return path
+
+
+def _unet_to_ldm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a diffusers UNet2DConditionModel state dict to the original LDM layout (minimal, SD 1.5 only)."""
+    per_block = UNET_CONFIG["layers_per_block"]
+    n_blocks = len(UNET_CONFIG["block_out_channels"])
+    renames = [
+        ("time_embedding.linear_1.", "time_embed.0."),
+        ("time_embedding.linear_2.", "time_embed.2."),
+        ("conv_in.", "input_blocks.0.0."),
+        ("conv_norm_out.", "out.0."),
+        ("conv_out.", "out.2."),
+        ("mid_block.resnets.0.", "middle_block.0."),
+        ("mid_block.attentions.0.", "middle_block.1."),
+        ("mid_block.resnets.1.", "middle_block.2."),
+    ]
+    for i in range(n_blocks):
+        for j in range(per_block):
+            ldm = 1 + i * (per_block + 1) + j
+            renames.append((f"down_blocks.{i}.resnets.{j}.", f"input_blocks.{ldm}.0."))
+            renames.append((f"down_blocks.{i}.attentions.{j}.", f"input_blocks.{ldm}.1."))
+        renames.append((f"down_blocks.{i}.downsamplers.0.conv.", f"input_blocks.{1 + i * (per_block + 1) + per_block}.0.op."))
+        has_attention = UNET_CONFIG["up_block_types"][i].startswith("CrossAttn")
+        for j in range(per_block + 1):
+            ldm = i * (per_block + 1) + j
+            renames.append((f"up_blocks.{i}.resnets.{j}.", f"output_blocks.{ldm}.0."))
+            renames.append((f"up_blocks.{i}.attentions.{j}.", f"output_blocks.{ldm}.1."))
+        last = i * (per_block + 1) + per_block
+        renames.append((f"up_blocks.{i}.upsamplers.0.", f"output_blocks.{last}.{2 if has_attention else 1}."))
+    resnet_parts = [
+        ("norm1.", "in_layers.0."), ("conv1.", "in_layers.2."), ("time_emb_proj.", "emb_layers.1."),
+        ("norm2.", "out_layers.0."), ("conv2.", "out_layers.3."), ("conv_shortcut.", "skip_connection."),
+    ]
+    out = {}
+    for key, value in state.items():
+        new = key
+        for old_prefix, new_prefix in renames:
+            if key.startswith(old_prefix):
+                new = new_prefix + key[len(old_prefix):]
+                if ".resnets." in old_prefix:
+                    for a, b in resnet_parts:
+                        new = new.replace(new_prefix + a, new_prefix + b)
+                break
+        else:
+            raise KeyError(f"no LDM name for UNet parameter {key!r}")
+        out[new] = value
+    return out

@@ -1,0 +1,205 @@
+"""StableMultiDiffusionPipeline: one region-based image (or panorama) per call, the non-streaming way.
+
+The same region core as the stream (`blend.py`), run slot by slot: x <- the seed's slot-0 noise;
+for each step i: bootstrapping, the model on every active layer, x0 per layer, the masked blend;
+then x <- alpha_{i+1} x0 + beta_{i+1} eps_{i+1} with the same fixed per-slot noise as the stream.
+With equal settings the stream's frame after T still frames is this image.
+
+Canvases larger than `tile_size` pixels are covered by half-overlapping windows whose linear-ramp
+weights sum to one everywhere (`tile_weights`); each window is denoised on its own and the
+windows' x0 are blended with those weights at every step (MultiDiffusion panoramas).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .blend import Guidance, RegionScene, denoise, per_layer, slot_noise
+from .loading import DEFAULT_HF_KEY, DEFAULT_LORA_KEY, DEFAULT_TAESD_KEY, default_dtype, resolve_device
+from .models import load_model
+from .stream import OUTPUT_TYPES, check_size, to_output
+
+
+def tile_starts(length: int, tile: int) -> list[int]:
+    """Window starts along one axis: stride tile/2, the last window flush with the end."""
+    if length <= tile:
+        return [0]
+    stride = max(1, tile // 2)
+    starts = list(range(0, length - tile + 1, stride))
+    if starts[-1] != length - tile:
+        starts.append(length - tile)
+    return starts
+
+
+def _axis_weights(length: int, tile: int) -> tuple[list[int], torch.Tensor]:
+    size = min(tile, length)
+    starts = tile_starts(length, tile)
+    ramp = torch.minimum(torch.arange(1, size + 1), torch.arange(size, 0, -1)).to(torch.float64)  # linear up, linear down
+    raw = torch.zeros(len(starts), length, dtype=torch.float64)
+    for i, start in enumerate(starts):
+        raw[i, start:start + size] = ramp
+    return starts, raw / raw.sum(0, keepdim=True)
+
+
+def tile_weights(height: int, width: int, tile: int) -> tuple[list[tuple[int, int, int, int]], torch.Tensor]:
+    """Windows (top, bottom, left, right) covering an (height, width) latent, and their weights
+    (N, height, width): linear ramps over the overlaps, summing to one at every position."""
+    rows, row_w = _axis_weights(height, tile)
+    cols, col_w = _axis_weights(width, tile)
+    th, tw = min(tile, height), min(tile, width)
+    windows = [(r, r + th, c, c + tw) for r in rows for c in cols]
+    weights = (row_w[:, None, :, None] * col_w[None, :, None, :]).reshape(len(windows), height, width)
+    return windows, weights.to(torch.float32)
+
+
+class StableMultiDiffusionPipeline:
+    """Region-based text-to-image in one call (seed project's API).
+
+    >>> smd = StableMultiDiffusionPipeline("cpu", hf_key="tiny")
+    >>> image = smd.sample("A photo of the dolomites", height=64, width=64)   # doctest: +SKIP
+    >>> image = smd(prompts, masks=masks, height=768, width=768)             # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        device: Any = "cuda",
+        dtype: torch.dtype | None = None,
+        hf_key: str = DEFAULT_HF_KEY,
+        lora_key: str | bool | None = DEFAULT_LORA_KEY,
+        use_tiny_vae: bool = True,
+        default_mask_std: float = 8.0,
+        default_mask_strength: float = 1.0,
+        default_prompt_strength: float = 0.95,
+        preprocess_mask_cover_alpha: float = 0.3,
+        bootstrap_leak_sensitivity: float | None = 0.2,
+        allow_pickle: bool = False,
+        taesd_key: str = DEFAULT_TAESD_KEY,
+        config: str | None = None,
+        model: Any = None,
+    ):
+        self.device = resolve_device(device)
+        self.dtype = dtype or (model.dtype if model is not None else default_dtype(self.device))
+        self.model = model or load_model(
+            hf_key, device=self.device, dtype=self.dtype, lora_key=lora_key, use_tiny_vae=use_tiny_vae,
+            taesd_key=taesd_key, config=config, allow_pickle=allow_pickle,
+        )
+        self.default_mask_std = float(default_mask_std)
+        self.default_mask_strength = float(default_mask_strength)
+        self.default_prompt_strength = float(default_prompt_strength)
+        self.preprocess_mask_cover_alpha = float(preprocess_mask_cover_alpha)
+        self.bootstrap_leak_sensitivity = bootstrap_leak_sensitivity
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompts: str | Sequence[str] | None = None,
+        negative_prompts: str | Sequence[str] | None = None,
+        masks: Any = None,
+        background: Any = None,
+        background_prompt: str | None = None,
+        background_negative_prompt: str = "",
+        height: int = 512,
+        width: int = 512,
+        num_inference_steps: int = 5,
+        guidance_scale: float = 1.0,
+        prompt_strengths: float | Sequence[float] | None = None,
+        mask_strengths: float | Sequence[float] | None = None,
+        mask_stds: float | Sequence[float] | None = None,
+        mask_type: str = "discrete",
+        bootstrap_steps: int = 1,
+        seed: int | None = None,
+        tile_size: int | None = None,
+        t_index_list: Sequence[int] | None = None,
+        cfg_type: str | None = None,
+        bootstrap_leak_sensitivity: float | None = ...,
+        output_type: str = "pil",
+    ):
+        """One image. `masks`: one per prompt (sequence, or a (P, H, W) / (P, 1, H, W) array);
+        None gives every prompt the whole canvas. Guidance is full CFG (negative prompts) when
+        guidance_scale > 1, unless `cfg_type` says otherwise. `seed=None` draws one from torch's
+        global generator (so `torch.manual_seed` / seed_everything make runs repeatable)."""
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES} (got {output_type!r})")
+        scale = self.model.vae_scale
+        height, width = check_size("height", height, scale), check_size("width", width, scale)
+        prompts = [] if prompts is None else [prompts] if isinstance(prompts, str) else list(prompts)
+        mask_list = _split_masks(masks, len(prompts), height, width)
+        if t_index_list is None:
+            t_index_list = self.model.schedule.default_indices(num_inference_steps)
+        steps = self.model.schedule.prepare(t_index_list, self.device, self.dtype)
+        if cfg_type is None:
+            cfg_type = "full" if guidance_scale > 1.0 else "none"
+        if seed is None:
+            seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        if bootstrap_leak_sensitivity is ...:
+            bootstrap_leak_sensitivity = self.bootstrap_leak_sensitivity
+        scene = RegionScene(
+            self.model, steps, height, width, mask_type=mask_type, cover_alpha=self.preprocess_mask_cover_alpha,
+            bootstrap_steps=bootstrap_steps, guidance=Guidance(cfg_type, float(guidance_scale)),
+        )
+        scene.set_background(background, background_prompt, background_negative_prompt)
+        count = len(prompts)
+        negatives = per_layer(negative_prompts, count, "negative_prompts", "")
+        rhos = per_layer(prompt_strengths, count, "prompt_strengths", self.default_prompt_strength)
+        strengths = per_layer(mask_strengths, count, "mask_strengths", self.default_mask_strength)
+        stds = per_layer(mask_stds, count, "mask_stds", self.default_mask_std)
+        for i in range(count):
+            layer = scene.new_layer(prompts[i], negatives[i], rhos[i], strengths[i], stds[i])
+            scene.set_mask(layer, mask_list[i])
+            scene.layers.append(layer)
+        latent = self._sample(scene, steps, seed, tile_size or self.model.default_tile_size, bootstrap_leak_sensitivity)
+        if output_type == "latent":
+            return latent
+        return to_output(self.model.decode(latent), output_type)
+
+    def sample(self, prompt: str, negative_prompt: str | None = None, height: int = 512, width: int = 512, **kwargs: Any):
+        """Plain text-to-image: the prompt over the whole canvas."""
+        kwargs.setdefault("prompt_strengths", 1.0)
+        kwargs.setdefault("mask_stds", 0.0)
+        return self(prompt, negative_prompt, masks=None, height=height, width=width, **kwargs)
+
+    def sample_panorama(self, prompt: str, negative_prompt: str | None = None, height: int = 512, width: int = 2048, **kwargs: Any):
+        """A wide image: the prompt over the whole canvas, tiled in half-overlapping windows."""
+        return self.sample(prompt, negative_prompt, height=height, width=width, **kwargs)
+
+    def _sample(self, scene: RegionScene, steps, seed: int, tile_size: int, leak: float | None) -> torch.Tensor:
+        h, w = scene.latent_size
+        noise = slot_noise(seed, (len(steps), self.model.latent_channels, h, w), self.device, self.dtype)
+        background = scene.background_latent
+        batch = scene.batch()
+        if batch is None:
+            return background
+        windows, weights = tile_weights(h, w, max(1, tile_size // self.model.vae_scale))
+        weights = weights.to(self.device, self.dtype)
+        x = noise[:1]
+        for i in range(len(steps)):
+            step, slot_batch = steps.select(slice(i, i + 1)), batch.select(i)
+            if len(windows) == 1:
+                x0 = denoise(self.model, step, x, slot_batch, background, scene.guidance, noise[i:i + 1], background, leak)
+            else:
+                x0 = torch.zeros_like(x)
+                for (top, bottom, left, right), weight in zip(windows, weights):
+                    part = (..., slice(top, bottom), slice(left, right))
+                    x0[part] += weight[top:bottom, left:right] * denoise(
+                        self.model, step, x[part], slot_batch.crop(top, bottom, left, right), background[part],
+                        scene.guidance, noise[i:i + 1][part], background[part], leak,
+                    )
+            if i + 1 < len(steps):
+                x = steps.select(slice(i + 1, i + 2)).add_noise(x0, noise[i + 1:i + 2])
+        return x0
+
+
+def _split_masks(masks: Any, count: int, height: int, width: int) -> list:
+    """One mask per prompt from a sequence or a stacked (P, H, W) / (P, 1, H, W) array; None = whole canvas."""
+    if masks is None:
+        return [np.ones((height, width), dtype=bool)] * count
+    if isinstance(masks, (np.ndarray, torch.Tensor)) and masks.ndim in (3, 4) and not (masks.ndim == 3 and masks.shape[0] == 1 and count == 1):
+        masks = list(masks)
+    elif not isinstance(masks, (list, tuple)):
+        masks = [masks]
+    if len(masks) != count:
+        raise ValueError(f"got {len(masks)} masks for {count} prompts; give one mask per prompt")
+    return list(masks)

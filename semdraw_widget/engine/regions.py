@@ -1,0 +1,138 @@
+"""Mask preprocessing for region-based generation, on the device and batched over layers.
+
+Per layer p (ordered bottom -> top) the painted coverage m_p in [0, 1]^(H x W) becomes, for every
+slot t of the schedule, a latent-resolution weight M_{p,t}:
+
+1. cover decay: m_p *= cover_alpha wherever a higher layer covers it (cover_alpha=1: no decay),
+2. Gaussian blur with sigma_p in pixels (separable, replicate-padded so edges stay put; 0 = none),
+3. x mask strength s_p,
+4. quantisation against the slot's noise level lv_t (and the next slot's lv_{t+1}, 0 after the last):
+   `discrete` m > lv_t; `continuous` clip((m - lv_{t+1}) / (lv_t - lv_{t+1}), 0, 1);
+   `semi-continuous` discrete except the last slot, which is continuous.
+   Blurred edges thus join only at the quieter steps.
+5. nearest-neighbour downsampling to the latent h x w.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+MASK_TYPES = ("discrete", "semi-continuous", "continuous")
+
+
+def to_mask_tensor(mask: Any, height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """One layer's coverage as a float32 (H, W) tensor in [0, 1] on `device`.
+
+    Accepts numpy arrays or torch tensors (bool; uint8 as 0..255 coverage; floats as 0..1) shaped
+    (H, W) or (1, H, W), and PIL images (any mode; converted to 8-bit grey, 255 = covered).
+    """
+    if hasattr(mask, "convert") and hasattr(mask, "size"):  # PIL image
+        mask = np.asarray(mask.convert("L"))
+    if isinstance(mask, np.ndarray):
+        mask = torch.from_numpy(np.array(mask))  # a copy: the caller may keep painting into its array
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"a mask must be a numpy array, torch tensor or PIL image (got {type(mask).__name__})")
+    if mask.dim() == 3 and mask.shape[0] == 1:
+        mask = mask[0]
+    if tuple(mask.shape) != (height, width):
+        raise ValueError(
+            f"mask has shape {tuple(mask.shape)}; expected (H, W) = ({height}, {width}) or (1, {height}, {width})"
+        )
+    if mask.dtype == torch.bool:
+        mask = mask.to(torch.float32)
+    elif mask.dtype == torch.uint8:
+        mask = mask.to(torch.float32) / 255.0
+    elif mask.is_floating_point():
+        mask = mask.to(torch.float32).clamp(0.0, 1.0)
+    else:
+        raise TypeError(f"mask dtype {mask.dtype} is not supported (use bool, uint8 0..255 or float 0..1)")
+    return mask.to(device)
+
+
+def cover_decay(masks: torch.Tensor, cover_alpha: float) -> torch.Tensor:
+    """masks (P, H, W), bottom -> top: each mask times cover_alpha where any higher layer is > 0."""
+    return torch.where(covered_by_higher(masks), masks * cover_alpha, masks)
+
+
+def gaussian_kernel(std: float, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Normalised 1-D Gaussian of radius ceil(3 sigma)."""
+    radius = math.ceil(3.0 * std)
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    kernel = torch.exp(-0.5 * (offsets / std) ** 2)
+    return (kernel / kernel.sum()).to(device=device, dtype=torch.float32)
+
+
+def gaussian_blur(masks: torch.Tensor, stds: Sequence[float]) -> torch.Tensor:
+    """Blur each of masks (P, H, W) with its own sigma in pixels (separable, replicate padding; 0 = none).
+
+    Layer by layer, so a layer's result never depends on which other layers are updated with it.
+    """
+    out = []
+    for mask, std in zip(masks, stds):
+        if std > 0:
+            kernel = gaussian_kernel(std, masks.device)
+            r = kernel.numel() // 2
+            x = F.pad(mask[None, None], (r, r, r, r), mode="replicate")
+            x = F.conv2d(F.conv2d(x, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))
+            mask = x[0, 0]
+        out.append(mask)
+    return torch.stack(out) if out else masks
+
+
+def quantize_masks(masks: torch.Tensor, noise_levels: Sequence[float], mask_type: str) -> torch.Tensor:
+    """masks (P, H, W) in [0, 1] -> (P, T, H, W): one weight map per slot at its noise level."""
+    if mask_type not in MASK_TYPES:
+        raise ValueError(f"mask_type must be one of {MASK_TYPES} (got {mask_type!r})")
+    levels = torch.tensor(noise_levels, dtype=masks.dtype, device=masks.device)
+    following = torch.cat([levels[1:], levels.new_zeros(1)])
+    lv, nxt = levels.view(1, -1, 1, 1), following.view(1, -1, 1, 1)
+    m = masks[:, None]
+    continuous = ((m - nxt) / (lv - nxt)).clamp(0.0, 1.0)
+    if mask_type == "continuous":
+        return continuous
+    discrete = (m > lv).to(masks.dtype)
+    if mask_type == "discrete":
+        return discrete
+    return torch.cat([discrete[:, :-1], continuous[:, -1:]], dim=1)
+
+
+def downsample(masks: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Nearest-neighbour resize of (..., H, W) to (..., height, width)."""
+    lead = masks.shape[:-2]
+    flat = masks.reshape(-1, 1, *masks.shape[-2:])
+    return F.interpolate(flat, size=(height, width), mode="nearest").reshape(*lead, height, width)
+
+
+def preprocess_masks(
+    masks: torch.Tensor,
+    stds: Sequence[float],
+    strengths: Sequence[float],
+    noise_levels: Sequence[float],
+    mask_type: str,
+    latent_size: tuple[int, int],
+    cover_alpha: float,
+    covered: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Raw coverage (P, H, W) -> per-slot latent weights (P, T, 1, h, w) (steps 1-5 above).
+
+    `covered` (P, H, W bool), when given, says where higher layers cover each mask; callers that
+    recompute only some layers pass the cover maps computed over the whole stack.
+    """
+    if covered is None:
+        covered = covered_by_higher(masks)
+    masks = torch.where(covered, masks * cover_alpha, masks)
+    masks = gaussian_blur(masks, stds)
+    masks = masks * torch.tensor(strengths, dtype=masks.dtype, device=masks.device).view(-1, 1, 1)
+    weights = quantize_masks(masks, noise_levels, mask_type)
+    return downsample(weights, *latent_size)[:, :, None]
+
+
+def covered_by_higher(masks: torch.Tensor) -> torch.Tensor:
+    """(P, H, W) bool: where some layer above p has coverage > 0."""
+    present = (masks > 0).to(torch.int32)
+    return (present.flip(0).cumsum(0).flip(0) - present) > 0

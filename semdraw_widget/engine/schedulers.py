@@ -1,0 +1,122 @@
+"""The step formulas, as plain math on precomputed device tensors.
+
+A family's schedule turns a list of indices into its sampling schedule (`t_index_list`) into a
+`SlotSteps`: the per-slot constants of the stream batch (model timesteps, noise levels for mask
+quantisation) and the two formulas the region core needs -- `x0` (clean estimate from the model's
+prediction) and `add_noise` (noising a clean latent to a slot's level). Constants are (T,) device
+tensors, viewed to broadcast over dim 0 of (slots, C, h, w) or (slots, layers, C, h, w) batches.
+
+SD 1.5 uses LCM (with the LCM-LoRA fused): the 50-step LCM schedule of the model's DDPM training
+schedule, alpha_t = sqrt(abar_t), beta_t = sqrt(1 - abar_t), and LCM's boundary condition
+x0 = c_out * (x_t - beta_t * eps) / alpha_t + c_skip * x_t.
+Other families (Euler "trailing", flow matching) add their own schedule classes here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+
+def alphas_cumprod(config: dict) -> torch.Tensor:
+    """abar_t of a DDPM training schedule (float64), from a diffusers scheduler config."""
+    n = int(config.get("num_train_timesteps", 1000))
+    start, end = float(config.get("beta_start", 0.00085)), float(config.get("beta_end", 0.012))
+    kind = config.get("beta_schedule", "scaled_linear")
+    if kind == "scaled_linear":
+        betas = torch.linspace(start**0.5, end**0.5, n, dtype=torch.float64) ** 2
+    elif kind == "linear":
+        betas = torch.linspace(start, end, n, dtype=torch.float64)
+    else:
+        raise ValueError(f"beta_schedule {kind!r} is not supported (use 'scaled_linear' or 'linear')")
+    return torch.cumprod(1.0 - betas, dim=0)
+
+
+def check_t_index_list(t_index_list: Sequence[int], num_steps: int) -> tuple[int, ...]:
+    indices = tuple(int(i) for i in t_index_list)
+    if len(indices) < 1 or any(b <= a for a, b in zip(indices, indices[1:])) or indices[0] < 0 or indices[-1] >= num_steps:
+        raise ValueError(
+            f"t_index_list must be strictly increasing indices into the {num_steps}-step schedule, "
+            f"in 0..{num_steps - 1} (got {list(t_index_list)})"
+        )
+    return indices
+
+
+@dataclass(frozen=True)
+class SlotSteps:
+    """Per-slot constants for slots 0..T-1, noisiest first; (T,) tensors on the device."""
+
+    timesteps: torch.Tensor  # (T,) long: the model's timestep input per slot
+    alpha: torch.Tensor
+    beta: torch.Tensor
+    c_skip: torch.Tensor
+    c_out: torch.Tensor
+    noise_levels: tuple[float, ...]  # beta_t per slot, for mask quantisation (host floats, used at update time)
+
+    def __len__(self) -> int:
+        return len(self.noise_levels)
+
+    def select(self, slots: slice) -> "SlotSteps":
+        """The constants of a contiguous range of slots (the one-shot pipeline steps one slot at a time)."""
+        return SlotSteps(
+            self.timesteps[slots], self.alpha[slots], self.beta[slots], self.c_skip[slots], self.c_out[slots],
+            self.noise_levels[slots],
+        )
+
+    def x0(self, x_t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """LCM boundary condition; x_t, eps: (T, ...) with T matching these slots."""
+        c_out, beta, alpha, c_skip = (_per_slot(v, x_t.dim()) for v in (self.c_out, self.beta, self.alpha, self.c_skip))
+        return c_out * (x_t - beta * eps) / alpha + c_skip * x_t
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """alpha_t * x0 + beta_t * noise per slot; noise is (T, ...), x0 (T, ...) or (1, ...)."""
+        return _per_slot(self.alpha, noise.dim()) * x0 + _per_slot(self.beta, noise.dim()) * noise
+
+
+def _per_slot(values: torch.Tensor, dims: int) -> torch.Tensor:
+    return values.view(-1, *([1] * (dims - 1)))
+
+
+class LCMSchedule:
+    """LCM's multistep schedule over a DDPM-trained model (diffusers' LCMScheduler conventions)."""
+
+    num_steps = 50  # the 50-step LCM schedule that t_index_list indexes
+
+    def __init__(self, scheduler_config: dict, timestep_scaling: float = 10.0, sigma_data: float = 0.5):
+        self.alphas_cumprod = alphas_cumprod(scheduler_config)
+        self.timestep_scaling = timestep_scaling
+        self.sigma_data = sigma_data
+        n = len(self.alphas_cumprod)
+        k = n // self.num_steps
+        self.timesteps = [(i + 1) * k - 1 for i in range(self.num_steps)][::-1]  # 999, 979, ..., 19
+
+    @classmethod
+    def default_indices(cls, num_inference_steps: int) -> tuple[int, ...]:
+        """LCM's evenly spread indices for an N-step run (5 steps: 0, 10, 20, 30, 40 -> t = 999 ... 199)."""
+        if not 1 <= num_inference_steps <= cls.num_steps:
+            raise ValueError(f"num_inference_steps must be in 1..{cls.num_steps} (got {num_inference_steps})")
+        return tuple(i * cls.num_steps // num_inference_steps for i in range(num_inference_steps))
+
+    def boundary(self, t: int) -> tuple[float, float]:
+        scaled = t * self.timestep_scaling
+        c_skip = self.sigma_data**2 / (scaled**2 + self.sigma_data**2)
+        c_out = scaled / (scaled**2 + self.sigma_data**2) ** 0.5
+        return c_skip, c_out
+
+    def prepare(self, t_index_list: Sequence[int], device: torch.device, dtype: torch.dtype) -> SlotSteps:
+        indices = check_t_index_list(t_index_list, self.num_steps)
+        ts = [self.timesteps[i] for i in indices]
+        abar = self.alphas_cumprod[ts]
+        alpha, beta = abar.sqrt(), (1.0 - abar).sqrt()
+        bounds = torch.tensor([self.boundary(t) for t in ts], dtype=torch.float64)
+
+        def const(values: torch.Tensor) -> torch.Tensor:
+            return values.to(device=device, dtype=dtype)
+
+        return SlotSteps(
+            timesteps=torch.tensor(ts, dtype=torch.long, device=device),
+            alpha=const(alpha), beta=const(beta), c_skip=const(bounds[:, 0]), c_out=const(bounds[:, 1]),
+            noise_levels=tuple(float(b) for b in beta),
+        )

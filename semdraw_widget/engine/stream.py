@@ -1,0 +1,325 @@
+"""StreamMultiDiffusion: region-based generation as a stream batch, one frame per call.
+
+The T slots of `t_index_list` hold T latents at decreasing noise levels. One call (DESIGN.md,
+"Stream batch"):
+1. slot 0 gets the seed's fixed noise (or fresh noise each frame with `fresh_noise=True`);
+   slots 1..T-1 come from the buffer;
+2.-4. bootstrapping, one model call over (slots x active layers), x0 per layer, masked blend
+   (`blend.denoise`);
+5. the last slot's x0 is the frame; slot i+1 <- alpha_{i+1} x0_i + beta_{i+1} eps_{i+1} with the
+   fixed per-slot noise, so a still scene converges to a still image after T frames (`converged`).
+
+Updates change only what they touch (embeddings are cached per text, a layer's masks are
+recomputed only when its mask, its settings or the cover from layers above change) and all of
+the work that needs the host happens there; a frame itself never waits on the device.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import torch
+
+from .blend import Guidance, RegionScene, denoise, per_layer, slot_noise
+from .loading import DEFAULT_HF_KEY, DEFAULT_LORA_KEY, DEFAULT_TAESD_KEY, default_dtype, resolve_device
+from .models import load_model
+
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+def check_size(name: str, value: int, multiple: int = 8) -> int:
+    value = int(value)
+    if value <= 0 or value % multiple:
+        low = max(multiple, value // multiple * multiple)
+        high = low + multiple if value > low else low
+        hint = f"try {low} or {high}" if low != high else f"try {low}"
+        raise ValueError(f"{name} must be a positive multiple of {multiple} (got {value}); {hint}")
+    return value
+
+
+def to_output(images: torch.Tensor, output_type: str):
+    """(1, 3, H, W) in [0, 1] -> PIL image, uint8 HxWx3 numpy array, or uint8 HxWx3 device tensor."""
+    rgb = (images[0] * 255.0).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
+    if output_type == "pt":
+        return rgb
+    array = rgb.cpu().numpy()
+    if output_type == "np":
+        return array
+    from PIL import Image
+
+    return Image.fromarray(array)
+
+
+class FrameTimer:
+    """Per-frame stage times in ms: CUDA events on CUDA (read lazily, so no sync in the frame), perf_counter otherwise."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self._marks: list[tuple[str, Any]] = []
+
+    def start(self) -> None:
+        self._marks = []
+        self.mark("start")
+
+    def mark(self, name: str) -> None:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self._marks.append((name, event))
+        else:
+            self._marks.append((name, time.perf_counter()))
+
+    def result(self) -> dict[str, float]:
+        if len(self._marks) < 2:
+            return {}
+        if self.cuda:
+            self._marks[-1][1].synchronize()
+            span = lambda a, b: a.elapsed_time(b)
+        else:
+            span = lambda a, b: (b - a) * 1e3
+        return {name: span(prev, now) for (_, prev), (name, now) in zip(self._marks, self._marks[1:])}
+
+
+class StreamMultiDiffusion:
+    """Streaming region-based generation (SemanticDraw / StreamMultiDiffusion), one frame per call.
+
+    >>> smd = StreamMultiDiffusion("cpu", hf_key="tiny", height=64, width=64)
+    >>> smd.update_single_layer(idx=0, prompt="a red apple", mask=mask)   # doctest: +SKIP
+    >>> frame = smd()                                                       # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        device: Any = "cuda",
+        dtype: torch.dtype | None = None,
+        hf_key: str = DEFAULT_HF_KEY,
+        lora_key: str | bool | None = DEFAULT_LORA_KEY,
+        use_tiny_vae: bool = True,
+        height: int = 512,
+        width: int = 512,
+        t_index_list: Sequence[int] = (0, 4, 12, 25, 37),
+        seed: int = 2024,
+        cfg_type: str = "none",
+        guidance_scale: float = 1.2,
+        delta: float = 1.0,
+        bootstrap_steps: int = 1,
+        mask_type: str = "continuous",
+        default_mask_std: float = 8.0,
+        default_mask_strength: float = 1.0,
+        default_prompt_strength: float = 0.95,
+        preprocess_mask_cover_alpha: float = 0.3,
+        fresh_noise: bool = False,
+        allow_pickle: bool = False,
+        taesd_key: str = DEFAULT_TAESD_KEY,
+        config: str | None = None,
+        model: Any = None,
+        profile: bool = False,
+    ):
+        self.device = resolve_device(device)
+        self.dtype = dtype or (model.dtype if model is not None else default_dtype(self.device))
+        self.model = model or load_model(
+            hf_key, device=self.device, dtype=self.dtype, lora_key=lora_key, use_tiny_vae=use_tiny_vae,
+            taesd_key=taesd_key, config=config, allow_pickle=allow_pickle,
+        )
+        scale = self.model.vae_scale
+        self._height, self._width = check_size("height", height, scale), check_size("width", width, scale)
+        self.steps = self.model.schedule.prepare(t_index_list, self.device, self.dtype)
+        self._renoise = self.steps.select(slice(1, None))
+        self.default_mask_std = float(default_mask_std)
+        self.default_mask_strength = float(default_mask_strength)
+        self.default_prompt_strength = float(default_prompt_strength)
+        self.fresh_noise = bool(fresh_noise)
+        self.profile = bool(profile)
+        self._timer = FrameTimer(self.device)
+        self._scene = RegionScene(
+            self.model, self.steps, self._height, self._width, mask_type=mask_type,
+            cover_alpha=float(preprocess_mask_cover_alpha), bootstrap_steps=int(bootstrap_steps),
+            guidance=Guidance(cfg_type, float(guidance_scale), float(delta)),
+        )
+        self.reset_seed(seed)
+
+    # ---- properties -------------------------------------------------------------------------
+    @property
+    def height(self) -> int:
+        return self._height
+
+    @property
+    def width(self) -> int:
+        return self._width
+
+    @property
+    def num_layers(self) -> int:
+        return len(self._scene.layers)
+
+    @property
+    def num_slots(self) -> int:
+        return len(self.steps)
+
+    @property
+    def converged(self) -> bool:
+        """True once the scene has been still for at least `num_slots` frames with fixed noise."""
+        return not self.fresh_noise and self._still_frames >= self.num_slots
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Milliseconds of the last frame's `unet`, `blend` and `decode` stages (only with `profile=True`)."""
+        return self._timer.result() if self.profile else {}
+
+    # ---- state ------------------------------------------------------------------------------
+    def reset_seed(self, seed: int | None = None) -> None:
+        """New fixed per-slot noise from `seed` (the current one when None); restarts the buffer."""
+        self.seed = self.seed if seed is None else int(seed)
+        c, (h, w) = self.model.latent_channels, self._scene.latent_size
+        self._noise = slot_noise(self.seed, (self.num_slots, c, h, w), self.device, self.dtype)
+        self._generator = torch.Generator(self.device).manual_seed(self.seed)
+        self._restart_buffer()
+
+    def _restart_buffer(self) -> None:
+        self._buffer = self._renoise.add_noise(self._scene.background_latent, self._noise[1:])
+        self._still_frames = 0
+
+    def flush(self) -> None:
+        """Restart the buffer and run `num_slots` frames (not decoded), so the next frame is settled."""
+        self._restart_buffer()
+        for _ in range(self.num_slots):
+            self._step()
+
+    def _changed(self) -> None:
+        self._still_frames = 0
+
+    def update_background(self, image: Any = None, prompt: str | None = None, negative_prompt: str | None = None) -> None:
+        """Set the background image (PIL, uint8 HxWx3, or float tensor; `False` removes it), prompt, negative prompt.
+
+        None leaves that part unchanged. A prompt of '' means no background prompt.
+        """
+        scene = self._scene
+        if image is False:
+            if scene.background_image is not None:
+                scene.clear_background_image()
+                self._changed()
+            image = None
+        changed = image is not None
+        changed |= prompt is not None and prompt != scene.background_prompt
+        changed |= negative_prompt is not None and negative_prompt != scene.background_negative_prompt
+        if changed:
+            scene.set_background(image, prompt, negative_prompt)
+            self._changed()
+
+    def update_single_layer(
+        self,
+        idx: int,
+        prompt: str | None = None,
+        negative_prompt: str | None = None,
+        mask: Any = None,
+        mask_strength: float | None = None,
+        mask_std: float | None = None,
+        prompt_strength: float | None = None,
+    ) -> None:
+        """Edit layer `idx`, or append a layer when idx == num_layers. None leaves a setting unchanged."""
+        scene, n = self._scene, self.num_layers
+        if not 0 <= idx <= n:
+            raise IndexError(f"layer index {idx} is out of range: there are {n} layers (0..{n - 1}); use idx={n} to append one")
+        if mask is not None:
+            mask = scene.mask_tensor(mask)
+        if idx == n:
+            scene.layers.append(scene.new_layer(
+                prompt or "", negative_prompt or "",
+                self.default_prompt_strength if prompt_strength is None else prompt_strength,
+                self.default_mask_strength if mask_strength is None else mask_strength,
+                self.default_mask_std if mask_std is None else mask_std,
+            ))
+            if mask is not None:
+                scene.set_mask(scene.layers[idx], mask)
+            scene.invalidate()
+            self._changed()
+            return
+        layer = scene.layers[idx]
+        changed = False
+        for name, value in (("prompt", prompt), ("negative_prompt", negative_prompt), ("prompt_strength", prompt_strength)):
+            if value is not None and value != getattr(layer, name):
+                setattr(layer, name, type(getattr(layer, name))(value))
+                changed = True
+        for name, value in (("mask_strength", mask_strength), ("mask_std", mask_std)):
+            if value is not None and float(value) != getattr(layer, name):
+                setattr(layer, name, float(value))
+                scene.invalidate(layer)
+                changed = True
+        if mask is not None:
+            old = layer.mask
+            scene.set_mask(layer, mask)
+            changed |= old is None or not torch.equal(old, layer.mask)
+        if changed:
+            scene.invalidate()
+            self._changed()
+
+    def update_layers(
+        self,
+        prompts: str | Sequence[str],
+        negative_prompts: str | Sequence[str] | None = None,
+        masks: Any = None,
+        mask_strengths: float | Sequence[float] | None = None,
+        mask_stds: float | Sequence[float] | None = None,
+        prompt_strengths: float | Sequence[float] | None = None,
+    ) -> None:
+        """Replace all layers. Scalars apply to every layer; masks is a sequence or a (P, H, W) array."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        count = len(prompts)
+        negatives = per_layer(negative_prompts, count, "negative_prompts")
+        mask_list = [None] * count if masks is None else list(masks)
+        if len(mask_list) != count:
+            raise ValueError(f"got {len(mask_list)} masks for {count} prompts; give one mask per prompt")
+        strengths = per_layer(mask_strengths, count, "mask_strengths")
+        stds = per_layer(mask_stds, count, "mask_stds")
+        rhos = per_layer(prompt_strengths, count, "prompt_strengths")
+        self._scene.layers.clear()
+        self._scene.invalidate()
+        for i in range(count):
+            self.update_single_layer(i, prompts[i], negatives[i], mask_list[i], strengths[i], stds[i], rhos[i])
+        self._changed()
+
+    def remove_layer(self, idx: int) -> None:
+        n = self.num_layers
+        if not 0 <= idx < n:
+            raise IndexError(f"layer index {idx} is out of range: there are {n} layers")
+        del self._scene.layers[idx]
+        self._scene.invalidate()
+        self._changed()
+
+    # ---- frames -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(self, output_type: str = "pil"):
+        """One frame: a PIL image, or "np" (uint8 HxWx3), "pt" (uint8 HxWx3 on the device), "latent" (1, C, h, w)."""
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES} (got {output_type!r})")
+        latent = self._step()
+        if output_type == "latent":
+            return latent
+        images = self.model.decode(latent)
+        if self.profile:
+            self._timer.mark("decode")
+        return to_output(images, output_type)
+
+    def _step(self) -> torch.Tensor:
+        """Steps 1-5 for all slots; returns the last slot's x0 (1, C, h, w)."""
+        scene = self._scene
+        batch = scene.batch()
+        if self.profile:
+            self._timer.start()
+        noise = self._noise
+        if self.fresh_noise:
+            first = torch.randn(noise[:1].shape, generator=self._generator, device=self.device, dtype=self.dtype)
+            noise = torch.cat([first, noise[1:]])
+        x_t = torch.cat([noise[:1], self._buffer])
+        background = scene.background_latent
+        if batch is None:
+            x0 = background.expand_as(x_t)
+        else:
+            timer = self._timer if self.profile else None
+            x0 = denoise(self.model, self.steps, x_t, batch, background, scene.guidance, noise, background, timer=timer)
+        self._buffer = self._renoise.add_noise(x0[:-1], noise[1:])
+        if self.profile:
+            self._timer.mark("blend")
+        self._still_frames += 1
+        return x0[-1:]
+

@@ -1,0 +1,405 @@
+"""The kernel-side generation loop: canvas state -> engine updates -> frames -> the browser.
+
+Developer notes. One `StreamRunner` (and at most one thread) per canvas. The thread takes a consistent
+snapshot of the canvas state, pushes only what changed into the engine, steps it once, and hands the
+frame to an encoder thread that sends it as a binary message on the kernel's event loop. Frames carry
+an increasing `seq`; the browser acknowledges each one it displays, and at most `max_in_flight` frames
+may be unacknowledged. Once the engine reports `converged` (a still scene, fixed noise), the last frame
+is resent as a lossless PNG and the thread sleeps until the next change: a still scene costs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import traceback
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from . import protocol
+
+log = logging.getLogger("semdraw_widget")
+
+DEFAULT_HUB_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+TINY_NOTICE = (
+    "Tiny model: random weights, so the images are noise-like by design. For real images run on a CUDA GPU "
+    "with the weights in the Hugging Face cache (e.g. SEMDRAW_MODEL={hub}), a local folder or a .safetensors file."
+)
+#: A browser that never acknowledges (a closed tab) must not freeze the stream forever.
+ACK_TIMEOUT_S = 10.0
+
+_live_runners: "weakref.WeakSet[StreamRunner]" = weakref.WeakSet()
+_pipeline_locks: "weakref.WeakKeyDictionary[Any, threading.Lock]" = weakref.WeakKeyDictionary()
+_pipeline_owner: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
+_registry_lock = threading.Lock()
+
+
+def _lock_for(pipeline: Any) -> threading.Lock:
+    """One lock per pipeline, so several canvases can share it safely (one frame at a time)."""
+    with _registry_lock:
+        lock = _pipeline_locks.get(pipeline)
+        if lock is None:
+            lock = _pipeline_locks[pipeline] = threading.Lock()
+        return lock
+
+
+def load_pipeline(model: str | None = None, device: Any = None, width: int = 512, height: int = 512, **kwargs: Any):
+    """Load the streaming pipeline the notebook asks for, and say plainly what was loaded.
+
+    ``model``: a hub id, a local diffusers folder, a ``.safetensors`` file, ``"tiny"``, or None/"auto".
+    ``SEMDRAW_MODEL`` in the environment overrides it. "auto" means SD 1.5 + LCM-LoRA + TAESD on a CUDA
+    GPU, and the tiny model where that cannot be had (no GPU, no weights) -- never silently: the
+    returned pipeline's ``notice`` says why, and the canvas shows it as a banner. A model asked for by
+    name that cannot be loaded raises.
+    """
+    import torch
+
+    from .engine import StreamMultiDiffusion
+
+    choice = os.environ.get("SEMDRAW_MODEL") or model or "auto"
+    if choice != "auto":
+        pipeline = StreamMultiDiffusion(device or _default_device(torch), hf_key=choice, width=width, height=height, **kwargs)
+        pipeline.notice = TINY_NOTICE.format(hub=DEFAULT_HUB_MODEL) if choice.startswith("tiny") else ""
+        return pipeline
+    reason = "no CUDA GPU is visible to this kernel"
+    if torch.cuda.is_available():
+        try:
+            pipeline = StreamMultiDiffusion(device or "cuda", hf_key=DEFAULT_HUB_MODEL, width=width, height=height, **kwargs)
+            pipeline.notice = ""
+            return pipeline
+        except Exception as exc:  # weights missing, hub unreachable, out of memory: say which, fall back
+            reason = f"{DEFAULT_HUB_MODEL} could not be loaded ({type(exc).__name__}: {exc})"
+    pipeline = StreamMultiDiffusion(device or "cpu", hf_key="tiny", width=width, height=height, **kwargs)
+    pipeline.notice = f"{TINY_NOTICE.format(hub=DEFAULT_HUB_MODEL)} Using it because {reason}."
+    return pipeline
+
+
+def _default_device(torch) -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _failure_hint(exc: BaseException) -> str:
+    name = type(exc).__name__
+    if "OutOfMemory" in name or "out of memory" in str(exc):
+        return "The GPU ran out of memory: use fewer layers or a smaller canvas, free other notebooks' GPU memory, then start again."
+    return "See the kernel log for the traceback; fix the cause, then press play or call start() again."
+
+
+class StreamRunner:
+    """Drives one canvas's frames from a StreamMultiDiffusion-like pipeline."""
+
+    def __init__(self, pipeline: Any, canvas: Any, max_in_flight: int = 2, jpeg_quality: int = 85):
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1 (got {max_in_flight})")
+        for name in ("width", "height"):
+            if getattr(pipeline, name) != getattr(canvas, name):
+                raise ValueError(
+                    f"the pipeline's {name} ({getattr(pipeline, name)}) differs from the canvas's "
+                    f"({getattr(canvas, name)}); create both with the same size"
+                )
+        self.pipeline = pipeline
+        self.max_in_flight = max_in_flight
+        self.jpeg_quality = jpeg_quality
+        self._canvas = canvas
+        self._state = canvas.state
+        self._lock = _lock_for(pipeline)
+        self._wake = threading.Event()
+        self._counters = threading.Lock()
+        self._thread: threading.Thread | None = None  # alive exactly while running (see _loop)
+        self._life = threading.Lock()
+        self._encoder = ThreadPoolExecutor(1, thread_name_prefix="semdraw-encode")
+        self._running = False
+        self._closed = False
+        self._seq = 0
+        self._acked = 0
+        self._last_ack_time = time.perf_counter()
+        self._mirror: list[tuple] = []  # what the engine holds, per engine layer index
+        self._background_revision = -1
+        self._seed_request: int | None = None
+        self._latest_rgb: np.ndarray | None = None
+        self._latest_message: tuple[dict, list] | None = None
+        self._still_sent = False
+        self._frame_times: list[float] = []
+        self._pending_arrival: float | None = None
+        self._synced_revision: int | None = None
+        self.frames_generated = 0
+        self._state.add_change_listener(self._wake.set)
+        _live_runners.add(self)
+
+    # ---- control ------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def start(self) -> None:
+        if self._closed:
+            raise RuntimeError("this canvas was closed; create a new one")
+        _install_interrupt_hooks()
+        self._canvas.set_traits_threadsafe(running=True, status="generating")
+        with self._life:
+            self._running = True
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="semdraw-stream", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def stop(self, status: str = "paused") -> None:
+        self._running = False
+        self._wake.set()
+        self._canvas.set_traits_threadsafe(running=False, status=status)
+
+    def close(self) -> None:
+        self._closed = True
+        self._running = False
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=30)
+        self._encoder.shutdown(wait=True)
+        self._state.remove_change_listener(self._wake.set)
+        _live_runners.discard(self)
+
+    def acknowledge(self, seq: int) -> None:
+        with self._counters:
+            self._acked = max(self._acked, min(seq, self._seq))
+            self._last_ack_time = time.perf_counter()
+        self._wake.set()
+
+    def request_seed(self, seed: int) -> None:
+        self._seed_request = int(seed)
+        self._wake.set()
+
+    def resend_latest(self) -> None:
+        """A new view: forget frames the old one never acknowledged and show it the latest frame."""
+        with self._counters:
+            self._acked = self._seq
+        if self._latest_message is not None:
+            self._send_frame_message(*self._latest_message)
+        self._wake.set()
+
+    def latest_image(self):
+        from PIL import Image
+
+        return None if self._latest_rgb is None else Image.fromarray(self._latest_rgb, "RGB")
+
+    def step(self):
+        """One frame now, in the caller's thread; returns it as a PIL image."""
+        self._produce_frame()
+        return self.latest_image()
+
+    @property
+    def in_flight(self) -> int:
+        with self._counters:
+            return self._seq - self._acked
+
+    # ---- the loop -----------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            with self._life:  # stop() ends the thread; start() makes a new one, never two at once
+                if not self._running or self._closed:
+                    self._thread = None
+                    return
+            if self.in_flight >= self.max_in_flight:
+                if time.perf_counter() - self._last_ack_time > ACK_TIMEOUT_S:
+                    self.acknowledge(self._seq)  # nobody is watching any more; don't freeze forever
+                else:
+                    self._wait(timeout=0.5)
+                    continue
+            if self._is_still():
+                self._send_still_frame()
+                self._wait()
+                continue
+            try:
+                self._produce_frame()
+            except Exception as exc:
+                log.error("generation stopped:\n%s", traceback.format_exc())
+                self._release_gpu_memory()
+                message = f"generation stopped: {type(exc).__name__}: {exc}. {_failure_hint(exc)}"
+                self.stop(status=message)
+                self._canvas.send_threadsafe(*protocol.error_message(message))
+
+    def _wait(self, timeout: float | None = None) -> None:
+        self._wake.wait(timeout)
+        self._wake.clear()
+
+    def _is_still(self) -> bool:
+        """Converged and nothing new to show: no UNet calls until the next change."""
+        return (
+            self._seed_request is None
+            and self._state.revision == self._synced_revision
+            and bool(getattr(self.pipeline, "converged", False))
+        )
+
+    # ---- one frame ----------------------------------------------------------------------------
+    def _produce_frame(self) -> None:
+        started = time.perf_counter()
+        with self._lock:
+            snapshot = self._state.snapshot()
+            self._sync_engine(snapshot)
+            synced = time.perf_counter()
+            rgb = self.pipeline(output_type="np")
+            engine_timings = dict(getattr(self.pipeline, "timings", None) or {})
+        generated = time.perf_counter()
+        self._synced_revision = snapshot.revision
+        self._latest_rgb = rgb
+        self.frames_generated += 1
+        if self._still_sent and self._running:
+            self._canvas.set_traits_threadsafe(status="generating")
+        self._still_sent = False
+        arrival, self._pending_arrival = self._pending_arrival, None
+        with self._counters:
+            self._seq += 1
+            seq = self._seq
+        breakdown = {"sync": (synced - started) * 1e3, **engine_timings, "generate": (generated - synced) * 1e3}
+        self._encoder.submit(self._encode_and_send, seq, rgb, "jpeg", breakdown, started, arrival)
+
+    def _send_still_frame(self) -> None:
+        if self._still_sent or self._latest_rgb is None:
+            return
+        self._still_sent = True
+        with self._counters:
+            self._seq += 1
+            seq = self._seq
+        self._encoder.submit(self._encode_and_send, seq, self._latest_rgb, "png", {}, time.perf_counter(), None)
+        self._canvas.set_traits_threadsafe(status="still: the image has settled; paint to continue")
+
+    def _encode_and_send(self, seq, rgb, fmt, breakdown, started, arrival) -> None:
+        try:
+            encode_start = time.perf_counter()
+            payload = protocol.encode_image(rgb, fmt, self.jpeg_quality)
+            sent_at = time.perf_counter()
+            breakdown["encode"] = (sent_at - encode_start) * 1e3
+            stats = self._update_stats(breakdown, started, sent_at, arrival)
+            message = protocol.frame_message(seq, fmt, rgb.shape[1], rgb.shape[0], stats, payload)
+            self._latest_message = message
+            self._send_frame_message(*message)
+        except Exception:  # never let an encoder failure kill the executor silently
+            log.exception("could not encode or send frame %s", seq)
+
+    def _send_frame_message(self, content: dict, buffers: list) -> None:
+        self._canvas.send_threadsafe(content, buffers)
+
+    def _update_stats(self, breakdown: dict, started: float, sent_at: float, arrival: float | None) -> dict:
+        self._frame_times = [t for t in self._frame_times if sent_at - t < 2.0] + [sent_at]
+        span = self._frame_times[-1] - self._frame_times[0]
+        fps = (len(self._frame_times) - 1) / span if span > 0 else 0.0
+        stats = {
+            "fps": round(fps, 2),
+            "frame_ms": round((sent_at - started) * 1e3, 2),
+            "breakdown": {k: round(v, 2) for k, v in breakdown.items()},
+            "frames": self.frames_generated,
+        }
+        previous = self._canvas.stats or {}
+        stats["latency_ms"] = round((sent_at - arrival) * 1e3, 2) if arrival is not None else previous.get("latency_ms")
+        self._canvas.set_traits_threadsafe(stats=stats)
+        return stats
+
+    # ---- canvas state -> engine (only what changed) --------------------------------------------
+    def _sync_engine(self, snapshot) -> None:
+        pipeline = self.pipeline
+        if _pipeline_owner.get(pipeline) != id(self):  # another canvas used it last: push everything
+            _pipeline_owner[pipeline] = id(self)
+            self._mirror = []
+            self._background_revision = -1
+            while pipeline.num_layers:
+                pipeline.remove_layer(pipeline.num_layers - 1)
+        if self._seed_request is not None:
+            seed, self._seed_request = self._seed_request, None
+            pipeline.reset_seed(seed)
+        if snapshot.background_revision != self._background_revision:
+            pipeline.update_background(
+                image=False if snapshot.background_image is None else snapshot.background_image,
+                prompt=snapshot.background.get("prompt", ""),
+                negative_prompt=snapshot.background.get("negative_prompt", ""),
+            )
+            self._background_revision = snapshot.background_revision
+        wanted = [layer for layer in snapshot.layers if layer["visible"]]
+        for index, layer in enumerate(wanted):
+            key = (
+                layer["id"], layer["prompt"], layer["negative_prompt"], snapshot.mask_revisions[layer["id"]],
+                layer["mask_strength"], layer["mask_blur"], layer["prompt_strength"],
+            )
+            old = self._mirror[index] if index < len(self._mirror) else None
+            if old == key:
+                continue
+            changes: dict[str, Any] = {}
+            same_layer = old is not None and old[0] == key[0]
+            if not same_layer or old[1] != key[1]:
+                changes["prompt"] = layer["prompt"]
+            if not same_layer or old[2] != key[2]:
+                changes["negative_prompt"] = layer["negative_prompt"]
+            if not same_layer or old[3] != key[3]:
+                changes["mask"] = snapshot.masks[layer["id"]]
+                arrival = snapshot.mask_arrival.get(layer["id"])
+                if arrival is not None and (self._pending_arrival is None or arrival < self._pending_arrival):
+                    self._pending_arrival = arrival
+            if not same_layer or old[4] != key[4]:
+                changes["mask_strength"] = layer["mask_strength"]
+            if not same_layer or old[5] != key[5]:
+                changes["mask_std"] = layer["mask_blur"]
+            if not same_layer or old[6] != key[6]:
+                changes["prompt_strength"] = layer["prompt_strength"]
+            pipeline.update_single_layer(idx=index, **changes)
+            if index < len(self._mirror):
+                self._mirror[index] = key
+            else:
+                self._mirror.append(key)
+        while len(self._mirror) > len(wanted):
+            pipeline.remove_layer(len(self._mirror) - 1)
+            self._mirror.pop()
+
+    def _release_gpu_memory(self) -> None:
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:
+            log.exception("could not release cached GPU memory")
+
+
+# ---- kernel interrupts end the generation threads -------------------------------------------------
+_hooks_installed = False
+
+
+def stop_all_runners(status: str = "stopped: the kernel was interrupted") -> None:
+    for runner in list(_live_runners):
+        runner.stop(status=status)
+
+
+def _install_interrupt_hooks() -> None:
+    """Make "interrupt the kernel" stop every stream, whether a cell is running or the kernel is idle.
+
+    ipykernel installs Python's default SIGINT handler only while a cell runs and restores the saved
+    one (SIG_IGN) afterwards, so the idle-time handler is the saved one: wrap it, and wrap the running
+    one at each cell's start.
+    """
+    global _hooks_installed
+    if _hooks_installed or threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    kernel = getattr(shell, "kernel", None)
+    if kernel is None or not hasattr(kernel, "saved_sigint_handler"):
+        return
+    import signal
+
+    def chain(previous):
+        def handler(signum, frame):
+            stop_all_runners()
+            if callable(previous):
+                previous(signum, frame)
+
+        return handler
+
+    kernel.saved_sigint_handler = chain(kernel.saved_sigint_handler)
+    shell.events.register("pre_execute", lambda: signal.signal(signal.SIGINT, chain(signal.getsignal(signal.SIGINT))))
+    _hooks_installed = True

@@ -1,0 +1,33 @@
+"""Shared fixtures for the engine tests: one tiny model per session, small canvases, fixed masks."""
+
+import pytest
+import torch
+from engine_helpers import SIZE
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from semdraw_widget.engine import load_model
+
+    torch.manual_seed(0)
+    return load_model("tiny", device="cpu")
+
+
+@pytest.fixture
+def make_stream(tiny):
+    from semdraw_widget.engine import StreamMultiDiffusion
+
+    def make(**kwargs):
+        kwargs.setdefault("height", SIZE)
+        kwargs.setdefault("width", SIZE)
+        return StreamMultiDiffusion("cpu", model=tiny, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def oneshot(tiny):
+    from semdraw_widget.engine import StableMultiDiffusionPipeline
+
+    return StableMultiDiffusionPipeline("cpu", model=tiny)
+

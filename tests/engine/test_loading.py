@@ -1,0 +1,71 @@
+import pytest
+import torch
+
+from semdraw_widget.engine import ModelNotFoundError, StreamMultiDiffusion, UnsafeCheckpointError, load_model
+from semdraw_widget.engine.models import tiny as tiny_module
+
+
+@pytest.fixture(scope="module")
+def tiny_dir():
+    return tiny_module.tiny_model_dir()
+
+
+def weights(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_tiny_loads_from_a_diffusers_folder_and_fuses_the_lora(tiny, tiny_dir):
+    folder = load_model(str(tiny_dir / "sd15"), lora_key=str(tiny_dir / "lcm-lora"), taesd_key=str(tiny_dir / "taesd"))
+    for a, b in zip(folder.unet.state_dict().values(), tiny.unet.state_dict().values()):
+        assert torch.equal(a, b)
+    bare = load_model(str(tiny_dir / "sd15"), lora_key=None, taesd_key=str(tiny_dir / "taesd"))
+    fused, plain = weights(folder.unet), weights(bare.unet)
+    changed = [k for k in plain if not torch.equal(plain[k], fused[k])]
+    assert changed and all(".attn" in k for k in changed)
+    assert torch.equal(plain["conv_in.weight"], fused["conv_in.weight"])
+    lora_file = tiny_dir / "lcm-lora" / "pytorch_lora_weights.safetensors"
+    from_file = load_model(str(tiny_dir / "sd15"), lora_key=str(lora_file), taesd_key=str(tiny_dir / "taesd"))
+    assert all(torch.equal(a, b) for a, b in zip(from_file.unet.state_dict().values(), fused.values()))
+
+
+def test_tiny_loads_from_a_single_safetensors_file(tiny_dir, tmp_path):
+    file = tiny_module.write_single_file(tmp_path / "tiny-sd15.safetensors")
+    single = load_model(str(file), config=str(tiny_dir / "sd15"), lora_key=None, taesd_key=str(tiny_dir / "taesd"))
+    folder = load_model(str(tiny_dir / "sd15"), lora_key=None, taesd_key=str(tiny_dir / "taesd"))
+    for mine, theirs in ((single.unet, folder.unet), (single.text_encoder, folder.text_encoder)):
+        a, b = mine.state_dict(), theirs.state_dict()
+        assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_full_vae_option(tiny_dir):
+    model = load_model(str(tiny_dir / "sd15"), lora_key=None, use_tiny_vae=False)
+    assert type(model.vae).__name__ == "AutoencoderKL" and model.scaling_factor == pytest.approx(0.18215)
+    stream = StreamMultiDiffusion("cpu", model=model, height=64, width=64)
+    stream.update_single_layer(0, prompt="a cat", mask=torch.ones(64, 64))
+    assert stream(output_type="np").shape == (64, 64, 3)
+
+
+def test_hf_key_tiny_goes_through_the_real_loader():
+    stream = StreamMultiDiffusion("cpu", hf_key="tiny", height=64, width=64)
+    assert stream.dtype == torch.float32 and type(stream.model.vae).__name__ == "AutoencoderTiny"
+    assert stream().size == (64, 64)
+
+
+def test_missing_weights_offline_give_the_documented_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError) as error:
+        load_model("semdraw-tests/no-such-model", lora_key=None)
+    message = str(error.value)
+    for expected in ("semdraw-tests/no-such-model", "unet/diffusion_pytorch_model.safetensors", "huggingface-cli", "SEMDRAW_MODEL=tiny"):
+        assert expected in message
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        load_model(str(tmp_path / "nowhere"), lora_key=None)
+    with pytest.raises(ModelNotFoundError, match="missing"):
+        load_model(str(tmp_path), lora_key=None)
+
+
+def test_pickled_checkpoints_are_refused(tmp_path):
+    checkpoint = tmp_path / "model.ckpt"
+    checkpoint.write_bytes(b"not even read")
+    with pytest.raises(UnsafeCheckpointError, match="allow_pickle=True"):
+        load_model(str(checkpoint))

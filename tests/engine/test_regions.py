@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from semdraw_widget.engine import regions
+
+LEVELS = (0.9, 0.5)
+VALUES = torch.tensor([0.0, 0.3, 0.5, 0.7, 0.95, 1.0]).view(1, 1, 6)
+
+
+def test_mask_conversion_accepts_the_documented_inputs():
+    grey = np.full((8, 16), 51, dtype=np.uint8)
+    assert torch.allclose(regions.to_mask_tensor(grey, 8, 16), torch.full((8, 16), 0.2))
+    boolean = np.zeros((1, 8, 16), dtype=bool)
+    boolean[0, 2, 3] = True
+    out = regions.to_mask_tensor(boolean, 8, 16)
+    assert out.shape == (8, 16) and out.sum() == 1 and out[2, 3] == 1
+    assert torch.equal(regions.to_mask_tensor(torch.full((8, 16), 2.0), 8, 16), torch.ones(8, 16))
+    pil = Image.fromarray(np.full((8, 16), 255, dtype=np.uint8))
+    assert torch.equal(regions.to_mask_tensor(pil, 8, 16), torch.ones(8, 16))
+
+
+def test_wrong_mask_shape_names_the_expected_shape():
+    with pytest.raises(ValueError, match=r"\(H, W\) = \(8, 16\)"):
+        regions.to_mask_tensor(np.zeros((16, 8)), 8, 16)
+    with pytest.raises(ValueError, match="expected"):
+        regions.to_mask_tensor(np.zeros((2, 8, 16)), 8, 16)
+    with pytest.raises(TypeError):
+        regions.to_mask_tensor(np.zeros((8, 16), dtype=np.int32), 8, 16)
+
+
+def test_cover_decay_multiplies_only_where_a_higher_layer_covers():
+    masks = torch.tensor([[[1.0, 1.0, 1.0, 0.5]], [[0.0, 1.0, 0.0, 0.0]], [[0.0, 0.0, 0.2, 0.0]]])
+    out = regions.cover_decay(masks, 0.3)
+    expected = torch.tensor([[[1.0, 0.3, 0.3, 0.5]], [[0.0, 1.0, 0.0, 0.0]], [[0.0, 0.0, 0.2, 0.0]]])
+    assert torch.allclose(out, expected)
+    assert torch.equal(regions.cover_decay(masks, 0.0)[0], torch.tensor([[1.0, 0.0, 0.0, 0.5]]))
+
+
+def test_blur_sigma_zero_is_identity_and_blur_keeps_constants_and_matches_a_gaussian():
+    masks = torch.zeros(2, 21, 21)
+    masks[:, 10, 10] = 1.0
+    out = regions.gaussian_blur(masks, [0.0, 2.0])
+    assert torch.equal(out[0], masks[0])
+    x = torch.arange(-10, 11, dtype=torch.float64)
+    g = torch.exp(-0.5 * (x / 2.0) ** 2)
+    g = g[4:17] / g[4:17].sum()  # radius ceil(3 sigma) = 6
+    assert torch.allclose(out[1, 10, 4:17].double(), g * g[6], atol=1e-6)
+    assert abs(out[1].sum().item() - 1.0) < 1e-5
+    assert torch.allclose(regions.gaussian_blur(torch.ones(1, 9, 9), [3.0]), torch.ones(1, 9, 9), atol=1e-6)
+
+
+def test_quantisation_by_hand_for_each_mask_type():
+    discrete = regions.quantize_masks(VALUES, LEVELS, "discrete")[0, :, 0]
+    assert torch.equal(discrete, torch.tensor([[0, 0, 0, 0, 1, 1], [0, 0, 0, 1, 1, 1.0]]))
+    continuous = regions.quantize_masks(VALUES, LEVELS, "continuous")[0, :, 0]
+    assert torch.allclose(continuous, torch.tensor([[0, 0, 0, 0.5, 1, 1], [0, 0.6, 1, 1, 1, 1.0]]))
+    semi = regions.quantize_masks(VALUES, LEVELS, "semi-continuous")[0, :, 0]
+    assert torch.allclose(semi, torch.tensor([[0, 0, 0, 0, 1, 1], [0, 0.6, 1, 1, 1, 1.0]]))
+    with pytest.raises(ValueError, match="mask_type"):
+        regions.quantize_masks(VALUES, LEVELS, "fuzzy")
+
+
+def test_downsample_is_nearest_neighbour():
+    image = torch.arange(256.0).view(1, 16, 16)
+    out = regions.downsample(image, 2, 2)
+    assert torch.equal(out, torch.tensor([[[0.0, 8.0], [128.0, 136.0]]]))
+
+
+def test_preprocess_applies_cover_blur_strength_quantise_downsample_in_order():
+    masks = torch.zeros(2, 16, 16)
+    masks[0] = 1.0
+    masks[1, :, 8:] = 1.0
+    out = regions.preprocess_masks(masks, [0.0, 0.0], [1.0, 0.8], LEVELS, "continuous", (2, 2), cover_alpha=0.3)
+    assert out.shape == (2, 2, 1, 2, 2)
+    # bottom layer: 1 uncovered, 0.3 where covered -> slot 0: clip((m-0.5)/0.4), slot 1: clip(m/0.5)
+    assert torch.allclose(out[0, :, 0], torch.tensor([[[1.0, 0.0], [1.0, 0.0]], [[1.0, 0.6], [1.0, 0.6]]]))
+    # top layer at strength 0.8: slot 0 -> 0.75, slot 1 -> 1
+    assert torch.allclose(out[1, :, 0], torch.tensor([[[0.0, 0.75], [0.0, 0.75]], [[0.0, 1.0], [0.0, 1.0]]]))

@@ -1,0 +1,214 @@
+"""The generation loop with the tiny model on the CPU: frames, back-pressure, convergence, failures."""
+
+import asyncio
+import io
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import stroke_message
+
+SIZE = 64
+
+
+def wait_for(condition, timeout=30.0, interval=0.01):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def pipe():
+    from semdraw_widget import StreamMultiDiffusion
+
+    return StreamMultiDiffusion("cpu", hf_key="tiny", height=SIZE, width=SIZE)
+
+
+@pytest.fixture
+def live(make_canvas, pipe):
+    """A canvas on the tiny pipeline whose fake browser acknowledges every frame it is sent."""
+
+    def factory(auto_ack=True, **kwargs):
+        canvas = make_canvas(SIZE, SIZE, pipeline=pipe, **kwargs)
+        sent = canvas.sent
+
+        def send(content, buffers=None):
+            sent.append((content, list(buffers or [])))
+            if auto_ack and content.get("type") == "frame":
+                canvas._handle_custom_msg({"type": "ack", "seq": content["seq"]}, [])
+
+        canvas.send = send
+        return canvas
+
+    return factory
+
+
+def frames(canvas):
+    return canvas.sent.of_type("frame")
+
+
+def decode(message):
+    content, buffers = message
+    return Image.open(io.BytesIO(bytes(buffers[0])))
+
+
+def paint(canvas, layer, x=0, y=0, w=SIZE, h=SIZE, value=255):
+    canvas._handle_custom_msg(*stroke_message(layer, x, y, w, h, value=value))
+
+
+def stream_threads():
+    return [t for t in threading.enumerate() if t.name == "semdraw-stream" and t.is_alive()]
+
+
+def test_frames_are_valid_images_of_the_canvas_size(live):
+    canvas = live()
+    canvas.add_layer("an apple")
+    canvas.start()
+    wait_for(lambda: len(frames(canvas)) >= 3)
+    canvas.stop()
+    content, _ = frames(canvas)[0]
+    assert content["format"] == "jpeg" and (content["width"], content["height"]) == (SIZE, SIZE)
+    image = decode(frames(canvas)[0])
+    assert image.format == "JPEG" and image.size == (SIZE, SIZE)
+    assert [c["seq"] for c, _ in frames(canvas)] == sorted({c["seq"] for c, _ in frames(canvas)})
+    assert canvas.frame.size == (SIZE, SIZE)
+
+
+def test_never_more_than_max_in_flight_unacknowledged(live):
+    canvas = live(auto_ack=False, max_in_flight=2)
+    layer = canvas.add_layer("an apple")
+    canvas.start()
+    wait_for(lambda: len(frames(canvas)) == 2)
+    paint(canvas, layer)  # a change, so the loop would love to go on
+    time.sleep(0.5)
+    assert len(frames(canvas)) == 2 and canvas._runner.in_flight == 2
+    canvas._handle_custom_msg({"type": "ack", "seq": 1}, [])
+    wait_for(lambda: len(frames(canvas)) == 3)
+    time.sleep(0.3)
+    assert len(frames(canvas)) == 3
+    canvas.stop()
+
+
+def test_a_stroke_leads_to_a_frame_that_reflects_it(live):
+    canvas = live()
+    layer = canvas.add_layer("an apple")
+    canvas.start()
+    wait_for(lambda: canvas.status.startswith("still"))  # converged with an empty layer
+    before = np.asarray(canvas.frame, dtype=np.int16)
+    count = len(frames(canvas))
+    paint(canvas, layer, 0, 0, SIZE // 2, SIZE)
+    wait_for(lambda: len(frames(canvas)) > count and canvas.status.startswith("still"))
+    after = np.asarray(canvas.frame, dtype=np.int16)
+    canvas.stop()
+    assert np.abs(after - before).mean() > 1.0
+    assert canvas.stats["latency_ms"] is not None and canvas.stats["latency_ms"] > 0
+    assert {"fps", "frame_ms", "breakdown"} <= set(canvas.stats)
+
+
+def test_convergence_stops_generation_and_a_change_restarts_it(live, pipe):
+    canvas = live()
+    layer = canvas.add_layer("an apple")
+    paint(canvas, layer, 8, 8, 32, 32)
+    canvas.start()
+    wait_for(lambda: canvas.status.startswith("still"))
+    generated = canvas._runner.frames_generated
+    assert generated >= pipe.num_slots
+    assert frames(canvas)[-1][0]["format"] == "png"  # the settled image is sent losslessly
+    time.sleep(0.5)
+    assert canvas._runner.frames_generated == generated  # a still scene costs nothing
+    paint(canvas, layer, 0, 0, 8, 8)
+    wait_for(lambda: canvas._runner.frames_generated > generated)
+    canvas.stop()
+
+
+def test_an_engine_failure_is_visible_and_survivable(live, pipe, monkeypatch):
+    canvas = live()
+    canvas.add_layer("an apple")
+    calls = {"n": 0}
+    original = type(pipe).__call__
+
+    def flaky(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(pipe), "__call__", flaky)
+    canvas.start()
+    wait_for(lambda: not canvas.running)
+    assert "generation stopped" in canvas.status and "out of memory" in canvas.status
+    assert canvas.sent.of_type("error")
+    count = len(frames(canvas))
+    canvas.start()  # works again after the failure
+    wait_for(lambda: len(frames(canvas)) > count)
+    canvas.stop()
+
+
+def test_start_stop_cycles_and_close_leave_no_threads(live):
+    canvas = live()
+    canvas.add_layer("an apple")
+    for _ in range(20):
+        canvas.start()
+        canvas.stop()
+    assert len(stream_threads()) <= 1
+    canvas.close()
+    wait_for(lambda: not stream_threads())
+
+
+def test_step_and_seed(live):
+    canvas = live(seed=1)
+    layer = canvas.add_layer("an apple")
+    paint(canvas, layer)
+    first = np.asarray(canvas.step())
+    assert first.shape == (SIZE, SIZE, 3)
+    canvas.seed = 2
+    for _ in range(6):
+        second = np.asarray(canvas.step())
+    assert not np.array_equal(first, second)
+
+
+def test_pipeline_and_canvas_sizes_must_match(make_canvas, pipe):
+    with pytest.raises(ValueError, match="same size"):
+        make_canvas(SIZE * 2, SIZE, pipeline=pipe)
+
+
+def test_two_canvases_can_share_one_pipeline(live):
+    full, empty = live(), live()
+    a = full.add_layer("an apple")
+    empty.add_layer("an apple")
+    paint(full, a)
+    for _ in range(6):
+        frame_full = np.asarray(full.step(), dtype=np.int16)
+        frame_empty = np.asarray(empty.step(), dtype=np.int16)
+    assert not np.array_equal(frame_full, frame_empty)
+    again = np.asarray(full.step(), dtype=np.int16)
+    np.testing.assert_array_equal(again, frame_full)  # switching back restores its own scene exactly
+
+
+def test_frames_are_sent_on_the_kernels_event_loop(pipe):
+    """Colab shows only messages sent from the kernel's thread: frames made elsewhere go through its loop."""
+    from semdraw_widget import SemanticCanvas
+
+    async def scenario():
+        canvas = SemanticCanvas(SIZE, SIZE, pipeline=pipe)
+        senders = []
+        canvas.send = lambda content, buffers=None: senders.append((content.get("type"), threading.get_ident()))
+        canvas.add_layer("an apple")
+        canvas.start()
+        for _ in range(600):
+            await asyncio.sleep(0.05)
+            if any(kind == "frame" for kind, _ in senders):
+                break
+        canvas.close()
+        return senders
+
+    loop_thread = threading.get_ident()
+    senders = asyncio.run(scenario())
+    frame_threads = {ident for kind, ident in senders if kind == "frame"}
+    assert frame_threads == {loop_thread}
