@@ -27,12 +27,3 @@ def make_canvas():
     yield factory
     for canvas in made:
         canvas.close()
-
-
-def stroke_message(layer, x, y, w, h, value=255, rev=1, enc="raw"):
-    """A browser -> kernel mask message covering one rectangle with one value."""
-    import zlib
-
-    raw = np.full((h, w), value, np.uint8).tobytes()
-    payload = zlib.compress(raw) if enc == "deflate" else raw
-    return {"type": "mask", "layer": layer, "x": x, "y": y, "w": w, "h": h, "enc": enc, "rev": rev}, [memoryview(payload)]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import stroke_message
+from widget_helpers import stroke_message
 
 SIZE = 64
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import traitlets
 
-from conftest import stroke_message
+from widget_helpers import stroke_message
 from semdraw_widget import protocol, widget as widget_module
 from semdraw_widget.canvas_state import CanvasState
 
