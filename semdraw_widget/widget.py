@@ -97,6 +97,11 @@ class SemanticCanvas(anywidget.AnyWidget):
     ):
         width, height = check_canvas_size(width, height)
         files = _frontend_files()
+        if pipeline is None and (model is not None or hf_key is not None):
+            # Load before the widget exists, so a model that fails to load leaves no half-made canvas.
+            from .streaming import load_pipeline
+
+            pipeline = load_pipeline(model or hf_key, device=device, width=width, height=height)
         self._state = state or CanvasState(width, height)
         if (self._state.width, self._state.height) != (width, height):
             width, height = self._state.width, self._state.height
@@ -114,8 +119,8 @@ class SemanticCanvas(anywidget.AnyWidget):
             self.background = {**self.background, "prompt": background_prompt}
         self.on_msg(self._on_msg)
         self._state.observe_masks(self._on_state_mask)
-        if pipeline is not None or model is not None or hf_key is not None:
-            self.attach_pipeline(pipeline, model=model or hf_key, device=device)
+        if pipeline is not None:
+            self.attach_pipeline(pipeline)
 
     # ---- traits from the browser --------------------------------------------------------------
     @t.validate("width", "height")
