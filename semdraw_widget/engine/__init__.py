@@ -3,7 +3,7 @@
 No widget code here; importing this package needs torch, diffusers and transformers only.
 """
 
-from .loading import ModelNotFoundError, UnsafeCheckpointError
+from .loading import ModelNotFoundError, UnsafeCheckpointError, detect_family
 from .models import load_model
 from .oneshot import StableMultiDiffusionPipeline, tile_weights
 from .stream import StreamMultiDiffusion
@@ -13,6 +13,7 @@ __all__ = [
     "StableMultiDiffusionPipeline",
     "StreamMultiDiffusion",
     "UnsafeCheckpointError",
+    "detect_family",
     "load_model",
     "tile_weights",
 ]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .blend import Guidance, RegionScene, denoise, per_layer, slot_noise
-from .loading import DEFAULT_HF_KEY, DEFAULT_LORA_KEY, DEFAULT_TAESD_KEY, default_dtype, resolve_device
+from .loading import default_dtype, resolve_device
 from .models import load_model
 from .stream import OUTPUT_TYPES, check_size, to_output
 
@@ -61,34 +61,41 @@ class StableMultiDiffusionPipeline:
     >>> smd = StableMultiDiffusionPipeline("cpu", hf_key="tiny")
     >>> image = smd.sample("A photo of the dolomites", height=64, width=64)   # doctest: +SKIP
     >>> image = smd(prompts, masks=masks, height=768, width=768)             # doctest: +SKIP
+
+    `sd_version` ("1.5", "xl", "3") picks the model family, detected from `hf_key` when None; the
+    family sets the defaults of `hf_key`, the LoRA (`lora_key=True`), `taesd_key`, the number of steps,
+    the tile size and `preprocess_mask_cover_alpha` (see `models/__init__.py`).
     """
 
     def __init__(
         self,
         device: Any = "cuda",
         dtype: torch.dtype | None = None,
-        hf_key: str = DEFAULT_HF_KEY,
-        lora_key: str | bool | None = DEFAULT_LORA_KEY,
+        hf_key: str | None = None,
+        lora_key: str | bool | None = True,
         use_tiny_vae: bool = True,
         default_mask_std: float = 8.0,
         default_mask_strength: float = 1.0,
         default_prompt_strength: float = 0.95,
-        preprocess_mask_cover_alpha: float = 0.3,
+        preprocess_mask_cover_alpha: float | None = None,
         bootstrap_leak_sensitivity: float | None = 0.2,
         allow_pickle: bool = False,
-        taesd_key: str = DEFAULT_TAESD_KEY,
+        taesd_key: str | None = None,
         config: str | None = None,
         model: Any = None,
+        sd_version: str | None = None,
     ):
         self.device = resolve_device(device)
         self.dtype = dtype or (model.dtype if model is not None else default_dtype(self.device))
         self.model = model or load_model(
             hf_key, device=self.device, dtype=self.dtype, lora_key=lora_key, use_tiny_vae=use_tiny_vae,
-            taesd_key=taesd_key, config=config, allow_pickle=allow_pickle,
+            taesd_key=taesd_key, config=config, allow_pickle=allow_pickle, family=sd_version,
         )
         self.default_mask_std = float(default_mask_std)
         self.default_mask_strength = float(default_mask_strength)
         self.default_prompt_strength = float(default_prompt_strength)
+        if preprocess_mask_cover_alpha is None:
+            preprocess_mask_cover_alpha = self.model.default_cover_alpha
         self.preprocess_mask_cover_alpha = float(preprocess_mask_cover_alpha)
         self.bootstrap_leak_sensitivity = bootstrap_leak_sensitivity
 
@@ -103,7 +110,7 @@ class StableMultiDiffusionPipeline:
         background_negative_prompt: str = "",
         height: int = 512,
         width: int = 512,
-        num_inference_steps: int = 5,
+        num_inference_steps: int | None = None,
         guidance_scale: float = 1.0,
         prompt_strengths: float | Sequence[float] | None = None,
         mask_strengths: float | Sequence[float] | None = None,
@@ -120,7 +127,8 @@ class StableMultiDiffusionPipeline:
         """One image. `masks`: one per prompt (sequence, or a (P, H, W) / (P, 1, H, W) array);
         None gives every prompt the whole canvas. Guidance is full CFG (negative prompts) when
         guidance_scale > 1, unless `cfg_type` says otherwise. `seed=None` draws one from torch's
-        global generator (so `torch.manual_seed` / seed_everything make runs repeatable)."""
+        global generator (so `torch.manual_seed` / seed_everything make runs repeatable).
+        `num_inference_steps=None` is the family's own (5 for SD 1.5 + LCM, 4 for SDXL-Lightning and Flash-SD3)."""
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES} (got {output_type!r})")
         scale = self.model.vae_scale

@@ -6,10 +6,19 @@ quantisation) and the two formulas the region core needs -- `x0` (clean estimate
 prediction) and `add_noise` (noising a clean latent to a slot's level). Constants are (T,) device
 tensors, viewed to broadcast over dim 0 of (slots, C, h, w) or (slots, layers, C, h, w) batches.
 
-SD 1.5 uses LCM (with the LCM-LoRA fused): the 50-step LCM schedule of the model's DDPM training
-schedule, alpha_t = sqrt(abar_t), beta_t = sqrt(1 - abar_t), and LCM's boundary condition
-x0 = c_out * (x_t - beta_t * eps) / alpha_t + c_skip * x_t.
-Other families (Euler "trailing", flow matching) add their own schedule classes here.
+Three schedules, one per family:
+- SD 1.5, LCM (with the LCM-LoRA fused): the 50-step LCM schedule of the model's DDPM training
+  schedule, alpha_t = sqrt(abar_t), beta_t = sqrt(1 - abar_t), and LCM's boundary condition
+  x0 = c_out * (x_t - beta_t * eps) / alpha_t + c_skip * x_t.
+- SDXL-Lightning, Euler with "trailing" timesteps (4 steps of a 1000-step DDPM schedule: 999, 749,
+  499, 249), epsilon prediction. Euler works on x_sigma = x0 + sigma * eps with
+  sigma = sqrt((1 - abar) / abar); the model reads x_sigma / sqrt(sigma^2 + 1), which is exactly the
+  DDPM latent x_t = alpha_t x0 + beta_t eps. In that space Euler's x0 = x_sigma - sigma * eps is
+  (x_t - beta_t * eps) / alpha_t: the LCM formula with c_skip = 0, c_out = 1.
+- SD3 / Flash, flow matching: x_t = (1 - sigma) x0 + sigma eps, the model predicts the velocity
+  v = eps - x0, so x0 = x_t - sigma * v; sigmas shifted by the scheduler's `shift` (3.0 for SD3).
+Every family re-noises a clean estimate with `add_noise` (alpha_t x0 + beta_t eps), as the Flash
+and LCM samplers do and as the stream batch needs.
 """
 
 from __future__ import annotations
@@ -44,11 +53,18 @@ def check_t_index_list(t_index_list: Sequence[int], num_steps: int) -> tuple[int
     return indices
 
 
+def spread_indices(num_inference_steps: int, num_steps: int) -> tuple[int, ...]:
+    """N indices spread evenly over a `num_steps`-step schedule, starting at its noisiest step."""
+    if not 1 <= num_inference_steps <= num_steps:
+        raise ValueError(f"num_inference_steps must be in 1..{num_steps} (got {num_inference_steps})")
+    return tuple(i * num_steps // num_inference_steps for i in range(num_inference_steps))
+
+
 @dataclass(frozen=True)
 class SlotSteps:
     """Per-slot constants for slots 0..T-1, noisiest first; (T,) tensors on the device."""
 
-    timesteps: torch.Tensor  # (T,) long: the model's timestep input per slot
+    timesteps: torch.Tensor  # (T,): the model's timestep input per slot (long; float for flow matching)
     alpha: torch.Tensor
     beta: torch.Tensor
     c_skip: torch.Tensor
@@ -60,7 +76,7 @@ class SlotSteps:
 
     def select(self, slots: slice) -> "SlotSteps":
         """The constants of a contiguous range of slots (the one-shot pipeline steps one slot at a time)."""
-        return SlotSteps(
+        return type(self)(
             self.timesteps[slots], self.alpha[slots], self.beta[slots], self.c_skip[slots], self.c_out[slots],
             self.noise_levels[slots],
         )
@@ -92,12 +108,12 @@ class LCMSchedule:
         k = n // self.num_steps
         self.timesteps = [(i + 1) * k - 1 for i in range(self.num_steps)][::-1]  # 999, 979, ..., 19
 
+    default_inference_steps = 5
+
     @classmethod
-    def default_indices(cls, num_inference_steps: int) -> tuple[int, ...]:
+    def default_indices(cls, num_inference_steps: int | None = None) -> tuple[int, ...]:
         """LCM's evenly spread indices for an N-step run (5 steps: 0, 10, 20, 30, 40 -> t = 999 ... 199)."""
-        if not 1 <= num_inference_steps <= cls.num_steps:
-            raise ValueError(f"num_inference_steps must be in 1..{cls.num_steps} (got {num_inference_steps})")
-        return tuple(i * cls.num_steps // num_inference_steps for i in range(num_inference_steps))
+        return spread_indices(num_inference_steps or cls.default_inference_steps, cls.num_steps)
 
     def boundary(self, t: int) -> tuple[float, float]:
         scaled = t * self.timestep_scaling
@@ -119,4 +135,97 @@ class LCMSchedule:
             timesteps=torch.tensor(ts, dtype=torch.long, device=device),
             alpha=const(alpha), beta=const(beta), c_skip=const(bounds[:, 0]), c_out=const(bounds[:, 1]),
             noise_levels=tuple(float(b) for b in beta),
+        )
+
+
+class EulerTrailingSchedule:
+    """SDXL-Lightning's sampler: Euler over `num_steps` "trailing" timesteps of the DDPM training schedule.
+
+    Trailing spacing (diffusers' EulerDiscreteScheduler, timestep_spacing="trailing") takes
+    t_i = round(N - i * N / num_steps) - 1, i.e. 999, 749, 499, 249 for 4 of N = 1000 steps, so the first
+    step starts from (almost) pure noise. t_index_list indexes this `num_steps`-step schedule.
+    """
+
+    def __init__(self, scheduler_config: dict, num_steps: int = 4):
+        prediction = scheduler_config.get("prediction_type", "epsilon")
+        if prediction != "epsilon":
+            raise ValueError(f"only epsilon-prediction SDXL models are supported (this one predicts {prediction!r})")
+        self.alphas_cumprod = alphas_cumprod(scheduler_config)
+        self.num_steps = self.default_inference_steps = int(num_steps)
+        n = len(self.alphas_cumprod)
+        self.timesteps = [round(n - i * n / self.num_steps) - 1 for i in range(self.num_steps)]
+
+    def default_indices(self, num_inference_steps: int | None = None) -> tuple[int, ...]:
+        return spread_indices(num_inference_steps or self.default_inference_steps, self.num_steps)
+
+    def sigmas(self, indices: Sequence[int]) -> torch.Tensor:
+        """Euler's sigma = sqrt((1 - abar) / abar) at the given slots (float64, for reference and tests)."""
+        abar = self.alphas_cumprod[[self.timesteps[i] for i in indices]]
+        return ((1.0 - abar) / abar).sqrt()
+
+    def prepare(self, t_index_list: Sequence[int], device: torch.device, dtype: torch.dtype) -> SlotSteps:
+        indices = check_t_index_list(t_index_list, self.num_steps)
+        ts = [self.timesteps[i] for i in indices]
+        abar = self.alphas_cumprod[ts]
+        alpha, beta = abar.sqrt(), (1.0 - abar).sqrt()
+        const = lambda values: values.to(device=device, dtype=dtype)
+        return SlotSteps(
+            timesteps=torch.tensor(ts, dtype=torch.long, device=device),
+            alpha=const(alpha), beta=const(beta),
+            c_skip=torch.zeros(len(ts), device=device, dtype=dtype), c_out=torch.ones(len(ts), device=device, dtype=dtype),
+            noise_levels=tuple(float(b) for b in beta),
+        )
+
+
+@dataclass(frozen=True)
+class FlowSlotSteps(SlotSteps):
+    """Flow-matching slots: alpha = 1 - sigma, beta = sigma; the model predicts the velocity v = eps - x0.
+
+    c_skip and c_out are unused (ones and zeros). sigma reaches 1 at the first step, where alpha = 0,
+    so x0 must not divide by alpha as the DDPM formula does.
+    """
+
+    def x0(self, x_t: torch.Tensor, velocity: torch.Tensor) -> torch.Tensor:
+        """x0 = x_t - sigma * v per slot."""
+        return x_t - _per_slot(self.beta, x_t.dim()) * velocity
+
+
+class FlowMatchSchedule:
+    """Few-step flow-matching Euler (Flash-SD3): diffusers' FlowMatchEulerDiscreteScheduler timesteps.
+
+    With shift s, shifted(x) = s x / (1 + (s - 1) x). The training sigmas are shifted(i / N) for
+    i = N .. 1; a `num_steps` run spaces timesteps linearly from shifted(1) * N to shifted(1 / N) * N and
+    shifts them again (diffusers' and Flash's convention): for 4 steps, shift 3, N = 1000, the
+    timesteps are 1000, 857.69, 602.15, 8.93 (sigma = t / N). The Flash sampler takes x0 = x_t - sigma v
+    and re-noises it to the next sigma, which is the stream batch's x0 + add_noise.
+
+    Noise levels for mask quantisation are sigma / sqrt(1 + sigma^2), as in the seed project: they
+    stay below 1 at sigma = 1, so `discrete` masks are not empty at the first step.
+    """
+
+    def __init__(self, scheduler_config: dict, num_steps: int = 4):
+        self.shift = float(scheduler_config.get("shift", 1.0))
+        self.num_train_timesteps = int(scheduler_config.get("num_train_timesteps", 1000))
+        self.num_steps = self.default_inference_steps = int(num_steps)
+        n = self.num_train_timesteps
+        sigma_max, sigma_min = self.shifted(1.0), self.shifted(1.0 / n)
+        raw = torch.linspace(sigma_max * n, sigma_min * n, self.num_steps, dtype=torch.float64) / n
+        self.sigmas = self.shifted(raw)
+        self.timesteps = (self.sigmas * n).tolist()
+
+    def shifted(self, sigma):
+        return self.shift * sigma / (1.0 + (self.shift - 1.0) * sigma)
+
+    def default_indices(self, num_inference_steps: int | None = None) -> tuple[int, ...]:
+        return spread_indices(num_inference_steps or self.default_inference_steps, self.num_steps)
+
+    def prepare(self, t_index_list: Sequence[int], device: torch.device, dtype: torch.dtype) -> FlowSlotSteps:
+        indices = check_t_index_list(t_index_list, self.num_steps)
+        sigma = self.sigmas[list(indices)]
+        const = lambda values: values.to(device=device, dtype=dtype)
+        return FlowSlotSteps(
+            timesteps=(sigma * self.num_train_timesteps).to(device=device, dtype=torch.float32),
+            alpha=const(1.0 - sigma), beta=const(sigma),
+            c_skip=torch.ones(len(indices), device=device, dtype=dtype), c_out=torch.zeros(len(indices), device=device, dtype=dtype),
+            noise_levels=tuple(float(s) for s in sigma / (1.0 + sigma**2).sqrt()),
         )

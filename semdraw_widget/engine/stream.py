@@ -11,7 +11,14 @@ The T slots of `t_index_list` hold T latents at decreasing noise levels. One cal
 
 Updates change only what they touch (embeddings are cached per text, a layer's masks are
 recomputed only when its mask, its settings or the cover from layers above change) and all of
-the work that needs the host happens there; a frame itself never waits on the device.
+the work that needs the host happens there (`apply_updates` does it ahead of a frame); a frame itself
+never waits on the device.
+
+Fast path, all optional and exact (the same arithmetic, so the same frames up to fp16 noise):
+`compile=True` replays the model from CUDA graphs, one per batch size (`accel.py`; `warm_up`
+captures them); `decode(latent, "pt")` keeps the uint8 frame on the device and `HostFrame` copies it
+into pinned memory without blocking, so decoding, the copy and JPEG encoding overlap the next
+frame (the streaming loop in `streaming.py` does this).
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
-from .blend import Guidance, RegionScene, denoise, per_layer, slot_noise
-from .loading import DEFAULT_HF_KEY, DEFAULT_LORA_KEY, DEFAULT_TAESD_KEY, default_dtype, resolve_device
+from .accel import GraphedPredictor, compile_mode
+from .blend import Guidance, RegionScene, cat_cond, denoise, per_layer, slot_noise
+from .loading import default_dtype, resolve_device
 from .models import load_model
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -38,17 +47,66 @@ def check_size(name: str, value: int, multiple: int = 8) -> int:
     return value
 
 
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """(1, 3, H, W) in [0, 1] -> uint8 HxWx3 on the same device."""
+    return (images[0] * 255.0).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
+
+
 def to_output(images: torch.Tensor, output_type: str):
     """(1, 3, H, W) in [0, 1] -> PIL image, uint8 HxWx3 numpy array, or uint8 HxWx3 device tensor."""
-    rgb = (images[0] * 255.0).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
+    rgb = to_uint8(images)
     if output_type == "pt":
         return rgb
-    array = rgb.cpu().numpy()
+    return host_output(rgb.cpu().numpy(), output_type)
+
+
+def host_output(array: np.ndarray, output_type: str):
+    """uint8 HxWx3 host array -> itself ("np") or a PIL image ("pil")."""
     if output_type == "np":
         return array
     from PIL import Image
 
     return Image.fromarray(array)
+
+
+def device_event(tensor: torch.Tensor) -> Any:
+    """A CUDA event recorded now on the current stream of `tensor`'s device (None on the CPU)."""
+    if tensor.device.type != "cuda":
+        return None
+    event = torch.cuda.Event()
+    event.record(torch.cuda.current_stream(tensor.device))
+    return event
+
+
+class HostFrame:
+    """A uint8 HxWx3 frame on its way to host memory.
+
+    From a CUDA tensor the copy goes into pinned memory without blocking and records an event;
+    `array()` waits for it, so only the thread that needs the pixels (the encoder) ever waits.
+    """
+
+    def __init__(self, rgb: Any):
+        self._ready = None
+        if isinstance(rgb, np.ndarray):
+            self._host = torch.from_numpy(rgb)
+        elif rgb.device.type == "cuda":
+            self._host = torch.empty(rgb.shape, dtype=rgb.dtype, pin_memory=True)
+            self._host.copy_(rgb, non_blocking=True)
+            self._ready = device_event(rgb)
+        else:
+            self._host = rgb.contiguous()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self._host.shape)
+
+    def ready(self) -> bool:
+        return self._ready is None or self._ready.query()
+
+    def array(self) -> np.ndarray:
+        if self._ready is not None:
+            self._ready.synchronize()
+        return self._host.numpy()
 
 
 class FrameTimer:
@@ -80,6 +138,12 @@ class FrameTimer:
             span = lambda a, b: (b - a) * 1e3
         return {name: span(prev, now) for (_, prev), (name, now) in zip(self._marks, self._marks[1:])}
 
+    def detach(self) -> "FrameTimer":
+        """This frame's marks, to be read later (e.g. by a thread that waits for the frame anyway)."""
+        copy = FrameTimer.__new__(FrameTimer)
+        copy.cuda, copy._marks = self.cuda, list(self._marks)
+        return copy
+
 
 class StreamMultiDiffusion:
     """Streaming region-based generation (SemanticDraw / StreamMultiDiffusion), one frame per call.
@@ -87,18 +151,25 @@ class StreamMultiDiffusion:
     >>> smd = StreamMultiDiffusion("cpu", hf_key="tiny", height=64, width=64)
     >>> smd.update_single_layer(idx=0, prompt="a red apple", mask=mask)   # doctest: +SKIP
     >>> frame = smd()                                                       # doctest: +SKIP
+
+    `sd_version` ("1.5", "xl", "3") picks the model family, detected from `hf_key` when None; the
+    family sets the defaults of `hf_key`, the LoRA (`lora_key=True`), `taesd_key`, `t_index_list` and
+    `preprocess_mask_cover_alpha` (see `models/__init__.py`).
+
+    `compile=True` (or "cudagraph" / "inductor") replays the model from CUDA graphs on CUDA devices;
+    until `warm_up()` has captured the current batch size, frames run eagerly (see `accel.py`).
     """
 
     def __init__(
         self,
         device: Any = "cuda",
         dtype: torch.dtype | None = None,
-        hf_key: str = DEFAULT_HF_KEY,
-        lora_key: str | bool | None = DEFAULT_LORA_KEY,
+        hf_key: str | None = None,
+        lora_key: str | bool | None = True,
         use_tiny_vae: bool = True,
         height: int = 512,
         width: int = 512,
-        t_index_list: Sequence[int] = (0, 4, 12, 25, 37),
+        t_index_list: Sequence[int] | None = None,
         seed: int = 2024,
         cfg_type: str = "none",
         guidance_scale: float = 1.2,
@@ -108,22 +179,28 @@ class StreamMultiDiffusion:
         default_mask_std: float = 8.0,
         default_mask_strength: float = 1.0,
         default_prompt_strength: float = 0.95,
-        preprocess_mask_cover_alpha: float = 0.3,
+        preprocess_mask_cover_alpha: float | None = None,
         fresh_noise: bool = False,
         allow_pickle: bool = False,
-        taesd_key: str = DEFAULT_TAESD_KEY,
+        taesd_key: str | None = None,
         config: str | None = None,
         model: Any = None,
         profile: bool = False,
+        compile: bool | str = False,
+        sd_version: str | None = None,
     ):
         self.device = resolve_device(device)
         self.dtype = dtype or (model.dtype if model is not None else default_dtype(self.device))
         self.model = model or load_model(
             hf_key, device=self.device, dtype=self.dtype, lora_key=lora_key, use_tiny_vae=use_tiny_vae,
-            taesd_key=taesd_key, config=config, allow_pickle=allow_pickle,
+            taesd_key=taesd_key, config=config, allow_pickle=allow_pickle, family=sd_version,
         )
         scale = self.model.vae_scale
         self._height, self._width = check_size("height", height, scale), check_size("width", width, scale)
+        if t_index_list is None:
+            t_index_list = self.model.default_t_index_list
+        if preprocess_mask_cover_alpha is None:
+            preprocess_mask_cover_alpha = self.model.default_cover_alpha
         self.steps = self.model.schedule.prepare(t_index_list, self.device, self.dtype)
         self._renoise = self.steps.select(slice(1, None))
         self.default_mask_std = float(default_mask_std)
@@ -131,6 +208,10 @@ class StreamMultiDiffusion:
         self.default_prompt_strength = float(default_prompt_strength)
         self.fresh_noise = bool(fresh_noise)
         self.profile = bool(profile)
+        self.compile = compile_mode(compile)
+        # what frames call `predict` on: the model itself, or its CUDA-graph replayer
+        self.predictor = GraphedPredictor(self.model, self.compile) if self.compile else self.model
+        self.unet_calls = 0  # model calls made by frames (a still, converged scene makes none)
         self._timer = FrameTimer(self.device)
         self._scene = RegionScene(
             self.model, self.steps, self._height, self._width, mask_type=mask_type,
@@ -165,6 +246,47 @@ class StreamMultiDiffusion:
     def timings(self) -> dict[str, float]:
         """Milliseconds of the last frame's `unet`, `blend` and `decode` stages (only with `profile=True`)."""
         return self._timer.result() if self.profile else {}
+
+    def frame_stages(self) -> FrameTimer | None:
+        """The last frame's stage marks, read later with `.result()` (only with `profile=True`).
+
+        Unlike `timings`, taking them does not wait for the device."""
+        return self._timer.detach() if self.profile else None
+
+    @property
+    def needs_warm_up(self) -> bool:
+        """True when `compile` is on and a batch size in use has no captured graph yet."""
+        return bool(self.compile) and bool(self.predictor.pending)
+
+    def warm_up(self) -> int:
+        """Capture graphs for the current batch and any batch size met so far (compile mode only).
+
+        Takes seconds per batch size with "cudagraph" and about a minute with "inductor"; returns
+        how many were captured."""
+        if not self.compile:
+            return 0
+        inputs = self.batch_inputs()
+        if inputs is not None:
+            self.predictor.expect(*inputs)
+        with torch.no_grad():
+            return self.predictor.warm_up()
+
+    def batch_inputs(self) -> tuple[torch.Tensor, torch.Tensor, dict] | None:
+        """The model call of the current batch -- (latents, timesteps, conditioning), latents zero -- or
+        None without active layers. For warm-up and for timing the bare model call (benchmarks)."""
+        batch = self._scene.batch()
+        if batch is None:
+            return None
+        (h, w), items = self._scene.latent_size, self.num_slots * batch.num_layers
+        latents = self._noise.new_zeros(items, self.model.latent_channels, h, w)
+        if self._scene.guidance.kind == "full":
+            return torch.cat([latents, latents]), batch.timesteps.repeat(2), cat_cond([batch.uncond, batch.cond])
+        return latents, batch.timesteps, batch.cond
+
+    def apply_updates(self) -> None:
+        """Do the update-time work now (mask preprocessing, batch assembly, the host syncs they need),
+        so that the next frame only queues device work."""
+        self._scene.batch()
 
     # ---- state ------------------------------------------------------------------------------
     def reset_seed(self, seed: int | None = None) -> None:
@@ -295,10 +417,17 @@ class StreamMultiDiffusion:
         latent = self._step()
         if output_type == "latent":
             return latent
-        images = self.model.decode(latent)
+        return self.decode(latent, output_type)
+
+    @torch.no_grad()
+    def decode(self, latent: torch.Tensor, output_type: str = "pil"):
+        """A frame's latent (1, C, h, w) -> "pil", "np" or "pt" as in `__call__` ("pt" never waits on the device)."""
+        if output_type not in OUTPUT_TYPES[:3]:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES[:3]} (got {output_type!r})")
+        rgb = to_uint8(self.model.decode(latent))
         if self.profile:
             self._timer.mark("decode")
-        return to_output(images, output_type)
+        return rgb if output_type == "pt" else host_output(rgb.cpu().numpy(), output_type)
 
     def _step(self) -> torch.Tensor:
         """Steps 1-5 for all slots; returns the last slot's x0 (1, C, h, w)."""
@@ -316,7 +445,8 @@ class StreamMultiDiffusion:
             x0 = background.expand_as(x_t)
         else:
             timer = self._timer if self.profile else None
-            x0 = denoise(self.model, self.steps, x_t, batch, background, scene.guidance, noise, background, timer=timer)
+            x0 = denoise(self.predictor, self.steps, x_t, batch, background, scene.guidance, noise, background, timer=timer)
+            self.unet_calls += 1
         self._buffer = self._renoise.add_noise(x0[:-1], noise[1:])
         if self.profile:
             self._timer.mark("blend")

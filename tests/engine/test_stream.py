@@ -6,23 +6,7 @@ import torch
 
 from semdraw_widget.engine.loading import resolve_device
 
-from engine_helpers import SIZE, box_mask
-
-APPLE = box_mask(8, 40, 16, 48)
-PEAR = box_mask(30, 60, 4, 30)
-
-
-def run(stream, frames):
-    for _ in range(frames - 1):
-        stream(output_type="latent")
-    return stream(output_type="latent")
-
-
-def scene(stream):
-    stream.update_background(prompt="a wooden table")
-    stream.update_single_layer(0, prompt="a red apple", mask=APPLE, mask_std=2.0)
-    stream.update_single_layer(1, prompt="a green pear", mask=PEAR, mask_std=0.0)
-    return stream
+from engine_helpers import APPLE, PEAR, SIZE, box_mask, run, scene
 
 
 def test_same_seed_gives_identical_frames_and_another_seed_differs(make_stream):

@@ -1,28 +1,49 @@
 """Model families. A family adapter supplies everything model-specific to the shared region core:
 
-    name, latent_channels, vae_scale, default_tile_size, default_cover_alpha
-    schedule                  -> object with prepare(t_index_list, device, dtype) -> SlotSteps
+    name, latent_channels, vae_scale, default_tile_size, default_cover_alpha, default_t_index_list
+    schedule                  -> object with prepare(t_index_list, device, dtype) -> SlotSteps and
+                                 default_indices(num_inference_steps=None)
                                  (schedulers.py: timesteps, noise levels, x0(), add_noise())
     encode_prompts(texts)     -> conditioning dict of batch-first tensors, cached per text
     predict(x, timesteps, cond) -> the model output that schedule's SlotSteps.x0 expects
     encode(images in [0, 1])  -> latents;  decode(latents) -> images in [0, 1]
     device, dtype
 
-SDXL and SD3 are added as new modules here plus a schedule class in schedulers.py; stream.py,
-oneshot.py and blend.py stay as they are.
+| sd_version | family | denoiser, sampler                     | default LoRA / autoencoder            | tile | t_index_list        |
+|------------|--------|---------------------------------------|---------------------------------------|------|---------------------|
+| "1.5"      | sd15   | UNet, LCM (eps)                       | LCM-LoRA / TAESD                      | 768  | (0, 4, 12, 25, 37)  |
+| "xl"       | sdxl   | UNet + pooled/time ids, Euler trailing | SDXL-Lightning 4-step LoRA / TAESDXL | 1024 | (0, 1, 2, 3)        |
+| "3"        | sd3    | MMDiT, flow-matching Euler (velocity) | Flash-SD3 (PEFT) / TAESD3, no T5      | 1024 | (0, 1, 2, 3)        |
+
+All three use cover alpha 0.3. stream.py, oneshot.py and blend.py know none of this.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..loading import TINY_KEYS, detect_family, family_name
+from .sd3 import SD3
 from .sd15 import SD15
+from .sdxl import SDXL
 
-FAMILIES = {"sd15": SD15}
+FAMILIES = {"sd15": SD15, "sdxl": SDXL, "sd3": SD3}
+TINY_FOR = {family: key for key, family in TINY_KEYS.items()}
 
 
-def load_model(hf_key: str = "stable-diffusion-v1-5/stable-diffusion-v1-5", device: Any = "cpu", family: str = "sd15", **kwargs: Any):
-    """Load the family adapter for `hf_key` (hub id, folder, .safetensors file, or "tiny")."""
-    if family not in FAMILIES:
-        raise ValueError(f"unknown model family {family!r}; available: {', '.join(FAMILIES)}")
-    return FAMILIES[family].load(hf_key, device=device, **kwargs)
+def load_model(hf_key: str | None = None, device: Any = "cpu", family: str | None = None, **kwargs: Any):
+    """Load the family adapter for `hf_key` (hub id, folder, .safetensors file, "tiny", "tiny-xl" or "tiny-3").
+
+    `family` ("1.5" / "xl" / "3", or "sd15" / "sdxl" / "sd3") is detected from the checkpoint when not
+    given (SD 1.5 when `hf_key` is None too); `hf_key=None` loads the family's default hub model.
+    Family-specific options pass through: SDXL `unet_key`, `vae_key`; SD3 `use_t5`.
+    """
+    if family is None:
+        name = detect_family(hf_key) if hf_key is not None else "sd15"
+    else:
+        name = family_name(family)
+        if hf_key in TINY_KEYS:  # "tiny" with a family is that family's miniature
+            if hf_key != "tiny" and TINY_KEYS[hf_key] != name:
+                raise ValueError(f"hf_key={hf_key!r} is the {TINY_KEYS[hf_key]} miniature, but sd_version={family!r} asks for {name}")
+            hf_key = TINY_FOR[name]
+    return FAMILIES[name].load(hf_key, device=device, **kwargs)

@@ -1,10 +1,20 @@
-"""`hf_key="tiny"`: random-weight miniatures of the SD 1.5 architecture, built offline.
+"""`hf_key="tiny"`, `"tiny-xl"`, `"tiny-3"`: random-weight miniatures of SD 1.5, SDXL and SD3, built offline.
 
-The miniature is written to disk in the same layouts as the real weights -- a diffusers folder
-(UNet, CLIP text encoder, byte-level CLIP tokenizer, KL VAE, scheduler config), a TAESD-shaped
-`AutoencoderTiny` folder and an LCM-LoRA-shaped LoRA file -- and then loaded back through
-`loading.py`, so tests and CI exercise the real loading path. Its images are noise by design.
+Each miniature is written to disk in the same layouts as the real weights and then loaded back
+through `loading.py`, so tests and CI exercise the real loading path. Its images are noise by design.
 Weights come from a fixed seed, so every process builds bit-identical files.
+
+- SD 1.5 (`sd15/`): UNet, CLIP text encoder, byte-level CLIP tokenizer, KL VAE, scheduler config; a
+  TAESD-shaped `AutoencoderTiny` (`taesd/`) and an LCM-LoRA-shaped kohya LoRA (`lcm-lora/`).
+- SDXL (`sdxl/`): an SDXL-shaped UNet (first block without attention, deeper transformers after it,
+  `addition_embed_type="text_time"`), CLIP-L-like `CLIPTextModel` + bigG-like
+  `CLIPTextModelWithProjection`, two tokenizers, an fp16-overflowing-style KL VAE config
+  (`force_upcast`), Euler scheduler config; `taesdxl/`, a Lightning-shaped kohya LoRA
+  (`lightning-lora/sdxl_lightning_4step_lora.safetensors`) and a Lightning-style full UNet file
+  (`lightning-unet/sdxl_lightning_4step_unet.safetensors`).
+- SD3 (`sd3/`): `SD3Transformer2DModel` (joint attention, pooled projections, 16 latent channels), two
+  CLIP text encoders with projection, a 16-channel KL VAE with shift, flow-matching scheduler config (shift 3);
+  a 16-channel `taesd3/` and a Flash-shaped PEFT adapter (`flash-lora/`: adapter_config.json + weights).
 """
 
 from __future__ import annotations
@@ -70,50 +80,176 @@ SCHEDULER_CONFIG = {
     "skip_prk_steps": True,
     "steps_offset": 1,
 }
+XL_UNET_CONFIG = dict(
+    sample_size=8,
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=(16, 32),
+    layers_per_block=1,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    transformer_layers_per_block=(1, 2),
+    attention_head_dim=(2, 4),
+    use_linear_projection=True,
+    cross_attention_dim=64,  # CLIP-L-like 32 + bigG-like 32, concatenated
+    addition_embed_type="text_time",
+    addition_time_embed_dim=8,
+    projection_class_embeddings_input_dim=6 * 8 + 32,  # six time ids + the pooled embedding
+    norm_num_groups=8,
+)
+XL_SCHEDULER_CONFIG = {
+    "_class_name": "EulerDiscreteScheduler",
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "prediction_type": "epsilon",
+    "timestep_spacing": "leading",
+    "steps_offset": 1,
+}
+SD3_TRANSFORMER_CONFIG = dict(
+    sample_size=8,
+    patch_size=2,
+    in_channels=16,
+    num_layers=2,
+    attention_head_dim=8,
+    num_attention_heads=2,
+    joint_attention_dim=64,  # the T5 width; CLIP-L-like 32 + CLIP-G-like 32 are zero-padded to it
+    caption_projection_dim=16,
+    pooled_projection_dim=64,
+    out_channels=16,
+    pos_embed_max_size=32,
+)
+SD3_SCHEDULER_CONFIG = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0}
+FLASH_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj"]
 LDM_UNET_PREFIX = "model.diffusion_model."
 LDM_TEXT_PREFIX = "cond_stage_model.transformer."
 
 
-def tiny_model_dir() -> Path:
-    """The folder holding the miniature (built once per process, in a fresh temporary folder)."""
+def tiny_model_dir(family: str = "sd15") -> Path:
+    """The folder holding the miniatures (each family built once per process, in one fresh temporary folder)."""
     with _LOCK:
         if "root" not in _BUILT:
-            root = Path(tempfile.mkdtemp(prefix="semdraw-tiny-"))
-            _write_all(root)
-            _BUILT["root"] = root
-        return _BUILT["root"]
+            _BUILT["root"] = Path(tempfile.mkdtemp(prefix="semdraw-tiny-"))
+        root = _BUILT["root"]
+        if family not in _BUILT:
+            {"sd15": _write_sd15, "sdxl": _write_sdxl, "sd3": _write_sd3}[family](root)
+            _BUILT[family] = root
+        return root
 
 
-def _write_all(root: Path) -> None:
+def _write_sd15(root: Path) -> None:
     from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextModel
 
     base = root / "sd15"
     torch.manual_seed(SEED)
     unet = UNet2DConditionModel(**UNET_CONFIG)
     unet.save_pretrained(base / "unet")
     tokenizer = _write_tokenizer(base / "tokenizer")
-    text_config = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        **TEXT_CONFIG,
-    )
-    CLIPTextModel(text_config).save_pretrained(base / "text_encoder")
+    CLIPTextModel(_text_config(tokenizer)).save_pretrained(base / "text_encoder")
     AutoencoderKL(**VAE_CONFIG).save_pretrained(base / "vae")
-    (base / "scheduler").mkdir(parents=True)
-    (base / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2))
-    (base / "model_index.json").write_text(json.dumps({
+    _write_json(base / "scheduler" / "scheduler_config.json", SCHEDULER_CONFIG)
+    _write_json(base / "model_index.json", {
         "_class_name": "StableDiffusionPipeline",
         "scheduler": ["diffusers", "PNDMScheduler"],
         "text_encoder": ["transformers", "CLIPTextModel"],
         "tokenizer": ["transformers", "CLIPTokenizer"],
         "unet": ["diffusers", "UNet2DConditionModel"],
         "vae": ["diffusers", "AutoencoderKL"],
-    }, indent=2))
+    })
     AutoencoderTiny(**TAESD_CONFIG).save_pretrained(root / "taesd")
-    _write_lcm_lora(unet, root / "lcm-lora" / "pytorch_lora_weights.safetensors")
+    _write_kohya_lora(unet, root / "lcm-lora" / "pytorch_lora_weights.safetensors")
+
+
+def _write_sdxl(root: Path) -> None:
+    from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    base = root / "sdxl"
+    torch.manual_seed(SEED + 10)
+    unet = UNet2DConditionModel(**XL_UNET_CONFIG)
+    unet.save_pretrained(base / "unet")
+    tokenizer = _write_tokenizer(base / "tokenizer")
+    _write_tokenizer(base / "tokenizer_2")
+    CLIPTextModel(_text_config(tokenizer)).save_pretrained(base / "text_encoder")
+    CLIPTextModelWithProjection(_text_config(tokenizer)).save_pretrained(base / "text_encoder_2")
+    AutoencoderKL(**VAE_CONFIG, scaling_factor=0.13025, force_upcast=True).save_pretrained(base / "vae")
+    _write_json(base / "scheduler" / "scheduler_config.json", XL_SCHEDULER_CONFIG)
+    _write_json(base / "model_index.json", {
+        "_class_name": "StableDiffusionXLPipeline",
+        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "tokenizer_2": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    })
+    AutoencoderTiny(**TAESD_CONFIG).save_pretrained(root / "taesdxl")
+    _write_kohya_lora(unet, root / "lightning-lora" / "sdxl_lightning_4step_lora.safetensors")
+    generator = torch.Generator().manual_seed(SEED + 11)
+    distilled = {k: v + 0.01 * torch.randn(v.shape, generator=generator) for k, v in unet.state_dict().items()}
+    (root / "lightning-unet").mkdir(parents=True)
+    save_file(distilled, str(root / "lightning-unet" / "sdxl_lightning_4step_unet.safetensors"))
+
+
+def _write_sd3(root: Path) -> None:
+    from diffusers import AutoencoderKL, AutoencoderTiny, SD3Transformer2DModel
+    from peft import LoraConfig, get_peft_model
+    from transformers import CLIPTextModelWithProjection
+
+    base = root / "sd3"
+    torch.manual_seed(SEED + 20)
+    SD3Transformer2DModel(**SD3_TRANSFORMER_CONFIG).save_pretrained(base / "transformer")
+    tokenizer = _write_tokenizer(base / "tokenizer")
+    _write_tokenizer(base / "tokenizer_2")
+    CLIPTextModelWithProjection(_text_config(tokenizer)).save_pretrained(base / "text_encoder")
+    CLIPTextModelWithProjection(_text_config(tokenizer)).save_pretrained(base / "text_encoder_2")
+    AutoencoderKL(
+        **{**VAE_CONFIG, "latent_channels": 16}, scaling_factor=1.5305, shift_factor=0.0609,
+        use_quant_conv=False, use_post_quant_conv=False,
+    ).save_pretrained(base / "vae")
+    _write_json(base / "scheduler" / "scheduler_config.json", SD3_SCHEDULER_CONFIG)
+    _write_json(base / "model_index.json", {
+        "_class_name": "StableDiffusion3Pipeline",
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModelWithProjection"],
+        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+        "text_encoder_3": [None, None],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "tokenizer_2": ["transformers", "CLIPTokenizer"],
+        "tokenizer_3": [None, None],
+        "transformer": ["diffusers", "SD3Transformer2DModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    })
+    AutoencoderTiny(**{**TAESD_CONFIG, "latent_channels": 16}, scaling_factor=1.5305, shift_factor=0.0609).save_pretrained(
+        root / "taesd3"
+    )
+    # Flash-SD3 is a PEFT adapter on the transformer's attention projections; B is random here (PEFT starts it at 0).
+    transformer = SD3Transformer2DModel.from_pretrained(base / "transformer")
+    adapter = get_peft_model(transformer, LoraConfig(r=LORA_RANK, lora_alpha=LORA_RANK, target_modules=FLASH_TARGETS))
+    generator = torch.Generator().manual_seed(SEED + 21)
+    with torch.no_grad():
+        for name, parameter in adapter.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+    adapter.save_pretrained(str(root / "flash-lora"))
+
+
+def _text_config(tokenizer):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, **TEXT_CONFIG,
+    )
+
+
+def _write_json(path: Path, content: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(content, indent=2))
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -143,8 +279,9 @@ def _write_tokenizer(folder: Path):
     return tokenizer
 
 
-def _write_lcm_lora(unet, path: Path) -> None:
-    """A LoRA in the kohya layout of `latent-consistency/lcm-lora-sdv1-5` (lora_unet_*.lora_down/up/alpha)."""
+def _write_kohya_lora(unet, path: Path) -> None:
+    """A LoRA on the UNet's attention projections in the kohya layout (lora_unet_*.lora_down/up/alpha) of
+    `latent-consistency/lcm-lora-sdv1-5` and `ByteDance/SDXL-Lightning`'s LoRA."""
     from safetensors.torch import save_file
 
     generator = torch.Generator().manual_seed(SEED + 1)

@@ -1,0 +1,78 @@
+"""What the family adapters share: the per-text embedding cache, CLIP token ids, the autoencoder calls.
+
+Latents are scaled the diffusers way, `(raw - shift_factor) * scaling_factor`, with the factors of
+the autoencoder in use (TAESD-style tiny autoencoders carry their own; SD3's VAE has a shift).
+The autoencoder may keep its own dtype (SDXL's full VAE stays in float32 under float16 models).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+from typing import Callable, Sequence
+
+import torch
+
+Conditioning = dict[str, torch.Tensor]
+
+
+def clip_token_ids(tokenizer, text: str, warn: bool = True) -> torch.Tensor:
+    """(1, max_length) token ids, padded; an overlong prompt is cut, with a warning saying how much."""
+    max_tokens = int(tokenizer.model_max_length)
+    if warn:
+        full = tokenizer(text, truncation=False, add_special_tokens=True).input_ids
+        if len(full) > max_tokens:
+            dropped = len(full) - max_tokens
+            warnings.warn(
+                f"prompt {text[:40]!r}... is {len(full)} tokens long, but the text encoder reads at most "
+                f"{max_tokens}: the last {dropped} token(s) were dropped. Shorten the prompt to keep them.",
+                stacklevel=5,
+            )
+    return tokenizer(text, padding="max_length", max_length=max_tokens, truncation=True, return_tensors="pt").input_ids
+
+
+class LatentFamily:
+    """Base of the family adapters (see `models/__init__.py` for the interface they complete)."""
+
+    embedding_cache_size = 256
+
+    def __init__(self, vae, device: torch.device, dtype: torch.dtype):
+        self.vae = vae
+        self.device, self.dtype = device, dtype
+        self.scaling_factor = float(vae.config.scaling_factor)
+        self.shift_factor = float(getattr(vae.config, "shift_factor", None) or 0.0)
+        self._embeddings: OrderedDict[str, Conditioning] = OrderedDict()
+
+    def cached_conditioning(self, texts: Sequence[str], compute: Callable[[list[str]], Conditioning]) -> Conditioning:
+        """Per-text conditioning, computing only the texts not cached (`compute(missing)` -> batch-first dict)."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._embeddings]
+        if missing:
+            with torch.no_grad():
+                computed = compute(missing)
+            for i, text in enumerate(missing):
+                self._embeddings[text] = {k: v[i:i + 1] for k, v in computed.items()}
+        for text in texts:
+            self._embeddings.move_to_end(text)
+        first = self._embeddings[texts[0]]
+        result = {k: torch.cat([self._embeddings[t][k] for t in texts]) for k in first}
+        while len(self._embeddings) > self.embedding_cache_size:
+            self._embeddings.popitem(last=False)
+        return result
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) RGB in [0, 1] -> scaled latents (B, C, H/8, W/8) (the distribution's mode for a KL VAE)."""
+        out = self.vae.encode(images.to(self.device, self.vae.dtype) * 2.0 - 1.0)
+        latents = out.latent_dist.mode() if hasattr(out, "latent_dist") else out.latents
+        if self.shift_factor:
+            latents = latents - self.shift_factor
+        return (latents * self.scaling_factor).to(self.dtype)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents -> (B, 3, H, W) RGB in [0, 1]."""
+        latents = latents / self.scaling_factor
+        if self.shift_factor:
+            latents = latents + self.shift_factor
+        images = self.vae.decode(latents.to(self.vae.dtype), return_dict=False)[0]
+        return (images * 0.5 + 0.5).clamp(0.0, 1.0)

@@ -1,0 +1,247 @@
+"""The SD3 family: MMDiT (`SD3Transformer2DModel`), flow matching with Flash-SD3, 16 latent channels, TAESD3.
+
+Text (as diffusers' StableDiffusion3Pipeline): CLIP-L and CLIP-G (both with projection) give their
+penultimate hidden states, concatenated (N, 77, 2048) and zero-padded to the T5 width (4096); T5's
+(N, 256, 4096) sequence follows. Without T5 (the default, as in the seed project: it saves ~9 GB)
+that part is zeros, exactly what diffusers feeds when `text_encoder_3` is None; `use_t5=True` loads
+`text_encoder_3` / `tokenizer_3` from the model instead. The pooled projections are CLIP-L's and
+CLIP-G's projected embeddings concatenated (N, 2048). Everything travels in the conditioning dict.
+
+Sampling: Flash-SD3 (`jasperai/flash-sd3`, a PEFT LoRA on the transformer, merged at load time);
+flow-matching Euler over 4 steps of the model's scheduler config (shift 3.0): timesteps 1000,
+857.69, 602.15, 8.93 (`schedulers.FlowMatchSchedule`); the transformer predicts the velocity and
+x0 = x_t - sigma v.
+
+The transformer patches the latent in 2x2 blocks; a canvas whose latent side is odd (a multiple of
+8 but not of 16 pixels) is padded by one latent row/column for the model call and cropped back.
+
+The SD3 weights are gated on the hub: accept the licence on the model page, then `huggingface-cli login`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .. import loading
+from ..schedulers import FlowMatchSchedule
+from .base import Conditioning, LatentFamily, clip_token_ids
+
+DEFAULT_SD3_KEY = "stabilityai/stable-diffusion-3-medium-diffusers"
+DEFAULT_SD3_LORA_KEY = "jasperai/flash-sd3"
+DEFAULT_TAESD3_KEY = "madebyollin/taesd3"
+PEFT_FILES = ["adapter_config.json", "adapter_model.safetensors"]
+T5_MAX_LENGTH = 256
+SD3_FILES = {
+    "transformer": "transformer/config.json",
+    "text_encoder": "text_encoder/config.json",
+    "text_encoder_2": "text_encoder_2/config.json",
+    "tokenizer": "tokenizer/vocab.json",
+    "tokenizer_2": "tokenizer_2/vocab.json",
+    "vae": "vae/config.json",
+    "scheduler": "scheduler/scheduler_config.json",
+}
+GATED_HINT = (
+    "Stable Diffusion 3 weights are gated: open https://huggingface.co/{repo} while logged in and accept its licence, "
+    "then run `huggingface-cli login` (or set HF_TOKEN) on this machine."
+)
+DEFAULT_SCHEDULER = {"num_train_timesteps": 1000, "shift": 3.0}
+
+
+@dataclass
+class SD3Components:
+    tokenizer: Any
+    tokenizer_2: Any
+    text_encoder: Any
+    text_encoder_2: Any
+    transformer: Any
+    vae: Any
+    scheduler_config: dict
+    tokenizer_3: Any = None
+    text_encoder_3: Any = None
+
+
+class SD3(LatentFamily):
+    """Stable Diffusion 3 medium (+ Flash-SD3 merged, + TAESD3 by default, no T5 by default)."""
+
+    name = "sd3"
+    latent_channels = 16
+    vae_scale = 8
+    default_tile_size = 1024
+    default_cover_alpha = 0.3
+    default_t_index_list = (0, 1, 2, 3)
+
+    def __init__(self, components: SD3Components, device: torch.device, dtype: torch.dtype):
+        super().__init__(components.vae, device, dtype)
+        self.tokenizers = (components.tokenizer, components.tokenizer_2)
+        self.text_encoders = (components.text_encoder, components.text_encoder_2)
+        self.tokenizer_3, self.text_encoder_3 = components.tokenizer_3, components.text_encoder_3
+        self.transformer = components.transformer
+        self.joint_attention_dim = int(self.transformer.config.joint_attention_dim)
+        self.schedule = FlowMatchSchedule(components.scheduler_config)
+
+    @classmethod
+    def load(
+        cls,
+        hf_key: str | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype | None = None,
+        lora_key: str | bool | None = True,
+        use_tiny_vae: bool = True,
+        taesd_key: str | None = None,
+        config: str | None = None,
+        allow_pickle: bool = False,
+        use_t5: bool = False,
+    ) -> "SD3":
+        """Load SD3 from a hub id, diffusers folder or single file (`config`: where its configs come from).
+        `lora_key=True` merges Flash-SD3 (a PEFT adapter: hub id or folder with adapter_config.json)."""
+        device = loading.resolve_device(device)
+        dtype = dtype or loading.default_dtype(device)
+        hf_key = str(hf_key or DEFAULT_SD3_KEY)
+        lora_key = DEFAULT_SD3_LORA_KEY if lora_key is True else lora_key
+        taesd_key = taesd_key or DEFAULT_TAESD3_KEY
+        if hf_key == "tiny-3":
+            from .tiny import tiny_model_dir
+
+            root = tiny_model_dir("sd3")
+            hf_key = str(root / "sd3")
+            lora_key = str(root / "flash-lora") if lora_key == DEFAULT_SD3_LORA_KEY else lora_key
+            taesd_key = str(root / "taesd3") if taesd_key == DEFAULT_TAESD3_KEY else taesd_key
+        parts = _load_components(hf_key, config, allow_pickle, need_vae=not use_tiny_vae, use_t5=use_t5)
+        if use_tiny_vae:
+            parts.vae = loading.load_taesd(taesd_key)
+        if lora_key:
+            parts.transformer = _merge_peft_lora(parts.transformer, str(lora_key))
+        modules = [parts.text_encoder, parts.text_encoder_2, parts.transformer, parts.vae]
+        loading.to_device(modules + ([parts.text_encoder_3] if use_t5 else []), device, dtype, "SD3")
+        return cls(parts, device, dtype)
+
+    # ---- text -------------------------------------------------------------------------------
+    def encode_prompts(self, texts: Sequence[str]) -> Conditioning:
+        """{"encoder_hidden_states": (N, 77 + 256, D_T5), "pooled_projections": (N, D_L + D_G)}; cached per text."""
+        return self.cached_conditioning(texts, self._encode)
+
+    def _encode(self, texts: list[str]) -> Conditioning:
+        hidden, pooled = [], []
+        for i, (tokenizer, encoder) in enumerate(zip(self.tokenizers, self.text_encoders)):
+            ids = torch.cat([clip_token_ids(tokenizer, t, warn=i == 0) for t in texts]).to(self.device)
+            out = encoder(ids, output_hidden_states=True)
+            hidden.append(out.hidden_states[-2])
+            pooled.append(out[0])
+        clip = torch.cat(hidden, dim=-1)
+        clip = F.pad(clip, (0, self.joint_attention_dim - clip.shape[-1]))
+        if self.text_encoder_3 is None:
+            t5 = clip.new_zeros(len(texts), T5_MAX_LENGTH, self.joint_attention_dim)
+        else:
+            ids = self.tokenizer_3(
+                texts, padding="max_length", max_length=T5_MAX_LENGTH, truncation=True, add_special_tokens=True, return_tensors="pt"
+            ).input_ids.to(self.device)
+            t5 = self.text_encoder_3(ids)[0].to(clip.dtype)
+        return {
+            "encoder_hidden_states": torch.cat([clip, t5], dim=-2).to(self.dtype),
+            "pooled_projections": torch.cat(pooled, dim=-1).to(self.dtype),
+        }
+
+    # ---- denoiser ---------------------------------------------------------------------------
+    def predict(self, latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """The transformer's velocity v = eps - x0 for (B, 16, h, w) latents, (B,) float timesteps in [0, 1000]."""
+        h, w = latents.shape[-2:]
+        patch = int(self.transformer.config.patch_size)
+        pad_h, pad_w = -h % patch, -w % patch
+        if pad_h or pad_w:
+            latents = F.pad(latents, (0, pad_w, 0, pad_h), mode="replicate")
+        out = self.transformer(
+            hidden_states=latents, timestep=timesteps, encoder_hidden_states=cond["encoder_hidden_states"],
+            pooled_projections=cond["pooled_projections"], return_dict=False,
+        )[0]
+        return out[..., :h, :w]
+
+
+def _load_components(hf_key: str, config: str | None, allow_pickle: bool, need_vae: bool, use_t5: bool) -> SD3Components:
+    from diffusers import AutoencoderKL, SD3Transformer2DModel
+    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+    path = Path(os.path.expanduser(hf_key))
+    loading.check_pickle(path, allow_pickle)
+    if path.is_file():
+        return _load_single_file(path, config or DEFAULT_SD3_KEY, use_t5)
+    if loading.is_local(hf_key) and not path.is_dir():
+        raise loading.ModelNotFoundError(
+            f"{hf_key!r} does not exist: expected an SD3 diffusers folder (with {', '.join(SD3_FILES.values())}) or a "
+            "single .safetensors file. Check the path, pass a hub id, or use hf_key='tiny-3' for the offline miniature."
+        )
+    files = list(SD3_FILES.values())
+    hint = GATED_HINT.format(repo=hf_key)
+
+    def part(cls, subfolder):
+        return loading.load_part(cls, hf_key, subfolder, files, hint=hint)
+
+    parts = SD3Components(
+        tokenizer=part(CLIPTokenizer, "tokenizer"),
+        tokenizer_2=part(CLIPTokenizer, "tokenizer_2"),
+        text_encoder=part(CLIPTextModelWithProjection, "text_encoder"),
+        text_encoder_2=part(CLIPTextModelWithProjection, "text_encoder_2"),
+        transformer=part(SD3Transformer2DModel, "transformer"),
+        vae=part(AutoencoderKL, "vae") if need_vae else None,
+        scheduler_config=loading.read_scheduler_config(hf_key, DEFAULT_SCHEDULER, files, hint),
+    )
+    if use_t5:
+        from transformers import T5EncoderModel, T5TokenizerFast
+
+        parts.tokenizer_3 = part(T5TokenizerFast, "tokenizer_3")
+        parts.text_encoder_3 = part(T5EncoderModel, "text_encoder_3")
+    return parts
+
+
+def _load_single_file(file: Path, config: str, use_t5: bool) -> SD3Components:
+    """An original-layout SD3 checkpoint (e.g. sd3_medium_incl_clips.safetensors) through diffusers'
+    single-file loader; `config` (a folder or hub id) supplies configs and tokenizers."""
+    from diffusers import StableDiffusion3Pipeline
+
+    local = Path(os.path.expanduser(config)).is_dir()
+    skip_t5 = {} if use_t5 else {"text_encoder_3": None, "tokenizer_3": None}
+
+    def load(**kw):
+        return StableDiffusion3Pipeline.from_single_file(str(file), config=config, **skip_t5, **kw)
+
+    hint = GATED_HINT.format(repo=config)
+    pipe = load(local_files_only=True) if local else loading.hub_call(load, config, list(SD3_FILES.values()), "Config repository", hint)
+    return SD3Components(
+        pipe.tokenizer, pipe.tokenizer_2, pipe.text_encoder, pipe.text_encoder_2, pipe.transformer, pipe.vae,
+        {**DEFAULT_SCHEDULER, **dict(pipe.scheduler.config)}, pipe.tokenizer_3, pipe.text_encoder_3,
+    )
+
+
+def _merge_peft_lora(transformer, lora_key: str):
+    """Merge a PEFT LoRA adapter (Flash-SD3's layout: adapter_config.json + adapter_model.safetensors)."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    folder = _peft_folder(lora_key)
+    loading.check_lora_family(load_file(str(folder / PEFT_FILES[1])), "sd3", lora_key, DEFAULT_SD3_LORA_KEY)
+    return PeftModel.from_pretrained(transformer, str(folder)).merge_and_unload()
+
+
+def _peft_folder(lora_key: str) -> Path:
+    """The local folder of a PEFT adapter given as a folder or a hub id (both files fetched through the cache)."""
+    from safetensors.torch import load_file
+
+    path = Path(os.path.expanduser(lora_key))
+    if path.is_dir() and (path / PEFT_FILES[0]).is_file():
+        return path
+    if path.exists():  # some other LoRA layout: name its family if it is not SD3's, else say what is expected
+        loading.check_lora_family(
+            load_file(str(loading.local_file(lora_key, loading.LORA_WEIGHT_NAME, "LoRA"))), "sd3", lora_key, DEFAULT_SD3_LORA_KEY
+        )
+        raise ValueError(
+            f"LoRA {lora_key!r} is not a PEFT adapter: SD3 LoRAs are read in the layout of {DEFAULT_SD3_LORA_KEY} "
+            f"(a folder or hub repository with {' and '.join(PEFT_FILES)})."
+        )
+    if loading.is_local(lora_key):
+        raise loading.ModelNotFoundError(f"LoRA folder {lora_key!r} does not exist (expected {' and '.join(PEFT_FILES)})")
+    return [loading.local_file(f"{lora_key}/{name}", name, "LoRA") for name in PEFT_FILES][0].parent

@@ -1,0 +1,217 @@
+"""The SDXL family: two CLIP text encoders, pooled embeddings + time ids, SDXL-Lightning 4-step, TAESDXL.
+
+Text: CLIP-L (`text_encoder`) and OpenCLIP-bigG (`text_encoder_2`, with projection) each give their
+penultimate hidden states, concatenated to (N, 77, 2048); bigG's projected pooled embedding (N, 1280)
+is the UNet's `text_embeds`. Both travel in the conditioning dict, so every layer has its own and the
+core lerps them with the background's like any other tensor. The time ids (original size, crop
+top-left, target size) are those of the latents the UNet sees -- the canvas, or a one-shot tile --
+and are built once per size.
+
+Sampling: SDXL-Lightning 4-step (`ByteDance/SDXL-Lightning`), its LoRA fused into the base by
+default, or its distilled UNet swapped in (`unet_key="lightning"`); Euler with trailing timesteps
+999, 749, 499, 249 (`schedulers.EulerTrailingSchedule`); t_index_list (0, 1, 2, 3) takes all four.
+
+Autoencoder: TAESDXL (`madebyollin/taesdxl`) by default. The stock SDXL VAE overflows in float16,
+so with `use_tiny_vae=False` it is kept in float32 (its config says `force_upcast`) unless you pass
+`vae_key="madebyollin/sdxl-vae-fp16-fix"`, a VAE fixed to run in float16.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .. import loading
+from ..schedulers import EulerTrailingSchedule
+from .base import Conditioning, LatentFamily, clip_token_ids
+
+DEFAULT_XL_KEY = "stabilityai/stable-diffusion-xl-base-1.0"
+LIGHTNING_REPO = "ByteDance/SDXL-Lightning"
+DEFAULT_XL_LORA_KEY = f"{LIGHTNING_REPO}/sdxl_lightning_4step_lora.safetensors"
+LIGHTNING_UNET_KEY = f"{LIGHTNING_REPO}/sdxl_lightning_4step_unet.safetensors"
+DEFAULT_TAESDXL_KEY = "madebyollin/taesdxl"
+FP16_FIX_VAE_KEY = "madebyollin/sdxl-vae-fp16-fix"
+XL_FILES = {
+    "unet": "unet/config.json",
+    "text_encoder": "text_encoder/config.json",
+    "text_encoder_2": "text_encoder_2/config.json",
+    "tokenizer": "tokenizer/vocab.json",
+    "tokenizer_2": "tokenizer_2/vocab.json",
+    "vae": "vae/config.json",
+    "scheduler": "scheduler/scheduler_config.json",
+}
+
+
+@dataclass
+class SDXLComponents:
+    tokenizer: Any
+    tokenizer_2: Any
+    text_encoder: Any
+    text_encoder_2: Any
+    unet: Any
+    vae: Any
+    scheduler_config: dict
+
+
+class SDXL(LatentFamily):
+    """Stable Diffusion XL (+ SDXL-Lightning 4-step, + TAESDXL by default)."""
+
+    name = "sdxl"
+    latent_channels = 4
+    vae_scale = 8
+    default_tile_size = 1024
+    default_cover_alpha = 0.3
+    default_t_index_list = (0, 1, 2, 3)
+
+    def __init__(self, components: SDXLComponents, device: torch.device, dtype: torch.dtype):
+        super().__init__(components.vae, device, dtype)
+        self.tokenizers = (components.tokenizer, components.tokenizer_2)
+        self.text_encoders = (components.text_encoder, components.text_encoder_2)
+        self.unet = components.unet
+        self.schedule = EulerTrailingSchedule(components.scheduler_config)
+        self._time_ids: dict[tuple[int, int, int], torch.Tensor] = {}
+
+    @classmethod
+    def load(
+        cls,
+        hf_key: str | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype | None = None,
+        lora_key: str | bool | None = True,
+        use_tiny_vae: bool = True,
+        taesd_key: str | None = None,
+        config: str | None = None,
+        allow_pickle: bool = False,
+        unet_key: str | None = None,
+        vae_key: str | None = None,
+    ) -> "SDXL":
+        """Load SDXL from a hub id, diffusers folder or single file (`config` names where a single file's
+        configs come from). `lora_key=True` fuses the Lightning 4-step LoRA; `unet_key="lightning"` (or a
+        .safetensors UNet) swaps in a distilled UNet instead, and then no LoRA is fused unless named."""
+        device = loading.resolve_device(device)
+        dtype = dtype or loading.default_dtype(device)
+        hf_key = str(hf_key or DEFAULT_XL_KEY)
+        if unet_key == "lightning":
+            unet_key = LIGHTNING_UNET_KEY
+        if lora_key is True:
+            lora_key = None if unet_key else DEFAULT_XL_LORA_KEY
+        taesd_key = taesd_key or DEFAULT_TAESDXL_KEY
+        if hf_key == "tiny-xl":
+            from .tiny import tiny_model_dir
+
+            root = tiny_model_dir("sdxl")
+            hf_key = str(root / "sdxl")
+            lora_key = str(root / "lightning-lora" / Path(DEFAULT_XL_LORA_KEY).name) if lora_key == DEFAULT_XL_LORA_KEY else lora_key
+            unet_key = str(root / "lightning-unet" / Path(LIGHTNING_UNET_KEY).name) if unet_key == LIGHTNING_UNET_KEY else unet_key
+            taesd_key = str(root / "taesdxl") if taesd_key == DEFAULT_TAESDXL_KEY else taesd_key
+        parts = _load_components(hf_key, config, allow_pickle, need_vae=not use_tiny_vae and not vae_key)
+        if unet_key:
+            from safetensors.torch import load_file
+
+            parts.unet.load_state_dict(load_file(str(loading.local_file(unet_key, "diffusion_pytorch_model.safetensors", "UNet"))))
+        if use_tiny_vae:
+            parts.vae = loading.load_taesd(taesd_key)
+        elif vae_key:
+            from diffusers import AutoencoderKL
+
+            parts.vae = _load_vae(AutoencoderKL, vae_key)
+        if lora_key:
+            from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+
+            state = loading.read_lora(str(lora_key), "sdxl", DEFAULT_XL_LORA_KEY)
+            shell = StableDiffusionXLPipeline(
+                vae=parts.vae, text_encoder=parts.text_encoder, text_encoder_2=parts.text_encoder_2,
+                tokenizer=parts.tokenizer, tokenizer_2=parts.tokenizer_2, unet=parts.unet,
+                scheduler=EulerDiscreteScheduler.from_config(parts.scheduler_config),
+            )
+            loading.fuse_lora_into(shell, state)
+        loading.to_device([parts.text_encoder, parts.text_encoder_2, parts.unet], device, dtype, "SDXL")
+        overflows = dtype == torch.float16 and getattr(parts.vae.config, "force_upcast", False)
+        loading.to_device([parts.vae], device, torch.float32 if overflows else dtype, "SDXL")
+        return cls(parts, device, dtype)
+
+    # ---- text -------------------------------------------------------------------------------
+    def encode_prompts(self, texts: Sequence[str]) -> Conditioning:
+        """{"encoder_hidden_states": (N, 77, D_L + D_G), "text_embeds": (N, P)}; cached per text."""
+        return self.cached_conditioning(texts, self._encode)
+
+    def _encode(self, texts: list[str]) -> Conditioning:
+        hidden, pooled = [], None
+        for i, (tokenizer, encoder) in enumerate(zip(self.tokenizers, self.text_encoders)):
+            ids = torch.cat([clip_token_ids(tokenizer, t, warn=i == 0) for t in texts]).to(self.device)
+            out = encoder(ids, output_hidden_states=True)
+            hidden.append(out.hidden_states[-2])
+            pooled = out[0]  # the second encoder's projected pooled embedding
+        return {"encoder_hidden_states": torch.cat(hidden, dim=-1).to(self.dtype), "text_embeds": pooled.to(self.dtype)}
+
+    # ---- denoiser ---------------------------------------------------------------------------
+    def time_ids(self, batch: int, height: int, width: int) -> torch.Tensor:
+        """(batch, 6): original size, crop top-left (0, 0), target size, all the image size in pixels."""
+        key = (batch, height, width)
+        if key not in self._time_ids:
+            ids = torch.tensor([height, width, 0, 0, height, width], dtype=self.dtype, device=self.device)
+            self._time_ids[key] = ids.expand(batch, 6)
+        return self._time_ids[key]
+
+    def predict(self, latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """The UNet's noise prediction eps for (B, 4, h, w) latents, (B,) timesteps and per-item conditioning."""
+        b, _, h, w = latents.shape
+        added = {"text_embeds": cond["text_embeds"], "time_ids": self.time_ids(b, h * self.vae_scale, w * self.vae_scale)}
+        return self.unet(
+            latents, timesteps, encoder_hidden_states=cond["encoder_hidden_states"], added_cond_kwargs=added, return_dict=False
+        )[0]
+
+
+def _load_components(hf_key: str, config: str | None, allow_pickle: bool, need_vae: bool) -> SDXLComponents:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    path = Path(os.path.expanduser(hf_key))
+    loading.check_pickle(path, allow_pickle)
+    if path.is_file():
+        return _load_single_file(path, config or DEFAULT_XL_KEY)
+    if loading.is_local(hf_key) and not path.is_dir():
+        raise loading.ModelNotFoundError(
+            f"{hf_key!r} does not exist: expected an SDXL diffusers folder (with {', '.join(XL_FILES.values())}) or a "
+            "single .safetensors file. Check the path, pass a hub id, or use hf_key='tiny-xl' for the offline miniature."
+        )
+    files = list(XL_FILES.values())
+    defaults = {**loading.DEFAULT_SCHEDULER_CONFIG, "prediction_type": "epsilon"}
+    return SDXLComponents(
+        tokenizer=loading.load_part(CLIPTokenizer, hf_key, "tokenizer", files),
+        tokenizer_2=loading.load_part(CLIPTokenizer, hf_key, "tokenizer_2", files),
+        text_encoder=loading.load_part(CLIPTextModel, hf_key, "text_encoder", files),
+        text_encoder_2=loading.load_part(CLIPTextModelWithProjection, hf_key, "text_encoder_2", files),
+        unet=loading.load_part(UNet2DConditionModel, hf_key, "unet", files),
+        vae=loading.load_part(AutoencoderKL, hf_key, "vae", files) if need_vae else None,
+        scheduler_config=loading.read_scheduler_config(hf_key, defaults, files),
+    )
+
+
+def _load_single_file(file: Path, config: str) -> SDXLComponents:
+    """An original-layout (SGM) SDXL checkpoint through diffusers' single-file loader, which also converts
+    the OpenCLIP-bigG text encoder; `config` (a folder or hub id) supplies configs and tokenizers."""
+    from diffusers import StableDiffusionXLPipeline
+
+    local = Path(os.path.expanduser(config)).is_dir()
+
+    def load(**kw):
+        return StableDiffusionXLPipeline.from_single_file(str(file), config=config, **kw)
+
+    pipe = load(local_files_only=True) if local else loading.hub_call(load, config, list(XL_FILES.values()), "Config repository")
+    scheduler_config = {**loading.DEFAULT_SCHEDULER_CONFIG, **dict(pipe.scheduler.config)}
+    return SDXLComponents(
+        pipe.tokenizer, pipe.tokenizer_2, pipe.text_encoder, pipe.text_encoder_2, pipe.unet, pipe.vae, scheduler_config
+    )
+
+
+def _load_vae(cls, key: str):
+    folder = Path(os.path.expanduser(key))
+    if folder.is_dir():
+        return cls.from_pretrained(folder)
+    files = ["config.json", "diffusion_pytorch_model.safetensors"]
+    return loading.hub_call(lambda **kw: cls.from_pretrained(key, **kw), key, files, "VAE")
