@@ -415,8 +415,8 @@ def lora_family(state: dict[str, torch.Tensor]) -> str | None:
     """Which family a LoRA state dict was made for, from its key names and shapes (None when unsure).
 
     Cross-attention width says it for real UNet LoRAs (768: SD 1.5, 1024: SD 2.x, 2048: SDXL); key
-    names otherwise: SDXL's first UNet block has no attention and its transformers are deeper than
-    one block, or it has a second text encoder; an MMDiT (SD3) has transformer blocks and no UNet.
+    names otherwise: SDXL's transformers are deeper than one block, or it has a second text encoder;
+    an MMDiT (SD3) has transformer blocks and no UNet; any other UNet LoRA has the SD 1.x layout.
     """
     keys = list(state)
     widths = {1024: "sd2", 768: "sd15", 2048: "sdxl"}
@@ -431,9 +431,8 @@ def lora_family(state: dict[str, torch.Tensor]) -> str | None:
         return "sd3" if re.search(r"(transformer_blocks|joint_blocks)", text) else None
     if re.search(r"(lora_te2_|text_encoder_2)", text) or re.search(r"transformer_blocks[._][1-9]", text):
         return "sdxl"
-    if re.search(r"(down_blocks[._]0[._]attentions|input_blocks[._][12][._]1[._])", text):
-        return "sd15"
-    return None
+    # A UNet LoRA with one-block transformers and one text encoder: the SD 1.x layout.
+    return "sd15"
 
 
 def check_lora_family(state: dict[str, torch.Tensor], family: str, lora_key: str, suggestion: str) -> None:

@@ -192,6 +192,7 @@ def test_family_is_detected_from_the_checkpoint(tmp_path):
 
     root = tiny_module.tiny_model_dir("sdxl")
     tiny_module.tiny_model_dir("sd3")
+    tiny_module.tiny_model_dir("sd15")
     assert [detect_family(str(root / name)) for name in ("sd15", "sdxl", "sd3")] == ["sd15", "sdxl", "sd3"]
     assert [detect_family(key) for key in ("tiny", "tiny-xl", "tiny-3")] == ["sd15", "sdxl", "sd3"]
     hub = {
@@ -249,6 +250,7 @@ def test_flash_lora_is_merged(family_models):
 def test_a_lora_of_another_family_is_refused_with_its_family_named():
     root = tiny_module.tiny_model_dir("sdxl")
     tiny_module.tiny_model_dir("sd3")
+    tiny_module.tiny_model_dir("sd15")
     with pytest.raises(ValueError, match=r"made for SD 1\.5, but this model is SDXL"):
         load_model("tiny-xl", lora_key=str(root / "lcm-lora"))
     with pytest.raises(ValueError, match=r"made for SDXL, but this model is SD 1\.5"):
