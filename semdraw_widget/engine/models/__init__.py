@@ -20,6 +20,8 @@ All three use cover alpha 0.3. stream.py, oneshot.py and blend.py know none of t
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 from ..loading import TINY_KEYS, detect_family, family_name
@@ -28,6 +30,7 @@ from .sd15 import SD15
 from .sdxl import SDXL
 
 FAMILIES = {"sd15": SD15, "sdxl": SDXL, "sd3": SD3}
+log = logging.getLogger("semdraw_widget")
 TINY_FOR = {family: key for key, family in TINY_KEYS.items()}
 
 
@@ -35,9 +38,13 @@ def load_model(hf_key: str | None = None, device: Any = "cpu", family: str | Non
     """Load the family adapter for `hf_key` (hub id, folder, .safetensors file, "tiny", "tiny-xl" or "tiny-3").
 
     `family` ("1.5" / "xl" / "3", or "sd15" / "sdxl" / "sd3") is detected from the checkpoint when not
-    given (SD 1.5 when `hf_key` is None too); `hf_key=None` loads the family's default hub model.
+    given (SD 1.5 when `hf_key` is None too); `hf_key=None` loads the model named by the environment
+    variable SEMDRAW_MODEL when it is set (CI sets "tiny"), else the family's default hub model.
     Family-specific options pass through: SDXL `unet_key`, `vae_key`; SD3 `use_t5`.
     """
+    if hf_key is None and os.environ.get("SEMDRAW_MODEL"):
+        hf_key = os.environ["SEMDRAW_MODEL"]
+        log.info("loading %s (from SEMDRAW_MODEL)", hf_key)
     if family is None:
         name = detect_family(hf_key) if hf_key is not None else "sd15"
     else:
