@@ -6,6 +6,14 @@ frame to an encoder thread that sends it as a binary message on the kernel's eve
 an increasing `seq`; the browser acknowledges each one it displays, and at most `max_in_flight` frames
 may be unacknowledged. Once the engine reports `converged` (a still scene, fixed noise), the last frame
 is resent as a lossless PNG and the thread sleeps until the next change: a still scene costs nothing.
+
+The frame path never waits on the GPU: the frame is decoded to uint8 on the device and copied into
+pinned host memory without blocking (`HostFrame`); the encoder thread waits for that copy, so
+decoding, the copy and JPEG encoding overlap the next frame's work. To keep stroke-to-frame latency
+low, the next frame is queued only once the previous frame's denoising step has finished (its decode
+may still run), so the GPU never holds a backlog of frames made from stale masks. With
+`compile=True` pipelines, new batch sizes are captured by this thread between frames, with the
+canvas status saying so.
 """
 
 from __future__ import annotations
@@ -19,9 +27,9 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
 
 from . import protocol
+from .engine.stream import HostFrame, device_event
 
 log = logging.getLogger("semdraw_widget")
 
@@ -121,7 +129,8 @@ class StreamRunner:
         self._mirror: list[tuple] = []  # what the engine holds, per engine layer index
         self._background_revision = -1
         self._seed_request: int | None = None
-        self._latest_rgb: np.ndarray | None = None
+        self._latest_frame: HostFrame | None = None
+        self._previous_step: Any = None  # device event: the last frame's denoising step is done
         self._latest_message: tuple[dict, list] | None = None
         self._still_sent = False
         self._frame_times: list[float] = []
@@ -185,7 +194,7 @@ class StreamRunner:
     def latest_image(self):
         from PIL import Image
 
-        return None if self._latest_rgb is None else Image.fromarray(self._latest_rgb, "RGB")
+        return None if self._latest_frame is None else Image.fromarray(self._latest_frame.array(), "RGB")
 
     def step(self):
         """One frame now, in the caller's thread; returns it as a PIL image."""
@@ -216,6 +225,8 @@ class StreamRunner:
                 continue
             try:
                 self._produce_frame()
+                if getattr(self.pipeline, "needs_warm_up", False):
+                    self._warm_up()
             except Exception as exc:
                 log.error("generation stopped:\n%s", traceback.format_exc())
                 self._release_gpu_memory()
@@ -235,41 +246,65 @@ class StreamRunner:
             and bool(getattr(self.pipeline, "converged", False))
         )
 
+    def _warm_up(self) -> None:
+        self._canvas.set_traits_threadsafe(status="warming up: capturing the model for this number of layers (frames continue after it)")
+        started = time.perf_counter()
+        with self._lock:
+            self.pipeline.warm_up()
+        log.info("warm-up took %.1f s", time.perf_counter() - started)
+        if self._running:
+            self._canvas.set_traits_threadsafe(status="generating")
+
     # ---- one frame ----------------------------------------------------------------------------
     def _produce_frame(self) -> None:
         started = time.perf_counter()
         with self._lock:
+            if self._previous_step is not None:  # read the masks as late as possible: after the last step
+                self._previous_step.synchronize()
             snapshot = self._state.snapshot()
             self._sync_engine(snapshot)
+            apply_updates = getattr(self.pipeline, "apply_updates", None)
+            if apply_updates is not None:
+                apply_updates()
             synced = time.perf_counter()
-            rgb = self.pipeline(output_type="np")
-            engine_timings = dict(getattr(self.pipeline, "timings", None) or {})
+            latent = self.pipeline(output_type="latent")
+            self._previous_step = device_event(latent)
+            frame = HostFrame(self.pipeline.decode(latent, "pt"))
+            stage_timer = getattr(self.pipeline, "frame_stages", None)
+            stages = stage_timer() if stage_timer is not None else None
         generated = time.perf_counter()
         self._synced_revision = snapshot.revision
-        self._latest_rgb = rgb
+        self._latest_frame = frame
         self.frames_generated += 1
-        if self._still_sent and self._running:
+        was_still, self._still_sent = self._still_sent, False
+        if was_still and self._running:
             self._canvas.set_traits_threadsafe(status="generating")
-        self._still_sent = False
         arrival, self._pending_arrival = self._pending_arrival, None
         with self._counters:
             self._seq += 1
             seq = self._seq
-        breakdown = {"sync": (synced - started) * 1e3, **engine_timings, "generate": (generated - synced) * 1e3}
-        self._encoder.submit(self._encode_and_send, seq, rgb, "jpeg", breakdown, started, arrival)
+        breakdown = {"sync": (synced - started) * 1e3, "generate": (generated - synced) * 1e3}
+        self._encoder.submit(self._encode_and_send, seq, frame, "jpeg", breakdown, started, arrival, stages)
 
     def _send_still_frame(self) -> None:
-        if self._still_sent or self._latest_rgb is None:
+        if self._still_sent or self._latest_frame is None:
             return
         self._still_sent = True
         with self._counters:
             self._seq += 1
             seq = self._seq
-        self._encoder.submit(self._encode_and_send, seq, self._latest_rgb, "png", {}, time.perf_counter(), None)
-        self._canvas.set_traits_threadsafe(status="still: the image has settled; paint to continue")
+        self._encoder.submit(self._encode_and_send, seq, self._latest_frame, "png", {}, time.perf_counter(), None)
+        self._encoder.submit(self._announce_still)  # after the PNG is out, so "still" means it was sent
 
-    def _encode_and_send(self, seq, rgb, fmt, breakdown, started, arrival) -> None:
+    def _announce_still(self) -> None:
+        if self._still_sent and self._running:
+            self._canvas.set_traits_threadsafe(status="still: the image has settled; paint to continue")
+
+    def _encode_and_send(self, seq, frame, fmt, breakdown, started, arrival, stages=None) -> None:
         try:
+            rgb = frame.array()  # waits for this frame's copy to the host, in this thread only
+            if stages is not None:
+                breakdown.update(stages.result())
             encode_start = time.perf_counter()
             payload = protocol.encode_image(rgb, fmt, self.jpeg_quality)
             sent_at = time.perf_counter()

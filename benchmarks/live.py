@@ -1,0 +1,363 @@
+"""Driving the real generation loop like a person in a browser would, and measuring it.
+
+A `SemanticCanvas` (the real widget, kernel side) drives a `StreamRunner`; its sender is captured
+and acknowledges every frame at once, like a browser that keeps up. A `Painter` thread sends mask
+patches at ~20 Hz through the canvas's message handler, like a painting user. Stroke-to-frame latency
+is measured from a patch's arrival to the send of the first frame whose canvas snapshot holds it.
+
+`straightforward(pipeline)` and `straightforward_runner(runner)` turn the same objects into the
+`--baseline` path: prompts re-encoded and all masks re-preprocessed every frame, eager model calls,
+synchronous decode + copy to the host, and JPEG encoding on the generation thread.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+STAGES = ("mask_prep", "launch", "unet", "blend", "decode", "encode", "send")
+RUNNER_KEYS = {"sync": "mask_prep", "generate": "launch"}
+
+
+# ---- the straightforward path --------------------------------------------------------------------
+class StraightforwardPipeline:
+    """A StreamMultiDiffusion used the straightforward way: nothing cached, decode and copy synchronous."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    def __call__(self, output_type: str = "pil"):
+        return self._stream(output_type=output_type)
+
+    def apply_updates(self) -> None:
+        forget_caches(self._stream)
+        self._stream.apply_updates()
+
+    def decode(self, latent: torch.Tensor, output_type: str = "pil"):
+        return torch.from_numpy(self._stream.decode(latent, "np"))  # waits for the device, on this thread
+
+
+def forget_caches(stream: Any) -> None:
+    """Drop every cached product: prompt embeddings, per-layer mask weights, the assembled batch."""
+    scene = stream._scene
+    for layer in scene.stack():
+        layer.weights = None
+    scene.invalidate()
+    embeddings = getattr(stream.model, "_embeddings", None)
+    if embeddings is not None:
+        embeddings.clear()
+
+
+class InlineExecutor:
+    """Runs submitted work at once, in the submitting thread (the baseline encodes on the generation thread)."""
+
+    def submit(self, fn, *args, **kwargs):
+        fn(*args, **kwargs)
+
+    def shutdown(self, wait: bool = True) -> None:
+        pass
+
+
+# ---- the scene --------------------------------------------------------------------------------------
+PROMPTS = ["a red apple", "a green pear", "a blue ceramic cup", "a lemon", "a bunch of grapes", "a teapot", "a candle", "a plum"]
+
+
+def layer_centres(count: int, width: int, height: int) -> list[tuple[int, int]]:
+    return [
+        (int(width * (0.5 + 0.22 * math.cos(2 * math.pi * i / max(count, 1)))),
+         int(height * (0.5 + 0.22 * math.sin(2 * math.pi * i / max(count, 1)))))
+        for i in range(count)
+    ]
+
+
+def disc(width: int, height: int, cx: int, cy: int, radius: int) -> np.ndarray:
+    ys, xs = np.ogrid[:height, :width]
+    return (((xs - cx) ** 2 + (ys - cy) ** 2) <= radius**2).astype(np.uint8) * 255
+
+
+def make_canvas(pipeline: Any, layers: int):
+    """A canvas with `layers` prompts counting the background prompt as one (1 = one painted layer alone)."""
+    from semdraw_widget import SemanticCanvas
+
+    width, height = pipeline.width, pipeline.height
+    painted = max(1, layers - 1)
+    canvas = SemanticCanvas(width, height, pipeline=pipeline, background_prompt="a wooden table" if layers > 1 else "")
+    ids = []
+    for i, (cx, cy) in enumerate(layer_centres(painted, width, height)):
+        layer_id = canvas.add_layer(PROMPTS[i % len(PROMPTS)])
+        canvas.set_mask(layer_id, disc(width, height, cx, cy, int(min(width, height) * 0.2)))
+        ids.append(layer_id)
+    return canvas, ids
+
+
+# ---- the painting person ----------------------------------------------------------------------------
+class Painter(threading.Thread):
+    """Sends one brush dab (a mask patch) every 1/rate s, round-robin over the layers, through the canvas."""
+
+    def __init__(self, canvas: Any, layer_ids: list[str], rate_hz: float = 20.0):
+        super().__init__(name="bench-painter", daemon=True)
+        self.canvas, self.layer_ids, self.period = canvas, layer_ids, 1.0 / rate_hz
+        self.patches: list[tuple[float, float]] = []  # (arrival, applied) perf_counter times
+        self.halt = threading.Event()
+        self.brush = max(8, canvas.width // 16)
+
+    def run(self) -> None:
+        width, height = self.canvas.width, self.canvas.height
+        centres = layer_centres(len(self.layer_ids), width, height)
+        radius = min(width, height) * 0.2  # on the rim of the layer's disc, so every dab changes its mask
+        dabs = [memoryview(np.full((self.brush, self.brush), value, np.uint8).tobytes()) for value in (255, 0)]
+        tick, i = time.perf_counter(), 0
+        while not self.halt.is_set():
+            index = i % len(self.layer_ids)
+            step = i // len(self.layer_ids)
+            angle = 0.35 * step
+            dab = dabs[(step // 18) % 2]  # one round painting, the next erasing
+            cx, cy = centres[index]
+            x = int(min(max(cx + radius * math.cos(angle) - self.brush / 2, 0), width - self.brush))
+            y = int(min(max(cy + radius * math.sin(angle) - self.brush / 2, 0), height - self.brush))
+            content = {"type": "mask", "layer": self.layer_ids[index], "x": x, "y": y, "w": self.brush,
+                       "h": self.brush, "enc": "raw", "rev": i + 1}
+            arrival = time.perf_counter()
+            self.canvas._handle_custom_msg(content, [dab])
+            self.patches.append((arrival, time.perf_counter()))
+            i += 1
+            tick += self.period
+            self.halt.wait(max(0.0, tick - time.perf_counter()))
+
+
+# ---- one measured run ---------------------------------------------------------------------------------
+class Recorder:
+    """The captured browser: keeps frame messages with their send times and acknowledges each at once."""
+
+    def __init__(self, canvas: Any):
+        self.canvas = canvas
+        self.frames: list[tuple[float, dict]] = []
+        self.snapshots: list[float] = []
+        self.send_ms: list[float] = []
+        self.lock = threading.Lock()
+        canvas.send = self.send
+        state = canvas.state
+        original = state.snapshot
+
+        def snapshot():
+            taken = original()
+            with self.lock:
+                self.snapshots.append(time.perf_counter())
+            return taken
+
+        state.snapshot = snapshot
+
+    def send(self, content: dict, buffers: list | None = None) -> None:
+        if content.get("type") == "frame":
+            with self.lock:
+                self.frames.append((time.perf_counter(), content))
+            self.canvas._handle_custom_msg({"type": "ack", "seq": content["seq"]}, [])
+
+    def jpeg_frames(self) -> list[tuple[float, dict]]:
+        with self.lock:
+            return [(t, c) for t, c in self.frames if c["format"] == "jpeg"]
+
+
+def time_send(runner: Any, recorder: Recorder) -> None:
+    original = runner._send_frame_message
+
+    def timed(content, buffers):
+        started = time.perf_counter()
+        original(content, buffers)
+        recorder.send_ms.append((time.perf_counter() - started) * 1e3)
+
+    runner._send_frame_message = timed
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def measure_path(pipeline: Any, layers: int, frames: int, warmup_frames: int, baseline: bool, rate_hz: float = 20.0,
+                 timeout_s: float = 300.0) -> dict:
+    """Paint for `warmup_frames + frames` frames and summarise the last `frames`; then let the scene settle."""
+    device = pipeline.device
+    driven = StraightforwardPipeline(pipeline) if baseline else pipeline
+    canvas, ids = make_canvas(driven, layers)
+    runner = canvas._runner
+    if baseline:
+        runner._encoder.shutdown(wait=True)
+        runner._encoder = InlineExecutor()
+    recorder = Recorder(canvas)
+    time_send(runner, recorder)
+    warm_up_s = []
+    if getattr(pipeline, "compile", None):
+        original_warm_up = pipeline.warm_up
+
+        def timed_warm_up():
+            started = time.perf_counter()
+            try:
+                return original_warm_up()
+            finally:
+                warm_up_s.append(time.perf_counter() - started)
+
+        pipeline.warm_up = timed_warm_up
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    painter = Painter(canvas, ids, rate_hz)
+    painter.start()
+    canvas.start()
+    deadline = time.perf_counter() + timeout_s
+    try:
+        while len(recorder.jpeg_frames()) < warmup_frames + frames:
+            if not canvas.running:
+                raise RuntimeError(f"the stream stopped: {canvas.status}")
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"only {len(recorder.jpeg_frames())} frames in {timeout_s:.0f} s")
+            time.sleep(0.005)
+    finally:
+        painter.halt.set()
+        painter.join()
+    sent = recorder.jpeg_frames()[warmup_frames:warmup_frames + frames]
+    window = (sent[0][0], sent[-1][0])
+    fps = (len(sent) - 1) / (window[1] - window[0])
+    stages: dict[str, list[float]] = {name: [] for name in STAGES}
+    for _, content in sent:
+        for key, value in content["stats"]["breakdown"].items():
+            stages.setdefault(RUNNER_KEYS.get(key, key), []).append(value)
+    send_ms = recorder.send_ms[warmup_frames:warmup_frames + frames]
+    stages["send"] = send_ms
+    # latency: each patch -> the first frame whose snapshot was taken after the patch was applied
+    all_frames = recorder.jpeg_frames()
+    with recorder.lock:
+        snapshots = list(recorder.snapshots)
+    latencies = []
+    for arrival, applied in painter.patches:
+        if arrival < window[0]:
+            continue
+        index = next((i for i, taken in enumerate(snapshots[:len(all_frames)]) if taken > applied), None)
+        if index is None or all_frames[index][0] > window[1]:
+            continue
+        latencies.append((all_frames[index][0] - arrival) * 1e3)
+    peak = {}
+    if device.type == "cuda":
+        peak = {"allocated_gb": torch.cuda.max_memory_allocated(device) / 1e9,
+                "reserved_gb": torch.cuda.max_memory_reserved(device) / 1e9}
+    still = settle(canvas, pipeline)
+    canvas.stop()
+    bare = bare_model_ms(pipeline)
+    canvas.close()
+    frame_ms = 1e3 / fps
+    return {
+        "fps": fps,
+        "frame_ms": frame_ms,
+        "frames": len(sent),
+        "stages_ms": {name: statistics.median(v) for name, v in stages.items() if v},
+        "latency_ms": {"median": percentile(latencies, 50), "p95": percentile(latencies, 95), "patches": len(latencies)},
+        "peak_gpu_memory": peak,
+        "model_batch": model_batch(pipeline),
+        "bare_model_ms": bare,
+        "frame_over_bare_model": frame_ms / bare if bare else None,
+        "warm_up_s": warm_up_s,
+        "still": still,
+    }
+
+
+def settle(canvas: Any, pipeline: Any, timeout_s: float = 30.0) -> dict:
+    """Stop painting, wait for the still image, then check that no model calls follow."""
+    started = time.perf_counter()
+    while not canvas.status.startswith("still"):
+        if time.perf_counter() - started > timeout_s:
+            return {"converged": False}
+        time.sleep(0.005)
+    converged_s = time.perf_counter() - started
+    calls = pipeline.unet_calls
+    time.sleep(1.0)
+    return {"converged": True, "settle_s": converged_s, "model_calls_in_1s_after": pipeline.unet_calls - calls}
+
+
+def model_batch(pipeline: Any) -> int:
+    inputs = pipeline.batch_inputs()
+    return 0 if inputs is None else int(inputs[0].shape[0])
+
+
+def bare_model_ms(pipeline: Any, repeats: int = 10) -> float | None:
+    """Milliseconds of one call of the frame's model batch alone, as the frames call it (graph or eager)."""
+    inputs = pipeline.batch_inputs()
+    if inputs is None:
+        return None
+    predictor, device = pipeline.predictor, pipeline.device
+    with torch.no_grad():
+        for _ in range(3):
+            predictor.predict(*inputs)
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize(device)
+            start.record()
+            for _ in range(repeats):
+                predictor.predict(*inputs)
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / repeats
+        started = time.perf_counter()
+        for _ in range(repeats):
+            predictor.predict(*inputs)
+        return (time.perf_counter() - started) * 1e3 / repeats
+
+
+# ---- the same frames? --------------------------------------------------------------------------------
+def compare_paths(model: Any, height: int, width: int, layers: int, compile: Any, frames: int = 8) -> dict:
+    """The baseline and the fast path on the same scene and seed, frame by frame (uint8 differences)."""
+    from semdraw_widget.engine import StreamMultiDiffusion
+    from semdraw_widget.engine.stream import HostFrame
+
+    def scene(stream):
+        painted = max(1, layers - 1)
+        if layers > 1:
+            stream.update_background(prompt="a wooden table")
+        for i, (cx, cy) in enumerate(layer_centres(painted, width, height)):
+            stream.update_single_layer(i, prompt=PROMPTS[i % len(PROMPTS)], mask=disc(width, height, cx, cy, int(min(width, height) * 0.2)))
+        return stream
+
+    base = scene(StreamMultiDiffusion(model.device, model=model, height=height, width=width))
+    fast = scene(StreamMultiDiffusion(model.device, model=model, height=height, width=width, compile=compile))
+    fast.warm_up()
+    differences, finite = [], True
+    for _ in range(frames):
+        forget_caches(base)
+        base.apply_updates()
+        expected = base(output_type="np").astype(np.int16)
+        fast.apply_updates()
+        latent = fast(output_type="latent")
+        finite &= bool(torch.isfinite(latent).all())
+        got = HostFrame(fast.decode(latent, "pt")).array().astype(np.int16)
+        differences.append(np.abs(got - expected))
+    stacked = np.stack(differences)
+    return {"frames": frames, "max_abs_uint8": int(stacked.max()), "mean_abs_uint8": float(stacked.mean()), "finite": finite,
+            "host_syncs_in_10_frames": count_host_syncs(fast)}
+
+
+def count_host_syncs(stream: Any, frames: int = 10) -> int | None:
+    """Synchronising CUDA calls made by `frames` frames of the fast frame path (no updates between them)."""
+    import warnings
+
+    from semdraw_widget.engine.stream import HostFrame
+
+    if stream.device.type != "cuda":
+        return None
+    stream.apply_updates()
+    torch.cuda.synchronize(stream.device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            pending = [HostFrame(stream.decode(stream(output_type="latent"), "pt")) for _ in range(frames)]
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    pending[-1].array()
+    return sum("synchroniz" in str(w.message) for w in caught)

@@ -1,0 +1,48 @@
+"""The benchmark harness runs end to end on the tiny model (CPU): fields present and sane, no timing thresholds."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("diffusers")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` lives at the repository root
+
+
+def test_stream_benchmark_tiny(tmp_path, capsys):
+    from benchmarks.stream import main
+
+    out = tmp_path / "bench.json"
+    summary = main(["--arch", "tiny", "--frames", "4", "--warmup-frames", "2", "--baseline", "--compile", "--json", str(out)])
+    assert json.loads(out.read_text())["results"] == json.loads(json.dumps(summary["results"]))
+    result = summary["results"][0]
+    assert (result["height"], result["width"], result["layers"], result["slots"]) == (64, 64, 4, 5)
+    assert set(result["paths"]) == {"baseline", "fast", "fast+cudagraph"}
+    for name, path in result["paths"].items():
+        assert "error" not in path, path
+        assert path["fps"] > 0 and path["frames"] == 4 and path["model_batch"] == 20
+        assert {"mask_prep", "launch", "unet", "blend", "decode", "encode", "send"} <= set(path["stages_ms"])
+        assert all(v >= 0 for v in path["stages_ms"].values())
+        assert path["bare_model_ms"] > 0 and path["frame_over_bare_model"] > 0
+        assert path["latency_ms"]["patches"] == 0 or path["latency_ms"]["median"] > 0
+        assert path["still"] == {**path["still"], "converged": True, "model_calls_in_1s_after": 0}
+        if name != "baseline":
+            assert path["speedup_vs_baseline"] > 0
+    assert result["same_frames"]["max_abs_uint8"] == 0 and result["same_frames"]["finite"]
+    assert "fps" in capsys.readouterr().out
+
+
+def test_paper_benchmark_tiny():
+    from benchmarks.paper import main
+
+    summary = main(["--arch", "tiny", "--steps", "3", "--frames", "2"])
+    assert summary["multidiffusion"]["seconds_per_image"] > 0
+    assert summary["stream"]["seconds_per_frame"] > 0 and summary["speedup"]["per_frame"] > 0
+
+
+def test_an_architecture_without_a_builder_says_so():
+    from benchmarks.stream import main
+
+    summary = main(["--arch", "sd3", "--frames", "1"])
+    assert summary["error"].startswith("--arch sd3: ") and summary["results"] == []
