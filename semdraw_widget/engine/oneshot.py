@@ -108,8 +108,8 @@ class StableMultiDiffusionPipeline:
         background: Any = None,
         background_prompt: str | None = None,
         background_negative_prompt: str = "",
-        height: int = 512,
-        width: int = 512,
+        height: int | None = None,
+        width: int | None = None,
         num_inference_steps: int | None = None,
         guidance_scale: float = 1.0,
         prompt_strengths: float | Sequence[float] | None = None,
@@ -132,7 +132,9 @@ class StableMultiDiffusionPipeline:
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES} (got {output_type!r})")
         scale = self.model.vae_scale
-        height, width = check_size("height", height, scale), check_size("width", width, scale)
+        size = self.model.default_size  # 512 for SD 1.5, 1024 for SDXL / SD3
+        height = check_size("height", size if height is None else height, scale)
+        width = check_size("width", size if width is None else width, scale)
         prompts = [] if prompts is None else [prompts] if isinstance(prompts, str) else list(prompts)
         mask_list = _split_masks(masks, len(prompts), height, width)
         if t_index_list is None:
@@ -163,14 +165,18 @@ class StableMultiDiffusionPipeline:
             return latent
         return to_output(self.model.decode(latent), output_type)
 
-    def sample(self, prompt: str, negative_prompt: str | None = None, height: int = 512, width: int = 512, **kwargs: Any):
+    def sample(self, prompt: str, negative_prompt: str | None = None, height: int | None = None, width: int | None = None, **kwargs: Any):
         """Plain text-to-image: the prompt over the whole canvas."""
         kwargs.setdefault("prompt_strengths", 1.0)
         kwargs.setdefault("mask_stds", 0.0)
         return self(prompt, negative_prompt, masks=None, height=height, width=width, **kwargs)
 
-    def sample_panorama(self, prompt: str, negative_prompt: str | None = None, height: int = 512, width: int = 2048, **kwargs: Any):
-        """A wide image: the prompt over the whole canvas, tiled in half-overlapping windows."""
+    def sample_panorama(self, prompt: str, negative_prompt: str | None = None, height: int | None = None, width: int | None = None, **kwargs: Any):
+        """A wide image (by default the model's size high, four times as wide): the prompt over the whole
+        canvas, tiled in half-overlapping windows."""
+        size = self.model.default_size
+        height = size if height is None else height
+        width = 4 * size if width is None else width
         return self.sample(prompt, negative_prompt, height=height, width=width, **kwargs)
 
     def _sample(self, scene: RegionScene, steps, seed: int, tile_size: int, leak: float | None) -> torch.Tensor:

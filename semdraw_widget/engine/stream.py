@@ -167,8 +167,8 @@ class StreamMultiDiffusion:
         hf_key: str | None = None,
         lora_key: str | bool | None = True,
         use_tiny_vae: bool = True,
-        height: int = 512,
-        width: int = 512,
+        height: int | None = None,
+        width: int | None = None,
         t_index_list: Sequence[int] | None = None,
         seed: int = 2024,
         cfg_type: str = "none",
@@ -196,7 +196,9 @@ class StreamMultiDiffusion:
             taesd_key=taesd_key, config=config, allow_pickle=allow_pickle, family=sd_version,
         )
         scale = self.model.vae_scale
-        self._height, self._width = check_size("height", height, scale), check_size("width", width, scale)
+        size = self.model.default_size  # 512 for SD 1.5, 1024 for SDXL / SD3
+        self._height = check_size("height", size if height is None else height, scale)
+        self._width = check_size("width", size if width is None else width, scale)
         if t_index_list is None:
             t_index_list = self.model.default_t_index_list
         if preprocess_mask_cover_alpha is None:

@@ -294,3 +294,12 @@ def test_out_of_memory_propagates_with_a_hint():
         loading.to_device([Huge()], CPU, torch.float16, "SDXL")
     assert "Tried to allocate" in str(error.value)
     assert any("not enough memory" in note and "SDXL" in note for note in error.value.__notes__)
+
+
+def test_default_canvas_size_follows_the_family():
+    from semdraw_widget.engine import StreamMultiDiffusion
+
+    assert StreamMultiDiffusion("cpu", hf_key="tiny").height == 512
+    xl = StreamMultiDiffusion("cpu", hf_key="tiny-xl")
+    assert (xl.height, xl.width) == (1024, 1024)
+    assert StreamMultiDiffusion("cpu", hf_key="tiny-3", width=256).width == 256

@@ -24,6 +24,7 @@ class SD15(LatentFamily):
     latent_channels = 4
     vae_scale = 8
     default_tile_size = 768
+    default_size = 512  # the canvas side the model was trained at
     default_cover_alpha = 0.3
     default_t_index_list = (0, 4, 12, 25, 37)
 

@@ -64,6 +64,7 @@ class SDXL(LatentFamily):
     latent_channels = 4
     vae_scale = 8
     default_tile_size = 1024
+    default_size = 1024
     default_cover_alpha = 0.3
     default_t_index_list = (0, 1, 2, 3)
 
