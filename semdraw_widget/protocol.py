@@ -13,6 +13,7 @@ Kernel -> browser
     {"type": "mask", ..., "origin": "python"|"sync"} + bytes  (python-origin edits are undoable there)
     {"type": "frame", "seq", "format": "jpeg"|"png", "width", "height", "stats"} + encoded image
     {"type": "background_image", "format": "png"} + bytes, or {"type": "background_image", "clear": true}
+    {"type": "synced"}                           the end of a sync's masks: the view may paint now
     {"type": "error", "message"}
 
 Every decoder here raises `ProtocolError` with a message a person can act on; callers turn that into a

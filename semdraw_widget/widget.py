@@ -206,6 +206,7 @@ class SemanticCanvas(anywidget.AnyWidget):
                 self.send(content, buffers)
         if snapshot.background_image is not None:
             self.send(*protocol.background_message(snapshot.background_image))
+        self.send({"type": "synced"})
         if self._runner is not None:
             self._runner.resend_latest()
 

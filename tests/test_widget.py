@@ -94,6 +94,7 @@ def test_a_new_view_gets_every_mask_and_the_background(make_canvas):
     patch = protocol.decode_mask_message(*synced[b], 16, 16)
     np.testing.assert_array_equal(patch.data, np.eye(16, dtype=np.uint8) * 255)
     assert len(canvas.sent.of_type("background_image")) == 1
+    assert canvas.sent[-1][0] == {"type": "synced"}  # after every mask: the view may paint now
 
 
 def test_layer_edits_from_the_browser_follow_and_bad_ones_are_reverted(make_canvas):

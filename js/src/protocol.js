@@ -136,6 +136,8 @@ export function parseKernelMessage(content, buffers, size) {
       if (!data || !data.length) return { error: "background_image: missing image bytes" };
       return { msg: { type: "background_image", clear: false, format: content.format, data } };
     }
+    case "synced":
+      return { msg: { type: "synced" } };
     case "error": {
       if (typeof content.message !== "string") return { error: "error: message must be a string" };
       return { msg: { type: "error", message: content.message } };

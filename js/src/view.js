@@ -13,6 +13,7 @@ import { Stroke } from "./raster.js";
 import { clip, extract, nonZeroBounds, put, union } from "./rects.js";
 
 const SEND_INTERVAL_MS = 50; // ≤ 20 Hz while drawing
+const SYNC_TIMEOUT_MS = 3000; // painting waits at most this long for the kernel's masks
 const MAX_BACKGROUND_BYTES = 20 * 1024 * 1024;
 const REENCODE_BACKGROUND_BYTES = 8 * 1024 * 1024; // the server's websocket cap is 10 MB
 const MAX_BRUSH = 256;
@@ -62,7 +63,18 @@ export class SemdrawView {
     this.renderStatus();
     this.renderStats();
     this.renderNotice();
-    model.send({ type: "sync" });
+    this.requestSync();
+  }
+
+  /**
+   * Asks the kernel for every mask. Until its "synced" reply (or a timeout, for a kernel that never
+   * answers), painting waits: a stroke made meanwhile would be overwritten by the sync's masks.
+   */
+  requestSync() {
+    this.syncing = true;
+    clearTimeout(this.syncTimer);
+    this.syncTimer = setTimeout(() => { this.syncing = false; }, SYNC_TIMEOUT_MS);
+    this.model.send({ type: "sync" });
   }
 
   get(name, fallback) {
@@ -176,6 +188,7 @@ export class SemdrawView {
       this.destroyed = true;
       cancelAnimationFrame(this.rafId);
       clearTimeout(this.sendTimer);
+      clearTimeout(this.syncTimer);
       for (const t of this.timers) clearTimeout(t);
       if (this.frameUrl) URL.revokeObjectURL(this.frameUrl);
       this.background?.close?.();
@@ -199,7 +212,7 @@ export class SemdrawView {
     this.resizePending = true;
     queueMicrotask(() => {
       this.resizePending = false;
-      if (!this.destroyed && this.applySize()) this.model.send({ type: "sync" });
+      if (!this.destroyed && this.applySize()) this.requestSync();
     });
   }
 
@@ -380,6 +393,10 @@ export class SemdrawView {
     if (this.stroke || (e.pointerType === "mouse" && e.button !== 0)) return;
     const layer = this.activeId();
     this.root.focus({ preventScroll: true });
+    if (this.syncing) {
+      this.say("Loading the masks from the kernel; paint again in a moment.");
+      return;
+    }
     if (!layer) {
       this.say(this.knownLayers.size ? "Select a layer to paint on (click its row)." : "Add a layer first (+ layer), then paint.");
       return;
@@ -734,6 +751,13 @@ export class SemdrawView {
         this.inbox = this.inbox.then(() => this.applyKernelMask(msg)).catch((err) => {
           console.warn("semdraw: could not apply a mask from the kernel", err);
           this.say(`A mask from the kernel could not be applied: ${err.message}`, true);
+        });
+        break;
+      case "synced":
+        // After the sync's masks, which apply in order through the inbox.
+        this.inbox = this.inbox.then(() => {
+          clearTimeout(this.syncTimer);
+          this.syncing = false;
         });
         break;
       case "frame":

@@ -142,3 +142,7 @@ test("bytesOf views any buffer type without copying", () => {
   assert.deepEqual([...bytesOf(base.buffer)], [0, 1, 2, 3, 4]);
   assert.equal(bytesOf("x"), null);
 });
+
+test("the end of a sync is a message of its own", () => {
+  assert.deepEqual(parseKernelMessage({ type: "synced" }, [], SIZE), { msg: { type: "synced" } });
+});
