@@ -135,6 +135,7 @@ class StreamRunner:
         self._still_sent = False
         self._frame_times: list[float] = []
         self._pending_arrival: float | None = None
+        self._started_at = 0.0  # strokes from before the stream started don't count as latency
         self._synced_revision: int | None = None
         self.frames_generated = 0
         self._state.add_change_listener(self._wake.set)
@@ -150,6 +151,7 @@ class StreamRunner:
             raise RuntimeError("this canvas was closed; create a new one")
         _install_interrupt_hooks()
         self._canvas.set_traits_threadsafe(running=True, status="generating")
+        self._started_at = time.perf_counter()
         with self._life:
             self._running = True
             if self._thread is None:
@@ -198,6 +200,8 @@ class StreamRunner:
 
     def step(self):
         """One frame now, in the caller's thread; returns it as a PIL image."""
+        if not self._running:
+            self._started_at = time.perf_counter()  # a manual step has no stroke-to-frame latency
         self._produce_frame()
         return self.latest_image()
 
@@ -301,6 +305,7 @@ class StreamRunner:
             self._canvas.set_traits_threadsafe(status="still: the image has settled; paint to continue")
 
     def _encode_and_send(self, seq, frame, fmt, breakdown, started, arrival, stages=None) -> None:
+        repeat = not breakdown  # the settled PNG repeats the last frame: it keeps that frame's figures
         try:
             rgb = frame.array()  # waits for this frame's copy to the host, in this thread only
             if stages is not None:
@@ -309,7 +314,7 @@ class StreamRunner:
             payload = protocol.encode_image(rgb, fmt, self.jpeg_quality)
             sent_at = time.perf_counter()
             breakdown["encode"] = (sent_at - encode_start) * 1e3
-            stats = self._update_stats(breakdown, started, sent_at, arrival)
+            stats = dict(self._canvas.stats) if repeat else self._update_stats(breakdown, started, sent_at, arrival)
             message = protocol.frame_message(seq, fmt, rgb.shape[1], rgb.shape[0], stats, payload)
             self._latest_message = message
             self._send_frame_message(*message)
@@ -371,7 +376,9 @@ class StreamRunner:
             if not same_layer or old[3] != key[3]:
                 changes["mask"] = snapshot.masks[layer["id"]]
                 arrival = snapshot.mask_arrival.get(layer["id"])
-                if arrival is not None and (self._pending_arrival is None or arrival < self._pending_arrival):
+                if arrival is not None and arrival >= self._started_at and (
+                    self._pending_arrival is None or arrival < self._pending_arrival
+                ):
                     self._pending_arrival = arrival
             if not same_layer or old[4] != key[4]:
                 changes["mask_strength"] = layer["mask_strength"]

@@ -225,3 +225,15 @@ def test_model_choice_is_never_silent(make_canvas, monkeypatch, tmp_path):
     monkeypatch.setenv("SEMDRAW_MODEL", str(tmp_path / "missing-model"))
     with pytest.raises(Exception, match="missing-model"):
         make_canvas(SIZE, SIZE, model="auto")
+
+
+def test_latency_counts_only_strokes_made_while_streaming(live):
+    canvas = live()
+    layer = canvas.add_layer("an apple")
+    paint(canvas, layer)  # before play: not a stroke-to-frame delay anyone waited for
+    canvas.start()
+    wait_for(lambda: canvas.status.startswith("still"))
+    canvas.stop()
+    assert canvas.stats.get("latency_ms") is None
+    *_, (last_jpeg, _), (png, _) = frames(canvas)
+    assert png["format"] == "png" and png["stats"] == last_jpeg["stats"]  # the settled copy keeps the last figures
