@@ -1,0 +1,77 @@
+"""Interrupting the kernel stops every stream, whether a cell is running or the kernel is idle."""
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from jupyter_client.manager import start_new_kernel
+
+REPO = str(Path(__file__).parent.parent)
+SETUP = """
+from semdraw_widget import SemanticCanvas, StreamMultiDiffusion
+# Fresh noise every frame: the scene never settles, so only a stop ends the frames.
+pipe = StreamMultiDiffusion("cpu", hf_key="tiny", height=64, width=64, fresh_noise=True)
+canvas = SemanticCanvas(64, 64, pipeline=pipe)
+canvas.add_layer("an apple")
+canvas._runner.acknowledge = lambda seq: None  # no browser: keep the stream from waiting on acks
+canvas._runner.max_in_flight = 10**9
+canvas.start()
+"""
+
+
+def run(client, code, timeout=120):
+    reply = client.execute_interactive(code, timeout=timeout, store_history=False)
+    return reply["content"]
+
+
+def value(client, expr):
+    outputs = []
+    client.execute_interactive(
+        f"print(repr({expr}))", timeout=60, output_hook=lambda msg: outputs.append(msg["content"].get("text", ""))
+    )
+    return "".join(outputs).strip()
+
+
+@pytest.fixture
+def kernel():
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))}
+    manager, client = start_new_kernel(kernel_name="python3", env=env)
+    yield manager, client
+    client.stop_channels()
+    manager.shutdown_kernel(now=True)
+
+
+def wait_running(client, expected, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value(client, "canvas.running") == repr(expected):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"canvas.running did not become {expected}")
+
+
+def test_interrupt_while_idle_stops_the_stream(kernel):
+    manager, client = kernel
+    assert run(client, SETUP)["status"] == "ok"
+    wait_running(client, True)
+    before = int(value(client, "canvas._runner.frames_generated"))
+    time.sleep(1.0)
+    assert int(value(client, "canvas._runner.frames_generated")) > before  # streaming while idle
+    manager.interrupt_kernel()
+    wait_running(client, False)
+    assert "interrupted" in value(client, "canvas.status")
+    frames = value(client, "canvas._runner.frames_generated")
+    time.sleep(1.0)
+    assert value(client, "canvas._runner.frames_generated") == frames
+    assert run(client, "canvas.start()")["status"] == "ok"  # and it starts again
+    wait_running(client, True)
+
+
+def test_interrupt_during_a_cell_stops_the_stream_too(kernel):
+    manager, client = kernel
+    assert run(client, SETUP)["status"] == "ok"
+    client.execute("import time\nwhile True: time.sleep(0.05)")
+    time.sleep(1.0)
+    manager.interrupt_kernel()
+    wait_running(client, False)
