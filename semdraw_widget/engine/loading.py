@@ -18,6 +18,7 @@ a message naming the family it was made for (`lora_family`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -268,8 +269,9 @@ def load_sd15(
 def to_device(modules: list, device: torch.device, dtype: torch.dtype, what: str) -> None:
     """Move modules for inference; out of memory propagates, with a note saying what to try."""
     try:
-        for module in modules:
-            module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        with diffusers_quiet():  # diffusers warns about casting with .to() even when nothing is affected
+            for module in modules:
+                module.to(device=device, dtype=dtype).eval().requires_grad_(False)
     except torch.OutOfMemoryError as error:
         error.add_note(
             f"semdraw: not enough memory on {device} for the {what} model in {dtype}. Free memory first "
@@ -457,12 +459,17 @@ def read_lora(lora_key: str, family: str, suggestion: str) -> dict[str, torch.Te
 def load_taesd(key: str):
     from diffusers import AutoencoderTiny
 
+    def load(source, **kw):
+        # AutoencoderTiny records `block_out_channels` in the configs it saves, then warns when reading them.
+        with diffusers_quiet():
+            return AutoencoderTiny.from_pretrained(source, **kw)
+
     if Path(os.path.expanduser(key)).is_dir():
-        return AutoencoderTiny.from_pretrained(os.path.expanduser(key))
+        return load(os.path.expanduser(key))
     if is_local(key):
         raise ModelNotFoundError(f"TAESD folder {key!r} does not exist (expected config.json + weights)")
     files = ["config.json", "diffusion_pytorch_model.safetensors"]
-    return hub_call(lambda **kw: AutoencoderTiny.from_pretrained(key, **kw), key, files, "TAESD")
+    return hub_call(lambda **kw: load(key, **kw), key, files, "TAESD")
 
 
 def _fuse_lora(lora_key: str, tokenizer, text_encoder, unet, vae, scheduler_config: dict) -> None:
@@ -478,8 +485,23 @@ def _fuse_lora(lora_key: str, tokenizer, text_encoder, unet, vae, scheduler_conf
     fuse_lora_into(shell, state)
 
 
+@contextlib.contextmanager
+def diffusers_quiet():
+    """Silence diffusers' warnings for a moment: ones this module has already checked for (a UNet-only
+    LoRA has no text-encoder keys: read_lora checked its family) or that do not apply."""
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(level)
+
+
 def fuse_lora_into(shell, state: dict[str, torch.Tensor]) -> None:
     """Load a LoRA state dict through a diffusers pipeline shell and fuse it into the weights for good."""
-    shell.load_lora_weights(state, adapter_name="accelerator")
+    with diffusers_quiet():
+        shell.load_lora_weights(state, adapter_name="accelerator")
     shell.fuse_lora(lora_scale=1.0)
     shell.unload_lora_weights()

@@ -140,7 +140,13 @@ def tiny_model_dir(family: str = "sd15") -> Path:
             atexit.register(shutil.rmtree, _BUILT["root"], ignore_errors=True)
         root = _BUILT["root"]
         if family not in _BUILT:
-            {"sd15": _write_sd15, "sdxl": _write_sdxl, "sd3": _write_sd3}[family](root)
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()  # writing a few kilobytes needs no progress bars
+            try:
+                {"sd15": _write_sd15, "sdxl": _write_sdxl, "sd3": _write_sd3}[family](root)
+            finally:
+                transformers_logging.enable_progress_bar()
             _BUILT[family] = root
         return root
 
