@@ -371,6 +371,7 @@ class StreamRunner:
             same_layer = old is not None and old[0] == key[0]
             if not same_layer or old[1] != key[1]:
                 changes["prompt"] = layer["prompt"]
+                self._check_prompt_length(layer)
             if not same_layer or old[2] != key[2]:
                 changes["negative_prompt"] = layer["negative_prompt"]
             if not same_layer or old[3] != key[3]:
@@ -394,6 +395,19 @@ class StreamRunner:
         while len(self._mirror) > len(wanted):
             pipeline.remove_layer(len(self._mirror) - 1)
             self._mirror.pop()
+
+    def _check_prompt_length(self, layer: dict) -> None:
+        """Say in the widget when a prompt is longer than the text encoder reads (the end is dropped)."""
+        count = getattr(getattr(self.pipeline, "model", None), "tokens_over_limit", None)
+        over = count(layer["prompt"]) if count is not None else 0
+        if over:
+            name = layer["name"] or layer["prompt"][:30]
+            message = (
+                f"the prompt of layer {name!r} is {over} token(s) longer than the text encoder reads: "
+                "its end is ignored. Shorten it to keep every word."
+            )
+            self._canvas.send_threadsafe(*protocol.error_message(message))
+            self._canvas.set_traits_threadsafe(status=message)
 
     def _release_gpu_memory(self) -> None:
         try:

@@ -237,3 +237,14 @@ def test_latency_counts_only_strokes_made_while_streaming(live):
     assert canvas.stats.get("latency_ms") is None
     *_, (last_jpeg, _), (png, _) = frames(canvas)
     assert png["format"] == "png" and png["stats"] == last_jpeg["stats"]  # the settled copy keeps the last figures
+
+
+def test_an_overlong_prompt_is_reported_in_the_widget(live):
+    canvas = live()
+    layer = canvas.add_layer("a red apple " * 40)
+    paint(canvas, layer)
+    with pytest.warns(UserWarning, match="tokens long"):
+        canvas.step()
+    errors = [content["message"] for content, _ in canvas.sent.of_type("error")]
+    assert any("longer than the text encoder reads" in message for message in errors)
+    assert "Shorten it" in canvas.status

@@ -43,6 +43,12 @@ class LatentFamily:
         self.shift_factor = float(getattr(vae.config, "shift_factor", None) or 0.0)
         self._embeddings: OrderedDict[str, Conditioning] = OrderedDict()
 
+    def tokens_over_limit(self, text: str) -> int:
+        """How many of `text`'s tokens the (first) text encoder cannot read: 0 when the prompt fits."""
+        tokenizer = getattr(self, "tokenizer", None) or self.tokenizers[0]
+        count = len(tokenizer(text, truncation=False, add_special_tokens=True).input_ids)
+        return max(0, count - int(tokenizer.model_max_length))
+
     def cached_conditioning(self, texts: Sequence[str], compute: Callable[[list[str]], Conditioning]) -> Conditioning:
         """Per-text conditioning, computing only the texts not cached (`compute(missing)` -> batch-first dict)."""
         missing = [t for t in dict.fromkeys(texts) if t not in self._embeddings]
