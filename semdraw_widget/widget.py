@@ -33,6 +33,22 @@ class FrontendNotBuiltError(RuntimeError):
     pass
 
 
+def _kernel_event_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running an IPython kernel's cells, when called from one; None elsewhere (scripts,
+    tests, or an unrelated loop such as Playwright's, which would never deliver our sends)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    if shell is None or getattr(shell, "kernel", None) is None:
+        return None
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def _frontend_files() -> dict[str, str]:
     if not _ESM_PATH.is_file() or not _CSS_PATH.is_file():
         raise FrontendNotBuiltError(
@@ -109,10 +125,8 @@ class SemanticCanvas(anywidget.AnyWidget):
         self._runner = None
         self._max_in_flight = max_in_flight
         self._main_thread = threading.get_ident()
-        try:  # the kernel's event loop: sends from the generation thread are scheduled on it
-            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            self._loop = None
+        # The kernel's event loop: sends from the generation thread are scheduled on it.
+        self._loop: asyncio.AbstractEventLoop | None = _kernel_event_loop()
         super().__init__(width=width, height=height, layers=self._state.layers, **files, **kwargs)
         self._sync_background_trait()
         if background_prompt:
@@ -223,17 +237,21 @@ class SemanticCanvas(anywidget.AnyWidget):
         Colab (and some front ends) do not show messages sent from other threads, so frames sent by the
         generation thread go through the loop that runs the kernel.
         """
-        if self._loop is None or threading.get_ident() == self._main_thread or self._loop.is_closed():
+        if self._direct():
             self._send_if_open(content, buffers)
         else:
             self._loop.call_soon_threadsafe(self._send_if_open, content, buffers)
+
+    def _direct(self) -> bool:
+        loop = self._loop
+        return loop is None or threading.get_ident() == self._main_thread or loop.is_closed() or not loop.is_running()
 
     def _send_if_open(self, content: dict, buffers: list | None) -> None:
         if self.comm is not None:
             self.send(content, buffers)
 
     def set_traits_threadsafe(self, **values: Any) -> None:
-        if self._loop is None or threading.get_ident() == self._main_thread or self._loop.is_closed():
+        if self._direct():
             self.set_trait_values(values)
         else:
             self._loop.call_soon_threadsafe(self.set_trait_values, values)

@@ -191,9 +191,11 @@ def test_two_canvases_can_share_one_pipeline(live):
     np.testing.assert_array_equal(again, frame_full)  # switching back restores its own scene exactly
 
 
-def test_frames_are_sent_on_the_kernels_event_loop(pipe):
+def test_frames_are_sent_on_the_kernels_event_loop(pipe, monkeypatch):
     """Colab shows only messages sent from the kernel's thread: frames made elsewhere go through its loop."""
-    from semdraw_widget import SemanticCanvas
+    from semdraw_widget import SemanticCanvas, widget
+
+    monkeypatch.setattr(widget, "_kernel_event_loop", asyncio.get_running_loop)  # as inside a kernel's cell
 
     async def scenario():
         canvas = SemanticCanvas(SIZE, SIZE, pipeline=pipe)
@@ -248,3 +250,16 @@ def test_an_overlong_prompt_is_reported_in_the_widget(live):
     errors = [content["message"] for content, _ in canvas.sent.of_type("error")]
     assert any("longer than the text encoder reads" in message for message in errors)
     assert "Shorten it" in canvas.status
+
+
+def test_an_unrelated_event_loop_is_not_used_for_sending(pipe):
+    """Outside a kernel (a script that runs its own asyncio loop, Playwright's sync API) frames go out directly."""
+    from semdraw_widget import SemanticCanvas
+
+    async def scenario():
+        canvas = SemanticCanvas(SIZE, SIZE, pipeline=pipe)
+        return canvas._loop, canvas
+
+    loop, canvas = asyncio.run(scenario())
+    assert loop is None
+    canvas.close()
