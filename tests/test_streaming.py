@@ -62,6 +62,21 @@ def paint(canvas, layer, x=0, y=0, w=SIZE, h=SIZE, value=255):
     canvas._handle_custom_msg(*stroke_message(layer, x, y, w, h, value=value))
 
 
+def run_in_own_thread(scenario):
+    """asyncio.run(scenario()) in a fresh thread (this one may already run a loop, e.g. Playwright's);
+    returns (that thread's id, the result)."""
+    result = {}
+
+    def target():
+        result["thread"] = threading.get_ident()
+        result["value"] = asyncio.run(scenario())
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(timeout=120)
+    return result["thread"], result["value"]
+
+
 def stream_threads():
     return [t for t in threading.enumerate() if t.name == "semdraw-stream" and t.is_alive()]
 
@@ -210,8 +225,7 @@ def test_frames_are_sent_on_the_kernels_event_loop(pipe, monkeypatch):
         canvas.close()
         return senders
 
-    loop_thread = threading.get_ident()
-    senders = asyncio.run(scenario())
+    loop_thread, senders = run_in_own_thread(scenario)
     frame_threads = {ident for kind, ident in senders if kind == "frame"}
     assert frame_threads == {loop_thread}
 
@@ -260,6 +274,6 @@ def test_an_unrelated_event_loop_is_not_used_for_sending(pipe):
         canvas = SemanticCanvas(SIZE, SIZE, pipeline=pipe)
         return canvas._loop, canvas
 
-    loop, canvas = asyncio.run(scenario())
+    _, (loop, canvas) = run_in_own_thread(scenario)
     assert loop is None
     canvas.close()
