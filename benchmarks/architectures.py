@@ -86,7 +86,7 @@ ARCHS = ("tiny", "sd15", "sdxl", "sd3")
 
 
 class NotAvailable(RuntimeError):
-    """An architecture whose family adapter does not exist in this checkout yet."""
+    """An architecture this module has no random-weight builder for."""
 
 
 def build(arch: str, device: torch.device, dtype: torch.dtype):
@@ -95,19 +95,10 @@ def build(arch: str, device: torch.device, dtype: torch.dtype):
         from semdraw_widget.engine import load_model
 
         return load_model("tiny", device=device, dtype=dtype)
-    if arch == "sd15":
-        return _sd15(device, dtype)
-    from semdraw_widget.engine.models import FAMILIES
-
-    family = {"sdxl": "sdxl", "sd3": "sd3"}[arch]
-    if family == "sdxl" and family in FAMILIES:
-        return _sdxl(device, dtype)
-    if family not in FAMILIES:
-        raise NotAvailable(
-            f"--arch {arch}: not available yet -- this checkout has no {family} family adapter "
-            f"(semdraw_widget/engine/models/{family}.py); available: {', '.join(FAMILIES)}"
-        )
-    raise NotAvailable(f"--arch {arch}: the {family} adapter exists, but its random-weight builder is not written yet")
+    builders = {"sd15": _sd15, "sdxl": _sdxl}
+    if arch not in builders:
+        raise NotAvailable(f"--arch {arch}: the {arch} adapter exists, but its random-weight builder is not written yet")
+    return builders[arch](device, dtype)
 
 
 def _tokenizer(name: str):
@@ -129,7 +120,7 @@ def _sdxl(device: torch.device, dtype: torch.dtype):
     from diffusers import AutoencoderTiny, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    from semdraw_widget.engine.loading import DEFAULT_SCHEDULER_CONFIG
+    from semdraw_widget.engine.loading import DEFAULT_SCHEDULER_CONFIG, to_device
     from semdraw_widget.engine.models.sdxl import SDXL, SDXLComponents
 
     tokenizer, tokenizer_2 = _tokenizer("tokenizer"), _tokenizer("tokenizer_2")
@@ -139,8 +130,7 @@ def _sdxl(device: torch.device, dtype: torch.dtype):
         text_encoder = _clip(CLIPTextModel, tokenizer, CLIP_L)
         text_encoder_2 = _clip(CLIPTextModelWithProjection, tokenizer_2, CLIP_BIGG)
         vae = AutoencoderTiny(**TAESD)
-    for module in (unet, text_encoder, text_encoder_2, vae):
-        module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    to_device([unet, text_encoder, text_encoder_2, vae], device, dtype, "SDXL")
     components = SDXLComponents(tokenizer, tokenizer_2, text_encoder, text_encoder_2, unet, vae, dict(DEFAULT_SCHEDULER_CONFIG))
     return SDXL(components, device, dtype)
 
@@ -149,15 +139,15 @@ def _sd15(device: torch.device, dtype: torch.dtype):
     from diffusers import AutoencoderTiny, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    from semdraw_widget.engine.loading import DEFAULT_SCHEDULER_CONFIG, SD15Components
+    from semdraw_widget.engine.loading import DEFAULT_SCHEDULER_CONFIG, SD15Components, to_device
     from semdraw_widget.engine.models.sd15 import SD15
+
     tokenizer = _tokenizer("tokenizer")
     torch.manual_seed(0)
     with torch.device(device):  # initialise where the weights will live: seconds, not minutes
         unet = UNet2DConditionModel(**SD15_UNET)
         text_encoder = _clip(CLIPTextModel, tokenizer, CLIP_L)
         vae = AutoencoderTiny(**TAESD)
-    for module in (unet, text_encoder, vae):
-        module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    to_device([unet, text_encoder, vae], device, dtype, "SD 1.5")
     components = SD15Components(tokenizer, text_encoder, unet, vae, dict(DEFAULT_SCHEDULER_CONFIG))
     return SD15(components, device, dtype)

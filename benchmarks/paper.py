@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from semdraw_widget.engine.blend import Guidance, RegionScene, denoise, slot_noise
-from semdraw_widget.engine.schedulers import SlotSteps, alphas_cumprod
+from semdraw_widget.engine.schedulers import SlotSteps, alphas_cumprod, ddpm_slot_steps
 
 from .architectures import ARCHS, NotAvailable, build
 from .live import PROMPTS, disc, layer_centres
@@ -39,13 +39,8 @@ def ddim_steps(family: Any, num_steps: int, device: torch.device, dtype: torch.d
         abar = alphas_cumprod(DEFAULT_SCHEDULER_CONFIG)
     stride = len(abar) // num_steps
     ts = [i * stride + 1 for i in range(num_steps)][::-1]
-    a = abar[ts]
-    const = lambda v: v.to(device=device, dtype=dtype)
-    return SlotSteps(
-        timesteps=torch.tensor(ts, dtype=torch.long, device=device), alpha=const(a.sqrt()), beta=const((1 - a).sqrt()),
-        c_skip=const(torch.zeros(num_steps, dtype=torch.float64)), c_out=const(torch.ones(num_steps, dtype=torch.float64)),
-        noise_levels=tuple(float(b) for b in (1 - a).sqrt()),
-    )
+    zeros, ones = torch.zeros(num_steps, dtype=torch.float64), torch.ones(num_steps, dtype=torch.float64)
+    return ddpm_slot_steps(abar, ts, zeros, ones, device, dtype)
 
 
 def ddim_step(steps: SlotSteps, i: int, x_t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
@@ -73,7 +68,7 @@ def multidiffusion(family: Any, height: int, width: int, layers: int, steps: int
     x = noise[:1]
     with torch.no_grad():
         for i in range(steps):
-            x0 = denoise(family, ddim.select(slice(i, i + 1)), x, batch.select(i), background, guidance, noise[i:i + 1], background)
+            x0 = denoise(family, ddim.select(slice(i, i + 1)), x, batch.select(i), background, guidance, noise[i:i + 1])
             x = ddim_step(ddim, i, x, x0)
         return family.decode(x)
 

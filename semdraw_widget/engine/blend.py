@@ -145,23 +145,23 @@ def denoise(
     background: torch.Tensor,
     guidance: Guidance,
     noise: torch.Tensor,
-    boot_latent: torch.Tensor | None = None,
     leak_sensitivity: float | None = None,
     timer: Any = None,
 ) -> torch.Tensor:
     """x_t (T, C, h, w) at the slots of `steps` -> blended x0 (T, C, h, w).
 
-    `noise` (T, C, h, w) is the noise each slot's latent was made with: it noises `boot_latent`
-    (white or the background image, (1, C, h, w)) for the bootstrapped slots, and is the residual
-    for self-CFG. `leak_sensitivity` (one-shot only) down-weights, at bootstrapped slots, where a
-    layer's x0 still looks like the bootstrap background. `timer.mark("unet")` follows the model call.
+    `background` (1, C, h, w: white or the background image's latent) fills uncovered area and is
+    also the bootstrap latent. `noise` (T, C, h, w) is the noise each slot's latent was made with: it
+    noises the background for the bootstrapped slots, and is the residual for self-CFG.
+    `leak_sensitivity` (one-shot only) down-weights, at bootstrapped slots, where a layer's x0 still
+    looks like the background. `timer.mark("unet")` follows the model call.
     """
     t, c, h, w = x_t.shape
     p, nb = batch.num_layers, batch.boot_slots
     masks = batch.masks
     x = x_t[:, None].expand(t, p, c, h, w)
     if nb:
-        booted = steps.select(slice(0, nb)).add_noise(boot_latent, noise[:nb])[:, None]
+        booted = steps.select(slice(0, nb)).add_noise(background, noise[:nb])[:, None]
         x = torch.cat([masks[:nb] * x[:nb] + (1.0 - masks[:nb]) * booted, x[nb:]])
     flat = x.reshape(t * p, c, h, w)
     model_in = torch.cat([roll_items(flat[: nb * p], batch.roll_forward), flat[nb * p:]]) if nb else flat
@@ -180,7 +180,7 @@ def denoise(
         out = torch.cat([roll_items(out[: nb * p], batch.roll_back), out[nb * p:]])
     x0 = steps.x0(x, out.view(t, p, c, h, w))
     if leak_sensitivity and nb:
-        leak = (x0[:nb] - boot_latent[:, None]).pow(2).mean(dim=2, keepdim=True)
+        leak = (x0[:nb] - background[:, None]).pow(2).mean(dim=2, keepdim=True)
         masks = torch.cat([masks[:nb] * (torch.sigmoid(leak / leak_sensitivity) * 2.0 - 1.0), masks[nb:]])
     return blend_x0(x0, masks, background)
 

@@ -52,7 +52,8 @@ FAMILY_TITLES = {"sd15": "SD 1.5", "sd2": "SD 2.x", "sdxl": "SDXL", "sd3": "SD3"
 # sd_version spellings (the seed project's "1.5" / "xl" / "3") and family names.
 FAMILY_ALIASES = {"1.5": "sd15", "sd15": "sd15", "xl": "sdxl", "sdxl": "sdxl", "3": "sd3", "sd3": "sd3"}
 TINY_KEYS = {"tiny": "sd15", "tiny-xl": "sdxl", "tiny-3": "sd3"}
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+SINGLE_FILE_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -127,13 +128,11 @@ def _not_found(repo_id: str, files: list[str], what: str, error: BaseException, 
 
 
 def is_local(key: str) -> bool:
-    return key.startswith((".", "/", "~")) or os.path.exists(os.path.expanduser(key)) or key.endswith(
-        (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
-    )
+    return key.startswith((".", "/", "~")) or os.path.exists(os.path.expanduser(key)) or key.endswith(SINGLE_FILE_SUFFIXES)
 
 
 def check_pickle(path: Path, allow_pickle: bool) -> None:
-    if path.suffix in {".ckpt", ".pt", ".pth", ".bin"} and not allow_pickle:
+    if path.suffix in PICKLE_SUFFIXES and not allow_pickle:
         raise UnsafeCheckpointError(
             f"{path} is a pickled checkpoint: opening it can run arbitrary code hidden in the file. "
             "Convert it to .safetensors, or pass allow_pickle=True if you trust its source."
@@ -281,11 +280,6 @@ def to_device(modules: list, device: torch.device, dtype: torch.dtype, what: str
         raise
 
 
-def _read_scheduler_config(folder: Path) -> dict:
-    file = folder / "scheduler" / "scheduler_config.json"
-    return {**DEFAULT_SCHEDULER_CONFIG, **json.loads(file.read_text())} if file.is_file() else dict(DEFAULT_SCHEDULER_CONFIG)
-
-
 def _load_folder(folder: Path, use_tiny_vae: bool):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
@@ -297,7 +291,7 @@ def _load_folder(folder: Path, use_tiny_vae: bool):
     text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder")
     unet = UNet2DConditionModel.from_pretrained(folder / "unet")
     vae = None if use_tiny_vae else AutoencoderKL.from_pretrained(folder / "vae")
-    return tokenizer, text_encoder, unet, vae, _read_scheduler_config(folder)
+    return tokenizer, text_encoder, unet, vae, read_scheduler_config(str(folder), DEFAULT_SCHEDULER_CONFIG, [])
 
 
 def _load_hub(repo_id: str, use_tiny_vae: bool):
@@ -305,18 +299,11 @@ def _load_hub(repo_id: str, use_tiny_vae: bool):
     from transformers import CLIPTextModel, CLIPTokenizer
 
     files = [f for part, f in SD15_FILES.items() if not (part == "vae" and use_tiny_vae)]
-
-    def load(cls, subfolder):
-        return hub_call(lambda **kw: cls.from_pretrained(repo_id, subfolder=subfolder, **kw), repo_id, files, "Model")
-
-    unet = load(UNet2DConditionModel, "unet")
-    tokenizer = load(CLIPTokenizer, "tokenizer")
-    text_encoder = load(CLIPTextModel, "text_encoder")
-    vae = None if use_tiny_vae else load(AutoencoderKL, "vae")
-    scheduler_file = hub_call(
-        lambda **kw: _hub_file(repo_id, "scheduler/scheduler_config.json", **kw), repo_id, files, "Model"
-    )
-    return tokenizer, text_encoder, unet, vae, {**DEFAULT_SCHEDULER_CONFIG, **json.loads(Path(scheduler_file).read_text())}
+    unet = load_part(UNet2DConditionModel, repo_id, "unet", files)
+    tokenizer = load_part(CLIPTokenizer, repo_id, "tokenizer", files)
+    text_encoder = load_part(CLIPTextModel, repo_id, "text_encoder", files)
+    vae = None if use_tiny_vae else load_part(AutoencoderKL, repo_id, "vae", files)
+    return tokenizer, text_encoder, unet, vae, read_scheduler_config(repo_id, DEFAULT_SCHEDULER_CONFIG, files)
 
 
 def _hub_file(repo_id: str, filename: str, local_files_only: bool) -> str:
@@ -364,10 +351,8 @@ def _load_single_file(file: Path, config: str, use_tiny_vae: bool):
             raise ValueError(f"{file}: text encoder weights incomplete, missing {result.missing_keys[:5]}")
     else:
         text_encoder = from_config(lambda **kw: CLIPTextModel.from_pretrained(config, subfolder="text_encoder", **kw))
-    if local:
-        scheduler_config = _read_scheduler_config(Path(os.path.expanduser(config)))
-    else:
-        scheduler_config = dict(DEFAULT_SCHEDULER_CONFIG)
+    # a hub config repository's scheduler is not fetched: the SD 1.5 defaults are its values
+    scheduler_config = read_scheduler_config(config, DEFAULT_SCHEDULER_CONFIG, []) if local else dict(DEFAULT_SCHEDULER_CONFIG)
     return tokenizer, text_encoder, unet, vae, scheduler_config
 
 

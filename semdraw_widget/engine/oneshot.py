@@ -188,18 +188,19 @@ class StableMultiDiffusionPipeline:
             return background
         windows, weights = tile_weights(h, w, max(1, tile_size // self.model.vae_scale))
         weights = weights.to(self.device, self.dtype)
+        # Each window's batch once, not per step: cropping recomputes the centring rolls on the host.
+        crops = [batch.crop(*window) for window in windows] if len(windows) > 1 else []
         x = noise[:1]
         for i in range(len(steps)):
-            step, slot_batch = steps.select(slice(i, i + 1)), batch.select(i)
+            step = steps.select(slice(i, i + 1))
             if len(windows) == 1:
-                x0 = denoise(self.model, step, x, slot_batch, background, scene.guidance, noise[i:i + 1], background, leak)
+                x0 = denoise(self.model, step, x, batch.select(i), background, scene.guidance, noise[i:i + 1], leak)
             else:
                 x0 = torch.zeros_like(x)
-                for (top, bottom, left, right), weight in zip(windows, weights):
+                for (top, bottom, left, right), weight, crop in zip(windows, weights, crops):
                     part = (..., slice(top, bottom), slice(left, right))
                     x0[part] += weight[top:bottom, left:right] * denoise(
-                        self.model, step, x[part], slot_batch.crop(top, bottom, left, right), background[part],
-                        scene.guidance, noise[i:i + 1][part], background[part], leak,
+                        self.model, step, x[part], crop.select(i), background[part], scene.guidance, noise[i:i + 1][part], leak,
                     )
             if i + 1 < len(steps):
                 x = steps.select(slice(i + 1, i + 2)).add_noise(x0, noise[i + 1:i + 2])

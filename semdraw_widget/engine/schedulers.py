@@ -95,6 +95,22 @@ def _per_slot(values: torch.Tensor, dims: int) -> torch.Tensor:
     return values.view(-1, *([1] * (dims - 1)))
 
 
+def ddpm_slot_steps(
+    alphas_cumprod: torch.Tensor, ts: Sequence[int], c_skip: torch.Tensor, c_out: torch.Tensor,
+    device: torch.device, dtype: torch.dtype,
+) -> SlotSteps:
+    """SlotSteps at DDPM timesteps `ts`: alpha_t = sqrt(abar_t), beta_t = sqrt(1 - abar_t) (also the
+    noise levels); `c_skip`, `c_out` (float64, one per slot) are the sampler's boundary condition."""
+    abar = alphas_cumprod[list(ts)]
+    alpha, beta = abar.sqrt(), (1.0 - abar).sqrt()
+    const = lambda values: values.to(device=device, dtype=dtype)
+    return SlotSteps(
+        timesteps=torch.tensor(ts, dtype=torch.long, device=device),
+        alpha=const(alpha), beta=const(beta), c_skip=const(c_skip), c_out=const(c_out),
+        noise_levels=tuple(float(b) for b in beta),
+    )
+
+
 class LCMSchedule:
     """LCM's multistep schedule over a DDPM-trained model (diffusers' LCMScheduler conventions)."""
 
@@ -124,18 +140,8 @@ class LCMSchedule:
     def prepare(self, t_index_list: Sequence[int], device: torch.device, dtype: torch.dtype) -> SlotSteps:
         indices = check_t_index_list(t_index_list, self.num_steps)
         ts = [self.timesteps[i] for i in indices]
-        abar = self.alphas_cumprod[ts]
-        alpha, beta = abar.sqrt(), (1.0 - abar).sqrt()
         bounds = torch.tensor([self.boundary(t) for t in ts], dtype=torch.float64)
-
-        def const(values: torch.Tensor) -> torch.Tensor:
-            return values.to(device=device, dtype=dtype)
-
-        return SlotSteps(
-            timesteps=torch.tensor(ts, dtype=torch.long, device=device),
-            alpha=const(alpha), beta=const(beta), c_skip=const(bounds[:, 0]), c_out=const(bounds[:, 1]),
-            noise_levels=tuple(float(b) for b in beta),
-        )
+        return ddpm_slot_steps(self.alphas_cumprod, ts, bounds[:, 0], bounds[:, 1], device, dtype)
 
 
 class EulerTrailingSchedule:
@@ -166,15 +172,9 @@ class EulerTrailingSchedule:
     def prepare(self, t_index_list: Sequence[int], device: torch.device, dtype: torch.dtype) -> SlotSteps:
         indices = check_t_index_list(t_index_list, self.num_steps)
         ts = [self.timesteps[i] for i in indices]
-        abar = self.alphas_cumprod[ts]
-        alpha, beta = abar.sqrt(), (1.0 - abar).sqrt()
-        const = lambda values: values.to(device=device, dtype=dtype)
-        return SlotSteps(
-            timesteps=torch.tensor(ts, dtype=torch.long, device=device),
-            alpha=const(alpha), beta=const(beta),
-            c_skip=torch.zeros(len(ts), device=device, dtype=dtype), c_out=torch.ones(len(ts), device=device, dtype=dtype),
-            noise_levels=tuple(float(b) for b in beta),
-        )
+        # Euler's x0 is the LCM formula with c_skip = 0, c_out = 1 (see the module notes)
+        c_skip, c_out = torch.zeros(len(ts), dtype=torch.float64), torch.ones(len(ts), dtype=torch.float64)
+        return ddpm_slot_steps(self.alphas_cumprod, ts, c_skip, c_out, device, dtype)
 
 
 @dataclass(frozen=True)

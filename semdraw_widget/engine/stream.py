@@ -54,14 +54,14 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 def to_output(images: torch.Tensor, output_type: str):
     """(1, 3, H, W) in [0, 1] -> PIL image, uint8 HxWx3 numpy array, or uint8 HxWx3 device tensor."""
-    rgb = to_uint8(images)
+    return rgb_output(to_uint8(images), output_type)
+
+
+def rgb_output(rgb: torch.Tensor, output_type: str):
+    """uint8 HxWx3 device tensor -> itself ("pt", no wait), a host numpy array ("np") or a PIL image ("pil")."""
     if output_type == "pt":
         return rgb
-    return host_output(rgb.cpu().numpy(), output_type)
-
-
-def host_output(array: np.ndarray, output_type: str):
-    """uint8 HxWx3 host array -> itself ("np") or a PIL image ("pil")."""
+    array = rgb.cpu().numpy()
     if output_type == "np":
         return array
     from PIL import Image
@@ -429,7 +429,7 @@ class StreamMultiDiffusion:
         rgb = to_uint8(self.model.decode(latent))
         if self.profile:
             self._timer.mark("decode")
-        return rgb if output_type == "pt" else host_output(rgb.cpu().numpy(), output_type)
+        return rgb_output(rgb, output_type)
 
     def _step(self) -> torch.Tensor:
         """Steps 1-5 for all slots; returns the last slot's x0 (1, C, h, w)."""
@@ -447,7 +447,7 @@ class StreamMultiDiffusion:
             x0 = background.expand_as(x_t)
         else:
             timer = self._timer if self.profile else None
-            x0 = denoise(self.predictor, self.steps, x_t, batch, background, scene.guidance, noise, background, timer=timer)
+            x0 = denoise(self.predictor, self.steps, x_t, batch, background, scene.guidance, noise, timer=timer)
             self.unet_calls += 1
         self._buffer = self._renoise.add_noise(x0[:-1], noise[1:])
         if self.profile:

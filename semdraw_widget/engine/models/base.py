@@ -65,6 +65,18 @@ class LatentFamily:
             self._embeddings.popitem(last=False)
         return result
 
+    def clip_pair_outputs(self, texts: Sequence[str]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """For families with two CLIP encoders (`self.tokenizers`, `self.text_encoders`): each encoder's
+        penultimate hidden states and its first output (the projected pooled embedding of an encoder
+        with projection). Only the first tokenizer warns about an overlong prompt: both cut it alike."""
+        hidden, pooled = [], []
+        for i, (tokenizer, encoder) in enumerate(zip(self.tokenizers, self.text_encoders)):
+            ids = torch.cat([clip_token_ids(tokenizer, t, warn=i == 0) for t in texts]).to(self.device)
+            out = encoder(ids, output_hidden_states=True)
+            hidden.append(out.hidden_states[-2])
+            pooled.append(out[0])
+        return hidden, pooled
+
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) RGB in [0, 1] -> scaled latents (B, C, H/8, W/8) (the distribution's mode for a KL VAE)."""

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from .. import loading
 from ..schedulers import FlowMatchSchedule
-from .base import Conditioning, LatentFamily, clip_token_ids
+from .base import Conditioning, LatentFamily
 
 DEFAULT_SD3_KEY = "stabilityai/stable-diffusion-3-medium-diffusers"
 DEFAULT_SD3_LORA_KEY = "jasperai/flash-sd3"
@@ -128,12 +128,7 @@ class SD3(LatentFamily):
         return self.cached_conditioning(texts, self._encode)
 
     def _encode(self, texts: list[str]) -> Conditioning:
-        hidden, pooled = [], []
-        for i, (tokenizer, encoder) in enumerate(zip(self.tokenizers, self.text_encoders)):
-            ids = torch.cat([clip_token_ids(tokenizer, t, warn=i == 0) for t in texts]).to(self.device)
-            out = encoder(ids, output_hidden_states=True)
-            hidden.append(out.hidden_states[-2])
-            pooled.append(out[0])
+        hidden, pooled = self.clip_pair_outputs(texts)
         clip = torch.cat(hidden, dim=-1)
         clip = F.pad(clip, (0, self.joint_attention_dim - clip.shape[-1]))
         if self.text_encoder_3 is None:

@@ -27,7 +27,7 @@ import torch
 
 from .. import loading
 from ..schedulers import EulerTrailingSchedule
-from .base import Conditioning, LatentFamily, clip_token_ids
+from .base import Conditioning, LatentFamily
 
 DEFAULT_XL_KEY = "stabilityai/stable-diffusion-xl-base-1.0"
 LIGHTNING_REPO = "ByteDance/SDXL-Lightning"
@@ -141,13 +141,9 @@ class SDXL(LatentFamily):
         return self.cached_conditioning(texts, self._encode)
 
     def _encode(self, texts: list[str]) -> Conditioning:
-        hidden, pooled = [], None
-        for i, (tokenizer, encoder) in enumerate(zip(self.tokenizers, self.text_encoders)):
-            ids = torch.cat([clip_token_ids(tokenizer, t, warn=i == 0) for t in texts]).to(self.device)
-            out = encoder(ids, output_hidden_states=True)
-            hidden.append(out.hidden_states[-2])
-            pooled = out[0]  # the second encoder's projected pooled embedding
-        return {"encoder_hidden_states": torch.cat(hidden, dim=-1).to(self.dtype), "text_embeds": pooled.to(self.dtype)}
+        hidden, pooled = self.clip_pair_outputs(texts)
+        # text_embeds: bigG's projected pooled embedding (CLIP-L's first output is its last hidden state)
+        return {"encoder_hidden_states": torch.cat(hidden, dim=-1).to(self.dtype), "text_embeds": pooled[1].to(self.dtype)}
 
     # ---- denoiser ---------------------------------------------------------------------------
     def time_ids(self, batch: int, height: int, width: int) -> torch.Tensor:
