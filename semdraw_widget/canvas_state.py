@@ -22,6 +22,7 @@ SCENE_FORMAT = "semdraw-scene"
 SCENE_VERSION = 1
 MAX_SIDE = 4096
 MAX_PROMPT_CHARS = 2000
+MAX_MASK_BLUR = 256  # pixels; js/src/palette.js NUMBER_RANGES holds the same limits for the browser
 
 LAYER_DEFAULTS: dict[str, Any] = {
     "name": "",
@@ -57,9 +58,10 @@ def new_layer_id() -> str:
     return "l" + secrets.token_hex(4)
 
 
-def _check_unit(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"layer {key} must be a number between 0 and 1 (got {value!r})")
+def _check_number(key: str, value: Any, high: float, what: str = "a number") -> float:
+    """A layer setting that must be a real number (not a bool) between 0 and ``high``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= high:
+        raise ValueError(f"layer {key} must be {what} between 0 and {high:g} (got {value!r})")
     return float(value)
 
 
@@ -98,11 +100,8 @@ def normalize_layer(spec: dict, index: int = 0) -> dict:
         layer[key] = _check_text(key, layer[key])
     layer["color"] = _check_color(layer["color"])
     for key in ("prompt_strength", "mask_strength"):
-        layer[key] = _check_unit(key, layer[key])
-    blur = layer["mask_blur"]
-    if isinstance(blur, bool) or not isinstance(blur, (int, float)) or not 0 <= float(blur) <= 256:
-        raise ValueError(f"layer mask_blur must be a number of pixels between 0 and 256 (got {blur!r})")
-    layer["mask_blur"] = float(blur)
+        layer[key] = _check_number(key, layer[key], 1.0)
+    layer["mask_blur"] = _check_number("mask_blur", layer["mask_blur"], MAX_MASK_BLUR, "a number of pixels")
     if not isinstance(layer["visible"], bool):
         raise ValueError(f"layer visible must be True or False (got {layer['visible']!r})")
     return layer
@@ -206,8 +205,7 @@ class CanvasState:
             if layer["id"] in self._masks:
                 raise ValueError(f"a layer with id {layer['id']!r} already exists")
             self._layers.append(layer)
-            self._masks[layer["id"]] = np.zeros((self.height, self.width), np.uint8)
-            self._mask_revisions[layer["id"]] = 0
+            self._add_mask(layer["id"])
             self._bump()
             return layer["id"]
 
@@ -222,8 +220,7 @@ class CanvasState:
     def remove_layer(self, layer_id: str) -> None:
         with self._lock:
             del self._layers[self._index(layer_id)]
-            for table in (self._masks, self._mask_revisions, self._mask_arrival, self._snapshot_cache):
-                table.pop(layer_id, None)
+            self._drop_mask(layer_id)
             self._bump()
 
     def set_layers(self, specs: list[dict]) -> list[dict]:
@@ -242,17 +239,24 @@ class CanvasState:
             if layers == self._layers:
                 return self.layers
             for layer_id in set(self._masks) - set(ids):
-                for table in (self._masks, self._mask_revisions, self._mask_arrival, self._snapshot_cache):
-                    table.pop(layer_id, None)
+                self._drop_mask(layer_id)
             for layer_id in ids:
                 if layer_id not in self._masks:
-                    self._masks[layer_id] = np.zeros((self.height, self.width), np.uint8)
-                    self._mask_revisions[layer_id] = 0
+                    self._add_mask(layer_id)
             self._layers = layers
             self._bump()
             return self.layers
 
     # ---- masks --------------------------------------------------------------------------------
+    def _add_mask(self, layer_id: str) -> None:
+        self._masks[layer_id] = np.zeros((self.height, self.width), np.uint8)
+        self._mask_revisions[layer_id] = 0
+
+    def _drop_mask(self, layer_id: str) -> None:
+        """Forget everything kept per layer id, so a later layer reusing the id starts clean."""
+        for table in (self._masks, self._mask_revisions, self._mask_arrival, self._snapshot_cache):
+            table.pop(layer_id, None)
+
     def coverage(self, layer_id: str) -> np.ndarray:
         """A copy of one layer's uint8 coverage (H, W)."""
         with self._lock:
@@ -264,10 +268,13 @@ class CanvasState:
             self._index(layer_id)
             return self._masks[layer_id].astype(np.float32) / 255.0
 
+    def _masks_in_order(self) -> list[np.ndarray]:
+        with self._lock:
+            return [self._masks[layer["id"]] for layer in self._layers]
+
     @property
     def masks(self) -> np.ndarray:
-        with self._lock:
-            stack = [self._masks[layer["id"]] for layer in self._layers]
+        stack = self._masks_in_order()
         if not stack:
             return np.zeros((0, self.height, self.width), np.float32)
         return np.stack(stack).astype(np.float32) / 255.0
@@ -314,8 +321,7 @@ class CanvasState:
 
     def label_map(self) -> np.ndarray:
         """(H, W) int: index (in layer order) of the top-most layer covering each pixel, -1 where none."""
-        with self._lock:
-            stack = [self._masks[layer["id"]] for layer in self._layers]
+        stack = self._masks_in_order()
         labels = np.full((self.height, self.width), -1, np.int64)
         for index, coverage in enumerate(stack):
             labels[coverage > 0] = index

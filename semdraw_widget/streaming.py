@@ -43,7 +43,9 @@ ACK_TIMEOUT_S = 10.0
 
 _live_runners: "weakref.WeakSet[StreamRunner]" = weakref.WeakSet()
 _pipeline_locks: "weakref.WeakKeyDictionary[Any, threading.Lock]" = weakref.WeakKeyDictionary()
-_pipeline_owner: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
+# The runner whose layers the pipeline holds now. A weak reference, not id(): a new runner can reuse a
+# closed one's id and would then wrongly trust the engine's leftover layers to be its own.
+_pipeline_owner: "weakref.WeakKeyDictionary[Any, weakref.ref[StreamRunner]]" = weakref.WeakKeyDictionary()
 _registry_lock = threading.Lock()
 
 
@@ -118,6 +120,7 @@ class StreamRunner:
         self._lock = _lock_for(pipeline)
         self._wake = threading.Event()
         self._counters = threading.Lock()
+        self._queue_order = threading.Lock()
         self._thread: threading.Thread | None = None  # alive exactly while running (see _loop)
         self._life = threading.Lock()
         self._encoder = ThreadPoolExecutor(1, thread_name_prefix="semdraw-encode")
@@ -126,7 +129,7 @@ class StreamRunner:
         self._seq = 0
         self._acked = 0
         self._last_ack_time = time.perf_counter()
-        self._mirror: list[tuple] = []  # what the engine holds, per engine layer index
+        self._mirror: list[tuple[str, dict]] = []  # (layer id, settings) the engine holds, per engine layer index
         self._background_revision = -1
         self._seed_request: int | None = None
         self._latest_frame: HostFrame | None = None
@@ -276,29 +279,37 @@ class StreamRunner:
             frame = HostFrame(self.pipeline.decode(latent, "pt"))
             stage_timer = getattr(self.pipeline, "frame_stages", None)
             stages = stage_timer() if stage_timer is not None else None
-        generated = time.perf_counter()
-        self._synced_revision = snapshot.revision
-        self._latest_frame = frame
-        self.frames_generated += 1
-        was_still, self._still_sent = self._still_sent, False
+            generated = time.perf_counter()
+            # Still under the lock: a step() beside the stream thread must not record frames out of order.
+            self._synced_revision = snapshot.revision
+            self._latest_frame = frame
+            self.frames_generated += 1
+            was_still, self._still_sent = self._still_sent, False
+            arrival, self._pending_arrival = self._pending_arrival, None
+            breakdown = {"sync": (synced - started) * 1e3, "generate": (generated - synced) * 1e3}
+            self._queue_frame(frame, "jpeg", breakdown, started, arrival, stages)
         if was_still and self._running:
             self._canvas.set_traits_threadsafe(status="generating")
-        arrival, self._pending_arrival = self._pending_arrival, None
-        with self._counters:
-            self._seq += 1
-            seq = self._seq
-        breakdown = {"sync": (synced - started) * 1e3, "generate": (generated - synced) * 1e3}
-        self._encoder.submit(self._encode_and_send, seq, frame, "jpeg", breakdown, started, arrival, stages)
 
     def _send_still_frame(self) -> None:
         if self._still_sent or self._latest_frame is None:
             return
         self._still_sent = True
-        with self._counters:
-            self._seq += 1
-            seq = self._seq
-        self._encoder.submit(self._encode_and_send, seq, self._latest_frame, "png", {}, time.perf_counter(), None)
+        self._queue_frame(self._latest_frame, "png", {}, time.perf_counter(), None)
         self._encoder.submit(self._announce_still)  # after the PNG is out, so "still" means it was sent
+
+    def _queue_frame(self, frame, fmt, breakdown, started, arrival, stages=None) -> None:
+        """Number a frame and hand it to the encoder in one step, so frames leave in `seq` order.
+
+        The ordering lock is not the counters lock: an encoder that sends inline (and a sender that
+        acknowledges at once) calls `acknowledge` from inside `submit`, which takes the counters lock."""
+        with self._queue_order:
+            with self._counters:
+                if self._seq == self._acked:  # the window was empty: time the ack from now, not from a stale ack
+                    self._last_ack_time = time.perf_counter()
+                self._seq += 1
+                seq = self._seq
+            self._encoder.submit(self._encode_and_send, seq, frame, fmt, breakdown, started, arrival, stages)
 
     def _announce_still(self) -> None:
         if self._still_sent and self._running:
@@ -342,8 +353,9 @@ class StreamRunner:
     # ---- canvas state -> engine (only what changed) --------------------------------------------
     def _sync_engine(self, snapshot) -> None:
         pipeline = self.pipeline
-        if _pipeline_owner.get(pipeline) != id(self):  # another canvas used it last: push everything
-            _pipeline_owner[pipeline] = id(self)
+        owner = _pipeline_owner.get(pipeline)
+        if owner is None or owner() is not self:  # another canvas used it last: push everything
+            _pipeline_owner[pipeline] = weakref.ref(self)
             self._mirror = []
             self._background_revision = -1
             while pipeline.num_layers:
@@ -360,41 +372,41 @@ class StreamRunner:
             self._background_revision = snapshot.background_revision
         wanted = [layer for layer in snapshot.layers if layer["visible"]]
         for index, layer in enumerate(wanted):
-            key = (
-                layer["id"], layer["prompt"], layer["negative_prompt"], snapshot.mask_revisions[layer["id"]],
-                layer["mask_strength"], layer["mask_blur"], layer["prompt_strength"],
-            )
-            old = self._mirror[index] if index < len(self._mirror) else None
-            if old == key:
+            # What the engine holds for this layer; the mask stands in as its revision (cheap to compare).
+            settings = {
+                "prompt": layer["prompt"],
+                "negative_prompt": layer["negative_prompt"],
+                "mask": snapshot.mask_revisions[layer["id"]],
+                "mask_strength": layer["mask_strength"],
+                "mask_std": layer["mask_blur"],
+                "prompt_strength": layer["prompt_strength"],
+            }
+            old_id, old_settings = self._mirror[index] if index < len(self._mirror) else (None, {})
+            if old_id != layer["id"]:  # another layer (or none) sat at this index: send everything
+                old_settings = {}
+            changes = {name: value for name, value in settings.items() if old_settings.get(name) != value}
+            if not changes:
                 continue
-            changes: dict[str, Any] = {}
-            same_layer = old is not None and old[0] == key[0]
-            if not same_layer or old[1] != key[1]:
-                changes["prompt"] = layer["prompt"]
+            if "prompt" in changes:
                 self._check_prompt_length(layer)
-            if not same_layer or old[2] != key[2]:
-                changes["negative_prompt"] = layer["negative_prompt"]
-            if not same_layer or old[3] != key[3]:
+            if "mask" in changes:
                 changes["mask"] = snapshot.masks[layer["id"]]
-                arrival = snapshot.mask_arrival.get(layer["id"])
-                if arrival is not None and arrival >= self._started_at and (
-                    self._pending_arrival is None or arrival < self._pending_arrival
-                ):
-                    self._pending_arrival = arrival
-            if not same_layer or old[4] != key[4]:
-                changes["mask_strength"] = layer["mask_strength"]
-            if not same_layer or old[5] != key[5]:
-                changes["mask_std"] = layer["mask_blur"]
-            if not same_layer or old[6] != key[6]:
-                changes["prompt_strength"] = layer["prompt_strength"]
+                self._note_mask_arrival(snapshot.mask_arrival.get(layer["id"]))
             pipeline.update_single_layer(idx=index, **changes)
             if index < len(self._mirror):
-                self._mirror[index] = key
+                self._mirror[index] = (layer["id"], settings)
             else:
-                self._mirror.append(key)
+                self._mirror.append((layer["id"], settings))
         while len(self._mirror) > len(wanted):
             pipeline.remove_layer(len(self._mirror) - 1)
             self._mirror.pop()
+
+    def _note_mask_arrival(self, arrival: float | None) -> None:
+        """Keep the oldest stroke the next frame answers (since the start), for the latency figure."""
+        if arrival is not None and arrival >= self._started_at and (
+            self._pending_arrival is None or arrival < self._pending_arrival
+        ):
+            self._pending_arrival = arrival
 
     def _check_prompt_length(self, layer: dict) -> None:
         """Say in the widget when a prompt is longer than the text encoder reads (the end is dropped)."""

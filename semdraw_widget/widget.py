@@ -119,8 +119,7 @@ class SemanticCanvas(anywidget.AnyWidget):
 
             pipeline = load_pipeline(model or hf_key, device=device, width=width, height=height)
         self._state = state or CanvasState(width, height)
-        if (self._state.width, self._state.height) != (width, height):
-            width, height = self._state.width, self._state.height
+        width, height = self._state.width, self._state.height  # a given state's size wins
         self._mask_callbacks: list[Callable[[str], None]] = []
         self._runner = None
         self._max_in_flight = max_in_flight

@@ -277,3 +277,26 @@ def test_an_unrelated_event_loop_is_not_used_for_sending(pipe):
     _, (loop, canvas) = run_in_own_thread(scenario)
     assert loop is None
     canvas.close()
+
+
+def test_a_sender_that_acknowledges_inline_does_not_deadlock(live):
+    """An encoder that sends on the calling thread, to a view that acknowledges at once (as the benchmark's
+    recorder does), must not wait on a lock the frame path already holds."""
+    from concurrent.futures import Future
+
+    class InlineEncoder:
+        def submit(self, fn, *args):
+            future = Future()
+            future.set_result(fn(*args))
+            return future
+
+        def shutdown(self, wait=True):
+            pass
+
+    canvas = live()
+    canvas.add_layer("an apple")
+    canvas._runner._encoder = InlineEncoder()
+    worker = threading.Thread(target=canvas.step, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive() and len(frames(canvas)) == 1 and canvas._runner.in_flight == 0

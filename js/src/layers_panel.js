@@ -4,11 +4,12 @@
 // Events are handled by the view through data-action / data-field attributes.
 
 import { h, isTextEntry } from "./dom.js";
+import { NUMBER_RANGES } from "./palette.js";
 
 const NUMBER_FIELDS = {
-  prompt_strength: { label: "prompt", title: "Prompt strength: how much of this layer's prompt (vs the background's) it uses", min: 0, max: 1, step: 0.05 },
-  mask_strength: { label: "mask", title: "Mask strength: scales the mask's coverage", min: 0, max: 1, step: 0.05 },
-  mask_blur: { label: "blur", title: "Mask blur in pixels: softens the region's edge", min: 0, max: 256, step: 1 },
+  prompt_strength: { label: "prompt", title: "Prompt strength: how much of this layer's prompt (vs the background's) it uses", step: 0.05 },
+  mask_strength: { label: "mask", title: "Mask strength: scales the mask's coverage", step: 0.05 },
+  mask_blur: { label: "blur", title: "Mask blur in pixels: softens the region's edge", step: 1 },
 };
 
 /** Sets a field from the model, unless the person is typing in it. */
@@ -79,7 +80,8 @@ function buildRow(id) {
     negative_prompt: h("input", { class: "sd-neg", type: "text", "data-field": "negative_prompt", placeholder: "negative prompt", title: "Negative prompt" }),
   };
   const numbers = Object.entries(NUMBER_FIELDS).map(([key, spec]) => {
-    fields[key] = h("input", { type: "number", "data-field": key, min: String(spec.min), max: String(spec.max), step: String(spec.step), title: spec.title });
+    const [min, max] = NUMBER_RANGES[key];
+    fields[key] = h("input", { type: "number", "data-field": key, min: String(min), max: String(max), step: String(spec.step), title: spec.title });
     return h("label", { class: "sd-num", title: spec.title }, spec.label, fields[key]);
   });
   const index = h("span", { class: "sd-index" });

@@ -59,14 +59,23 @@ export function exportPalette(layers, background) {
   };
 }
 
+/** [min, max] of the numeric settings, as the kernel checks them (canvas_state.normalize_layer). */
+export const NUMBER_RANGES = {
+  prompt_strength: [0, 1],
+  mask_strength: [0, 1],
+  mask_blur: [0, 256],
+};
+
+const inRange = (key) => (v) => typeof v === "number" && v >= NUMBER_RANGES[key][0] && v <= NUMBER_RANGES[key][1];
+
 const CHECKS = {
   name: (v) => typeof v === "string",
   prompt: (v) => typeof v === "string",
   negative_prompt: (v) => typeof v === "string",
   color: (v) => typeof v === "string" && /^#[0-9a-f]{6}$/i.test(v),
-  prompt_strength: (v) => typeof v === "number" && v >= 0 && v <= 1,
-  mask_strength: (v) => typeof v === "number" && v >= 0 && v <= 1,
-  mask_blur: (v) => typeof v === "number" && v >= 0,
+  prompt_strength: inRange("prompt_strength"),
+  mask_strength: inRange("mask_strength"),
+  mask_blur: inRange("mask_blur"),
 };
 
 /**

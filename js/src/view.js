@@ -24,6 +24,8 @@ const SHORTCUTS = [
   ["pen", "pressure scales the brush"],
 ];
 
+const clampBrush = (size) => Math.max(1, Math.min(MAX_BRUSH, size));
+
 export class SemdrawView {
   constructor(model, el) {
     this.model = model;
@@ -293,7 +295,7 @@ export class SemdrawView {
   }
 
   brushSize() {
-    return Math.max(1, Math.min(MAX_BRUSH, Math.round(Number(this.get("brush_size", 24)) || 24)));
+    return clampBrush(Math.round(Number(this.get("brush_size", 24)) || 24));
   }
 
   onSettings() {
@@ -666,7 +668,7 @@ export class SemdrawView {
     else if (key === "[" || key === "]") {
       const size = this.brushSize();
       const step = Math.max(1, Math.round(size * 0.15));
-      this.set("brush_size", Math.max(1, Math.min(MAX_BRUSH, size + (key === "]" ? step : -step))));
+      this.set("brush_size", clampBrush(size + (key === "]" ? step : -step)));
     } else if (/^[1-9]$/.test(key)) this.selectLayer(Number(key) - 1);
     else done = false;
     if (done) {
