@@ -4,13 +4,15 @@ The protocol, once (binary payloads travel as message buffers, never base64; mas
 travel in traits):
 
 Browser -> kernel
-    {"type": "mask", "layer", "x", "y", "w", "h", "enc": "raw"|"deflate", "rev"} + w*h coverage bytes
+    {"type": "mask", "layer", "x", "y", "w", "h", "enc": "raw"|"deflate", "rev", "view"} + w*h coverage bytes
     {"type": "ack", "seq"}                       a frame was displayed
     {"type": "sync"}                             a new view wants every mask (and the background image)
     {"type": "action", "name": "start"|"stop"|"step"}
     {"type": "background_image", "format"} + file bytes, or {"type": "background_image", "clear": true}
 Kernel -> browser
-    {"type": "mask", ..., "origin": "python"|"sync"} + bytes  (python-origin edits are undoable there)
+    {"type": "mask", ..., "origin": "python"|"sync"|"peer"} + bytes  (python-origin edits are undoable
+                                                 there; "peer" echoes a view's stroke to the other views,
+                                                 with that view's "view" id so it can skip its own)
     {"type": "frame", "seq", "format": "jpeg"|"png", "width", "height", "stats"} + encoded image
     {"type": "background_image", "format": "png"} + bytes, or {"type": "background_image", "clear": true}
     {"type": "synced"}                           the end of a sync's masks: the view may paint now
@@ -49,6 +51,7 @@ class MaskPatch:
     y: int
     data: np.ndarray  # (h, w) uint8
     rev: int = 0
+    view: str | None = None  # the browser view that painted it
 
     @property
     def w(self) -> int:
@@ -107,16 +110,21 @@ def decode_mask_message(content: dict, buffers, width: int, height: int) -> Mask
     if len(raw) != expected:
         raise ProtocolError(f"mask payload holds {len(raw)} bytes but a {w}x{h} rectangle needs {expected}")
     data = np.frombuffer(raw, dtype=np.uint8).reshape(h, w).copy()
-    return MaskPatch(layer=layer, x=x, y=y, data=data, rev=rev)
+    view = content.get("view")
+    return MaskPatch(layer=layer, x=x, y=y, data=data, rev=rev, view=view if isinstance(view, str) else None)
 
 
-def encode_mask_message(layer: str, x: int, y: int, data: np.ndarray, origin: str) -> tuple[dict, list]:
+def encode_mask_message(
+    layer: str, x: int, y: int, data: np.ndarray, origin: str, view: str | None = None
+) -> tuple[dict, list]:
     """Build a kernel -> browser ``mask`` message for ``data`` (uint8, (h, w)) placed at (x, y)."""
     h, w = data.shape
     raw = np.ascontiguousarray(data, dtype=np.uint8).tobytes()
     packed = zlib.compress(raw, 1)
     enc, payload = ("deflate", packed) if len(packed) < len(raw) else ("raw", raw)
     content = {"type": "mask", "layer": layer, "x": x, "y": y, "w": w, "h": h, "enc": enc, "origin": origin}
+    if view is not None:
+        content["view"] = view
     return content, [payload]
 
 

@@ -187,6 +187,8 @@ class SemanticCanvas(anywidget.AnyWidget):
             if kind == "mask":
                 patch = protocol.decode_mask_message(content, buffers, self.width, self.height)
                 self._state.apply_patch(patch, arrival=time.perf_counter())
+                # Other views of this canvas (displayed twice, another tab) follow the stroke live.
+                self.send(*protocol.encode_mask_message(patch.layer, patch.x, patch.y, patch.data, "peer", patch.view))
             elif kind == "ack":
                 seq = protocol.decode_ack(content)
                 if self._runner is not None:

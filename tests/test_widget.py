@@ -164,3 +164,15 @@ def test_canvas_over_an_existing_state(make_canvas):
     state.add_layer("shared")
     canvas = make_canvas(16, 8, state=state)
     assert canvas.layers == state.layers and canvas.state is state
+
+
+def test_strokes_are_echoed_to_the_other_views(make_canvas):
+    canvas = make_canvas(width=16, height=16)
+    layer = canvas.add_layer("a")
+    canvas.sent.clear()
+    content, buffers = stroke_message(layer, 2, 3, 4, 5, value=200)
+    from_browser(canvas, {**content, "view": "v1"}, buffers)
+    (echo, echo_buffers), = canvas.sent.of_type("mask")
+    assert echo["origin"] == "peer" and echo["view"] == "v1"  # the painting view skips its own echo
+    patch = protocol.decode_mask_message(echo, echo_buffers, 16, 16)
+    assert (patch.x, patch.y, patch.w, patch.h) == (2, 3, 4, 5) and (patch.data == 200).all()

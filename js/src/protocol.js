@@ -113,12 +113,13 @@ export function parseKernelMessage(content, buffers, size) {
         return { error: `mask: rect ${w}x${h}+${x}+${y} lies outside the ${size.width}x${size.height} canvas` };
       }
       if (enc !== "raw" && enc !== "deflate") return { error: `mask: unknown enc ${enc}` };
-      if (origin !== "python" && origin !== "sync") return { error: `mask: unknown origin ${origin}` };
+      if (!["python", "sync", "peer"].includes(origin)) return { error: `mask: unknown origin ${origin}` };
       if (!data) return { error: "mask: missing buffer" };
       if (enc === "raw" && data.length !== w * h) {
         return { error: `mask: buffer has ${data.length} bytes, expected ${w * h}` };
       }
-      return { msg: { type: "mask", layer, x, y, w, h, enc, origin, data } };
+      const view = typeof content.view === "string" ? content.view : null;
+      return { msg: { type: "mask", layer, x, y, w, h, enc, origin, view, data } };
     }
     case "frame": {
       const { seq, format } = content;

@@ -34,7 +34,10 @@ export class SemdrawView {
     this.masks = new Map(); // layer id → Uint8Array(width*height)
     this.knownLayers = new Set(); // ids seen in the layers trait (masks of others are kept as orphans)
     this.history = new History();
-    this.sender = new MaskSender((content, buffers) => model.send(content, undefined, buffers));
+    // Every view of this canvas hears the kernel echo each stroke ("peer" masks); the id lets a view
+    // skip the echo of its own strokes, which could otherwise land on top of newer paint.
+    this.viewId = Math.random().toString(36).slice(2, 10);
+    this.sender = new MaskSender((content, buffers) => model.send({ ...content, view: this.viewId }, undefined, buffers));
     this.width = 0;
     this.height = 0;
     this.stroke = null;
@@ -782,6 +785,7 @@ export class SemdrawView {
   }
 
   async applyKernelMask(msg) {
+    if (msg.origin === "peer" && msg.view === this.viewId) return;
     const bytes = await maskBytes(msg);
     if (this.destroyed || msg.x + msg.w > this.width || msg.y + msg.h > this.height) return;
     const rect = { x: msg.x, y: msg.y, w: msg.w, h: msg.h };

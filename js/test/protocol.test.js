@@ -146,3 +146,11 @@ test("bytesOf views any buffer type without copying", () => {
 test("the end of a sync is a message of its own", () => {
   assert.deepEqual(parseKernelMessage({ type: "synced" }, [], SIZE), { msg: { type: "synced" } });
 });
+
+test("peer masks (strokes from another view) carry the painting view's id", () => {
+  const content = { type: "mask", layer: "l", x: 0, y: 0, w: 1, h: 1, origin: "peer", view: "v1" };
+  const { msg } = parseKernelMessage(content, [new Uint8Array([7])], SIZE);
+  assert.equal(msg.origin, "peer");
+  assert.equal(msg.view, "v1");
+  assert.match(parseKernelMessage({ ...content, origin: "alien" }, [new Uint8Array(1)], SIZE).error, /unknown origin/);
+});

@@ -104,3 +104,28 @@ def test_paint_set_mask_and_undo(open_notebook):
     status = kernel.eval("canvas.status")
     assert "ignored" not in status and "error" not in status.lower(), f"widget status reports a problem: {status!r}"
     nb.errors.check()
+
+
+def test_a_second_view_follows_strokes_live(open_notebook):
+    """The same canvas displayed twice: a stroke in one view reaches the kernel and appears in the other."""
+    nb = open_notebook([CELLS[0], "canvas"])
+    page, kernel = nb.page, nb.kernel
+    surfaces = page.get_by_test_id("semdraw-canvas")
+    wait_until(lambda: surfaces.count() == 2, timeout=30, what="two views of the canvas")
+    first, second = surfaces.nth(0), surfaces.nth(1)
+    first.scroll_into_view_if_needed()
+    box = first.bounding_box()
+    centre = to_canvas(box, 0.5, STROKE_Y, SIZE, SIZE)
+
+    def pixel(surface, x, y):
+        return surface.evaluate("(c, [x, y]) => Array.from(c.getContext('2d').getImageData(x, y, 1, 1).data)", [x, y])
+
+    assert pixel(second, *centre)[3] == 0
+    drag(page, box, *STROKE, steps=12)
+    wait_until(lambda: kernel.eval(f"float(canvas.get_mask(a)[{centre[1]}, {centre[0]}])") > 0.5, timeout=30,
+               what="the stroke to reach the kernel")
+    painted = wait_until(lambda: (p := pixel(second, *centre))[3] > 0 and p, timeout=20,
+                         what="the other view to show the stroke")
+    assert painted == pixel(first, *centre), "the two views draw the stroke differently"
+    assert pixel(second, *EMPTY_SPOT)[3] == 0
+    nb.errors.check()
