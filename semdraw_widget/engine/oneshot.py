@@ -18,8 +18,7 @@ import numpy as np
 import torch
 
 from .blend import Guidance, RegionScene, denoise, per_layer, slot_noise
-from .loading import default_dtype, resolve_device
-from .models import load_model
+from .models import pipeline_model
 from .stream import OUTPUT_TYPES, check_size, to_output
 
 
@@ -85,11 +84,9 @@ class StableMultiDiffusionPipeline:
         model: Any = None,
         sd_version: str | None = None,
     ):
-        self.device = resolve_device(device)
-        self.dtype = dtype or (model.dtype if model is not None else default_dtype(self.device))
-        self.model = model or load_model(
-            hf_key, device=self.device, dtype=self.dtype, lora_key=lora_key, use_tiny_vae=use_tiny_vae,
-            taesd_key=taesd_key, config=config, allow_pickle=allow_pickle, family=sd_version,
+        self.device, self.dtype, self.model = pipeline_model(
+            device, dtype, model, hf_key, sd_version, lora_key=lora_key, use_tiny_vae=use_tiny_vae,
+            taesd_key=taesd_key, config=config, allow_pickle=allow_pickle,
         )
         self.default_mask_std = float(default_mask_std)
         self.default_mask_strength = float(default_mask_strength)

@@ -31,8 +31,7 @@ import torch
 
 from .accel import GraphedPredictor, compile_mode
 from .blend import Guidance, RegionScene, cat_cond, denoise, per_layer, slot_noise
-from .loading import default_dtype, resolve_device
-from .models import load_model
+from .models import pipeline_model
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
@@ -189,11 +188,9 @@ class StreamMultiDiffusion:
         compile: bool | str = False,
         sd_version: str | None = None,
     ):
-        self.device = resolve_device(device)
-        self.dtype = dtype or (model.dtype if model is not None else default_dtype(self.device))
-        self.model = model or load_model(
-            hf_key, device=self.device, dtype=self.dtype, lora_key=lora_key, use_tiny_vae=use_tiny_vae,
-            taesd_key=taesd_key, config=config, allow_pickle=allow_pickle, family=sd_version,
+        self.device, self.dtype, self.model = pipeline_model(
+            device, dtype, model, hf_key, sd_version, lora_key=lora_key, use_tiny_vae=use_tiny_vae,
+            taesd_key=taesd_key, config=config, allow_pickle=allow_pickle,
         )
         scale = self.model.vae_scale
         size = self.model.default_size  # 512 for SD 1.5, 1024 for SDXL / SD3

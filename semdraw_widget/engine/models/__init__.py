@@ -54,3 +54,13 @@ def load_model(hf_key: str | None = None, device: Any = "cpu", family: str | Non
                 raise ValueError(f"hf_key={hf_key!r} is the {TINY_KEYS[hf_key]} miniature, but sd_version={family!r} asks for {name}")
             hf_key = TINY_FOR[name]
     return FAMILIES[name].load(hf_key, device=device, **kwargs)
+
+
+def pipeline_model(device: Any, dtype: Any, model: Any, hf_key: str | None, sd_version: str | None, **kwargs: Any):
+    """(device, dtype, family adapter) for a pipeline: a given `model` is shared as it is (its dtype wins
+    unless one is asked for); otherwise one is loaded for `hf_key` with `kwargs` (lora_key, taesd_key, ...)."""
+    from ..loading import default_dtype, resolve_device
+
+    device = resolve_device(device)
+    dtype = dtype or (model.dtype if model is not None else default_dtype(device))
+    return device, dtype, model or load_model(hf_key, device=device, dtype=dtype, family=sd_version, **kwargs)
