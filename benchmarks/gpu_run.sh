@@ -2,7 +2,7 @@
 # One device call for RESULTS.md: install the carried wheels (.whl), then each benchmark step under its
 # own time limit, so one failure or overrun loses only that step. Everything lands in $OUT.
 #   run(command="bash benchmarks/gpu_run.sh 400", carry=[".whl", "semdraw_widget/static"], timeout_s=420)
-#   STEPS="target inductor" bash benchmarks/gpu_run.sh 200      # a subset
+#   STEPS="inductor inductor768" bash benchmarks/gpu_run.sh 400   # what issue 6 still needs measured
 set -u
 BUDGET=${1:-400}
 OUT=${OUT:-/tmp/semdraw-bench}
@@ -16,7 +16,7 @@ export PYTHONPATH=/tmp/site:$PWD
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 | tee -a "$log"
 python3 -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers', diffusers.__version__)" 2>&1 | tee -a "$log"
 
-STEPS=${STEPS:-"target s768 paper sdxl sweep inductor"}
+STEPS=${STEPS:-"inductor inductor768 target s768 paper sdxl sweep"}
 step() {  # step NAME LIMIT_S COMMAND...: run if listed in STEPS and time is left; print its table and JSON lines
   local name=$1 limit=$2; shift 2
   case " $STEPS " in *" $name "*) ;; *) return ;; esac
@@ -31,10 +31,12 @@ step() {  # step NAME LIMIT_S COMMAND...: run if listed in STEPS and time is lef
 }
 
 S="python3 -m benchmarks.stream --arch sd15"
+# inductor: baseline, graphs and compiled graphs side by side; the compile (about a minute) is waited for, not timed
+step inductor 300 $S --height 512 --width 512 --layers 4 --frames 150 --baseline --compile cudagraph,inductor --no-eager --json "$OUT/inductor.json"
+step inductor768 200 $S --height 768 --width 768 --layers 4 --frames 60 --compile inductor --no-eager --no-compare --json "$OUT/inductor768.json"
 step target 150 $S --height 512 --width 512 --layers 4 --frames ${TARGET_FRAMES:-200} --baseline --compile --json "$OUT/target.json"
 step s768 100 $S --height 768 --width 768 --layers 4 --frames ${S768_FRAMES:-60} --baseline --compile --no-eager --json "$OUT/s768.json"
 step paper 50 python3 -m benchmarks.paper --arch sd15 --layers 4 --compile --json "$OUT/paper.json"
 step sdxl 60 python3 -m benchmarks.stream --arch sdxl --height 1024 --width 1024 --layers 4 --frames 20 --warmup-frames 3 --compile --no-eager --no-compare --json "$OUT/sdxl.json"
 step sweep 120 $S --sweep --frames 20 --warmup-frames 5 --compile --no-eager --json "$OUT/sweep.json"
-step inductor 150 $S --height 512 --width 512 --layers 4 --frames 100 --compile inductor --no-eager --no-compare --json "$OUT/inductor.json"
 echo "done at $(( $(date +%s) - start ))s" | tee -a "$log"

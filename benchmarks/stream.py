@@ -114,7 +114,7 @@ def run_config(model: Any, height: int, width: int, layers: int, args: argparse.
 
 def table(results: list[dict]) -> str:
     head = ["size", "layers", "path", "fps", "x base", "frame/model", "model ms", "lat med", "lat p95", "peak GB",
-            *STAGES]
+            "ready s", *STAGES]
     rows = [head]
     fmt = lambda v, p=1: "-" if v is None else f"{v:.{p}f}"
     for result in results:
@@ -128,7 +128,8 @@ def table(results: list[dict]) -> str:
                 size, str(result["layers"]), mode, fmt(path["fps"]), fmt(path.get("speedup_vs_baseline"), 2),
                 fmt(path["frame_over_bare_model"], 2), fmt(path["bare_model_ms"]),
                 fmt(path["latency_ms"]["median"], 0), fmt(path["latency_ms"]["p95"], 0),
-                fmt(path["peak_gpu_memory"].get("allocated_gb"), 2), *(fmt(stages.get(s), 2) for s in STAGES),
+                fmt(path["peak_gpu_memory"].get("allocated_gb"), 2), fmt(path.get("ready_s")),
+                *(fmt(stages.get(s), 2) for s in STAGES),
             ])
     widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(len(head))]
     return "\n".join("  ".join(cell.rjust(widths[i]) for i, cell in enumerate(row)) for row in rows)

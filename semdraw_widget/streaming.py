@@ -12,8 +12,9 @@ pinned host memory without blocking (`HostFrame`); the encoder thread waits for 
 decoding, the copy and JPEG encoding overlap the next frame's work. To keep stroke-to-frame latency
 low, the next frame is queued only once the previous frame's denoising step has finished (its decode
 may still run), so the GPU never holds a backlog of frames made from stale masks. With
-`compile=True` pipelines, new batch sizes are captured by this thread between frames, with the
-canvas status saying so.
+`compile=...` pipelines, new batch sizes get their CUDA graphs from this thread between frames, and
+`compile="inductor"` compiles in a background thread while frames go on uncompiled; the canvas
+status says so.
 """
 
 from __future__ import annotations
@@ -65,13 +66,16 @@ def load_pipeline(model: str | None = None, device: Any = None, width: int = 512
     ``SEMDRAW_MODEL`` in the environment overrides it. "auto" means SD 1.5 + LCM-LoRA + TAESD on a CUDA
     GPU, and the tiny model where that cannot be had (no GPU, no weights) -- never silently: the
     returned pipeline's ``notice`` says why, and the canvas shows it as a banner. A model asked for by
-    name that cannot be loaded raises.
+    name that cannot be loaded raises. On CUDA the pipeline replays the model from CUDA graphs
+    (``compile=True``) unless ``compile=`` says otherwise.
     """
     import torch
 
     from .engine import StreamMultiDiffusion
 
     choice = os.environ.get("SEMDRAW_MODEL") or model or "auto"
+    if str(device or _default_device(torch)).startswith("cuda"):
+        kwargs.setdefault("compile", True)  # CUDA graphs: exact, under a second to capture per layer count
     if choice != "auto":
         pipeline = StreamMultiDiffusion(device or _default_device(torch), hf_key=choice, width=width, height=height, **kwargs)
         pipeline.notice = TINY_NOTICE.format(hub=DEFAULT_HUB_MODEL) if choice.startswith("tiny") else ""
@@ -153,7 +157,7 @@ class StreamRunner:
         if self._closed:
             raise RuntimeError("this canvas was closed; create a new one")
         _install_interrupt_hooks()
-        self._canvas.set_traits_threadsafe(running=True, status="generating")
+        self._canvas.set_traits_threadsafe(running=True, status=self._generating_status())
         self._started_at = time.perf_counter()
         with self._life:
             self._running = True
@@ -254,13 +258,21 @@ class StreamRunner:
         )
 
     def _warm_up(self) -> None:
-        self._canvas.set_traits_threadsafe(status="warming up: capturing the model for this number of layers (frames continue after it)")
+        self._canvas.set_traits_threadsafe(status="warming up: preparing the model for this number of layers (frames continue after it)")
         started = time.perf_counter()
         with self._lock:
-            self.pipeline.warm_up()
+            self.pipeline.warm_up(block=False)  # a compile runs in the background; only graph captures happen here
         log.info("warm-up took %.1f s", time.perf_counter() - started)
         if self._running:
-            self._canvas.set_traits_threadsafe(status="generating")
+            self._canvas.set_traits_threadsafe(status=self._generating_status())
+
+    def _generating_status(self) -> str:
+        error = getattr(self.pipeline, "compile_error", None)
+        if error:
+            return f"generating without the compiled fast path, which failed: {error}"
+        if getattr(self.pipeline, "compiling", False):
+            return "generating uncompiled while the model compiles in the background (about a minute the first time)"
+        return "generating"
 
     # ---- one frame ----------------------------------------------------------------------------
     def _produce_frame(self) -> None:
@@ -289,7 +301,7 @@ class StreamRunner:
             breakdown = {"sync": (synced - started) * 1e3, "generate": (generated - synced) * 1e3}
             self._queue_frame(frame, "jpeg", breakdown, started, arrival, stages)
         if was_still and self._running:
-            self._canvas.set_traits_threadsafe(status="generating")
+            self._canvas.set_traits_threadsafe(status=self._generating_status())
 
     def _send_still_frame(self) -> None:
         if self._still_sent or self._latest_frame is None:

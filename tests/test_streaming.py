@@ -243,6 +243,17 @@ def test_model_choice_is_never_silent(make_canvas, monkeypatch, tmp_path):
         make_canvas(SIZE, SIZE, model="auto")
 
 
+def test_a_gpu_pipeline_gets_cuda_graphs_unless_told_otherwise(monkeypatch):
+    from semdraw_widget import engine, streaming
+
+    made = []
+    monkeypatch.setattr(engine, "StreamMultiDiffusion", lambda *args, **kwargs: made.append((args, kwargs)) or type("P", (), {})())
+    streaming.load_pipeline("tiny", device="cuda")
+    streaming.load_pipeline("tiny", device="cuda", compile="inductor")
+    streaming.load_pipeline("tiny", device="cpu")
+    assert [kwargs.get("compile") for _, kwargs in made] == [True, "inductor", None]
+
+
 def test_latency_counts_only_strokes_made_while_streaming(live):
     canvas = live()
     layer = canvas.add_layer("an apple")
@@ -300,3 +311,34 @@ def test_a_sender_that_acknowledges_inline_does_not_deadlock(live):
     worker.start()
     worker.join(timeout=60)
     assert not worker.is_alive() and len(frames(canvas)) == 1 and canvas._runner.in_flight == 0
+
+
+def test_a_background_compile_keeps_frames_coming_and_says_so(make_canvas, monkeypatch):
+    from semdraw_widget import StreamMultiDiffusion
+    from semdraw_widget.engine import accel
+
+    release = threading.Event()
+    monkeypatch.setattr(accel.torch, "compile", lambda fn, **kwargs: fn)  # the real compile is tested in tests/engine
+    monkeypatch.setattr(accel.AcceleratedPredictor, "_compile_kind", lambda self, signature: release.wait(30))
+    pipe = StreamMultiDiffusion("cpu", hf_key="tiny", height=SIZE, width=SIZE, compile="inductor")
+    canvas = make_canvas(SIZE, SIZE, pipeline=pipe)
+    canvas.send = lambda content, buffers=None: content.get("type") == "frame" and canvas._handle_custom_msg(
+        {"type": "ack", "seq": content["seq"]}, [])
+    layer = canvas.add_layer("an apple")
+    paint(canvas, layer, 8, 8, 32, 32)
+    canvas.start()
+    wait_for(lambda: pipe.compiling)
+    wait_for(lambda: "compiles in the background" in canvas.status)
+    during = canvas._runner.frames_generated
+    for i in range(3):  # painting goes on while compiling
+        paint(canvas, layer, 40, 8 * i, 8, 8)
+        wait_for(lambda: canvas._runner.frames_generated > during)
+        during = canvas._runner.frames_generated
+    release.set()
+    paint(canvas, layer, 0, 40, 8, 8)
+    wait_for(lambda: not pipe.compiling and not pipe.needs_warm_up)
+    wait_for(lambda: "compiles in the background" not in canvas.status)
+    calls = pipe.predictor.calls["compiled"]
+    paint(canvas, layer, 0, 48, 8, 8)
+    wait_for(lambda: pipe.predictor.calls["compiled"] > calls)
+    canvas.stop()

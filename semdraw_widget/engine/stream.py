@@ -15,8 +15,8 @@ the work that needs the host happens there (`apply_updates` does it ahead of a f
 never waits on the device.
 
 Fast path, all optional and exact (the same arithmetic, so the same frames up to fp16 noise):
-`compile=True` replays the model from CUDA graphs, one per batch size (`accel.py`; `warm_up`
-captures them); `decode(latent, "pt")` keeps the uint8 frame on the device and `HostFrame` copies it
+`compile=True` replays the model from CUDA graphs, one per batch size, and `compile="inductor"`
+compiles it too, in the background if asked (`accel.py`; `warm_up` prepares them); `decode(latent, "pt")` keeps the uint8 frame on the device and `HostFrame` copies it
 into pinned memory without blocking, so decoding, the copy and JPEG encoding overlap the next
 frame (the streaming loop in `streaming.py` does this).
 """
@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .accel import GraphedPredictor, compile_mode
+from .accel import AcceleratedPredictor, compile_mode
 from .blend import Guidance, RegionScene, cat_cond, denoise, per_layer, slot_noise
 from .models import pipeline_model
 
@@ -155,8 +155,9 @@ class StreamMultiDiffusion:
     family sets the defaults of `hf_key`, the LoRA (`lora_key=True`), `taesd_key`, `t_index_list` and
     `preprocess_mask_cover_alpha` (see `models/__init__.py`).
 
-    `compile=True` (or "cudagraph" / "inductor") replays the model from CUDA graphs on CUDA devices;
-    until `warm_up()` has captured the current batch size, frames run eagerly (see `accel.py`).
+    `compile=True` (or "cudagraph") replays the model from CUDA graphs on CUDA devices; "inductor"
+    also runs it through torch.compile (on a CPU too). Until `warm_up()` has prepared the current
+    batch size, frames run eagerly (see `accel.py`).
     """
 
     def __init__(
@@ -208,8 +209,8 @@ class StreamMultiDiffusion:
         self.fresh_noise = bool(fresh_noise)
         self.profile = bool(profile)
         self.compile = compile_mode(compile)
-        # what frames call `predict` on: the model itself, or its CUDA-graph replayer
-        self.predictor = GraphedPredictor(self.model, self.compile) if self.compile else self.model
+        # what frames call `predict` on: the model itself, or its compiled / CUDA-graph form
+        self.predictor = AcceleratedPredictor(self.model, self.compile) if self.compile else self.model
         self.unet_calls = 0  # model calls made by frames (a still, converged scene makes none)
         self._timer = FrameTimer(self.device)
         self._scene = RegionScene(
@@ -254,21 +255,37 @@ class StreamMultiDiffusion:
 
     @property
     def needs_warm_up(self) -> bool:
-        """True when `compile` is on and a batch size in use has no captured graph yet."""
-        return bool(self.compile) and bool(self.predictor.pending)
+        """True when `compile` is on and `warm_up` has work to do now: a batch size in use without its
+        graph, or a compile to start (not one already running in the background)."""
+        return bool(self.compile) and self.predictor.needs_warm_up
 
-    def warm_up(self) -> int:
-        """Capture graphs for the current batch and any batch size met so far (compile mode only).
+    @property
+    def compiling(self) -> bool:
+        """True while `compile="inductor"` compiles the model in the background (frames run uncompiled)."""
+        return bool(self.compile) and self.predictor.compiling
 
-        Takes seconds per batch size with "cudagraph" and about a minute with "inductor"; returns
-        how many were captured."""
+    @property
+    def compile_error(self) -> str | None:
+        """Why torch.compile or CUDA-graph capture failed, if one did (frames then run without it)."""
+        if not self.compile:
+            return None
+        errors = [e for e in (self.predictor.compile_error, self.predictor.capture_error) if e]
+        return "; ".join(errors) or None
+
+    def warm_up(self, block: bool = True) -> int:
+        """Prepare the fast path for the current batch and every batch size met so far (compile mode only).
+
+        Graph captures take under a second per batch size. `compile="inductor"` first compiles the
+        model (about a minute on a GPU, once for all batch sizes): here with `block=True`, or in a
+        background thread with `block=False`, while frames keep running uncompiled (`compiling`).
+        Returns how many batch sizes got their fast path."""
         if not self.compile:
             return 0
         inputs = self.batch_inputs()
         if inputs is not None:
             self.predictor.expect(*inputs)
         with torch.no_grad():
-            return self.predictor.warm_up()
+            return self.predictor.warm_up(block=block)
 
     def batch_inputs(self) -> tuple[torch.Tensor, torch.Tensor, dict] | None:
         """The model call of the current batch -- (latents, timesteps, conditioning), latents zero -- or

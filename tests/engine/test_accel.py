@@ -1,0 +1,136 @@
+"""The optional fast path on the CPU: torch.compile in the background (inductor), its fallbacks.
+
+CUDA-graph capture needs a GPU and is exercised by `benchmarks/gpu_run.sh`; everything else of
+`AcceleratedPredictor` -- when frames use which path, background compiling, one compile for every
+layer count, failure handling -- is the same on the CPU and tested here.
+"""
+
+import threading
+import time
+
+import pytest
+import torch
+
+from semdraw_widget.engine import StreamMultiDiffusion, load_model
+from semdraw_widget.engine import accel
+
+from engine_helpers import SIZE, box_mask, scene
+
+
+def until(condition, timeout=600.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def sd3():
+    # the SD3 miniature: the cheapest of the three to compile on a CPU
+    return load_model("tiny-3", device="cpu")
+
+
+def make(model, **kwargs):
+    return StreamMultiDiffusion("cpu", model=model, height=SIZE, width=SIZE, **kwargs)
+
+
+def latent(stream):
+    return stream(output_type="latent")
+
+
+def test_inductor_compiles_in_the_background_and_then_serves_every_layer_count(sd3):
+    from torch._dynamo.utils import counters
+
+    compiled, eager = scene(make(sd3, compile="inductor")), scene(make(sd3))
+    assert torch.equal(latent(compiled), latent(eager))  # nothing is compiled before warm_up
+    assert compiled.needs_warm_up and not compiled.compiling
+
+    assert compiled.warm_up(block=False) == 0  # starts the compile, does not wait for it
+    assert compiled.compiling and not compiled.needs_warm_up
+    during = 0
+    while compiled.compiling:  # frames go on, uncompiled and unchanged, meanwhile
+        assert torch.equal(latent(compiled), latent(eager))
+        during += 1
+    assert during >= 1
+    assert compiled.compile_error is None
+    assert compiled.needs_warm_up  # its batch size is now ready to be switched over
+    assert compiled.warm_up(block=False) == 1 and not compiled.needs_warm_up
+
+    calls = dict(compiled.predictor.calls)
+    for _ in range(3):
+        torch.testing.assert_close(latent(compiled), latent(eager), atol=1e-4, rtol=1e-4)
+    assert compiled.predictor.calls["compiled"] == calls["compiled"] + 3
+    assert compiled.predictor.calls["eager"] == calls["eager"]
+
+    graphs = counters["stats"]["unique_graphs"]
+    for stream in (compiled, eager):  # one more layer: a new batch size, the same compiled model
+        stream.update_single_layer(2, prompt="a blue cup", mask=box_mask(0, 20, 40, 64))
+    torch.testing.assert_close(latent(compiled), latent(eager), atol=1e-4, rtol=1e-4)
+    assert compiled.predictor.calls["eager"] == calls["eager"]
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert not compiled.needs_warm_up
+
+
+def test_a_failed_compile_is_reported_and_frames_go_on_without_it(sd3, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(accel.torch, "compile", broken)
+    compiled, eager = scene(make(sd3, compile="inductor")), scene(make(sd3))
+    latent(compiled), latent(eager)
+    compiled.warm_up(block=False)
+    until(lambda: not compiled.compiling)
+    assert "no C++ compiler found" in compiled.compile_error
+    compiled.warm_up(block=False)  # nothing left to do on a CPU: the eager model is the path
+    assert not compiled.needs_warm_up and compiled.predictor.pending == []
+    assert torch.equal(latent(compiled), latent(eager))
+
+    blocking = scene(make(sd3, compile="inductor"))
+    blocking.warm_up()  # a blocking warm-up fails the same way, without raising
+    assert "no C++ compiler found" in blocking.compile_error
+
+
+def test_a_new_batch_size_while_compiling_waits_for_that_compile(sd3, monkeypatch):
+    """A second layer count met during the compile joins it instead of starting another one."""
+    release = threading.Event()
+    compiled_shapes = []
+
+    def slow_compile(self, signature):
+        compiled_shapes.append(signature[0][0])
+        release.wait(30)
+
+    monkeypatch.setattr(accel.torch, "compile", lambda fn, **kwargs: fn)
+    monkeypatch.setattr(accel.AcceleratedPredictor, "_compile_kind", slow_compile)
+    stream = scene(make(sd3, compile="inductor"))
+    latent(stream)
+    stream.warm_up(block=False)
+    stream.update_single_layer(2, prompt="a blue cup", mask=box_mask(0, 20, 40, 64))
+    latent(stream)
+    assert stream.compiling and not stream.needs_warm_up  # same kind as the compile under way
+    release.set()
+    until(lambda: not stream.compiling)
+    assert stream.warm_up(block=False) == 2 and not stream.needs_warm_up
+    assert len(compiled_shapes) == 1
+
+
+def test_compile_argument_is_checked():
+    with pytest.raises(ValueError, match="compile must be"):
+        accel.compile_mode("fast")
+    assert accel.compile_mode(True) == "cudagraph" and accel.compile_mode(False) is None
+
+
+def test_a_failed_graph_capture_is_reported_and_frames_go_on_without_graphs(sd3, monkeypatch):
+    class Uncapturable:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(accel, "_Graph", Uncapturable)
+    monkeypatch.setattr(accel.torch.cuda, "graph_pool_handle", lambda: None)
+    stream, eager = scene(make(sd3, compile=True)), scene(make(sd3))
+    stream.predictor.uses_graphs = True  # as on a GPU, where a capture may meet an op that cannot be captured
+    assert torch.equal(latent(stream), latent(eager))
+    assert stream.needs_warm_up
+    assert stream.warm_up() == 0
+    assert "stream is capturing" in stream.compile_error
+    assert not stream.needs_warm_up and not stream.predictor.uses_graphs
+    assert torch.equal(latent(stream), latent(eager))
