@@ -1,6 +1,7 @@
-// Undo/redo of mask edits. An entry is {layer, rect, before, after}: the bytes of one
-// rectangle of one layer's mask before and after the edit. Applying `before` undoes it,
-// applying `after` redoes it; the caller writes the bytes and tells the kernel.
+// Undo/redo of edits. A mask edit is {layer, rect, before, after}: the bytes of one rectangle of one
+// layer's mask before and after the edit. Applying `before` undoes it, applying `after` redoes it; the
+// caller writes the bytes and tells the kernel. A layer deletion is {kind: "layer", layer, index,
+// settings, mask, active}: undoing it puts the layer back where it was, with its mask.
 // Memory is bounded: past `maxBytes` the oldest undo entries are dropped.
 
 export const DEFAULT_HISTORY_BYTES = 64 * 1024 * 1024;
@@ -48,7 +49,7 @@ export class History {
     return entry;
   }
 
-  /** Drops every entry of a deleted layer. */
+  /** Drops every entry of a layer deleted elsewhere (by Python or another view). */
   forgetLayer(layer) {
     const keep = (e) => {
       if (e.layer !== layer) return true;
@@ -67,5 +68,5 @@ export class History {
 }
 
 function size(entry) {
-  return entry.before.byteLength + entry.after.byteLength;
+  return entry.kind === "layer" ? entry.mask.byteLength : entry.before.byteLength + entry.after.byteLength;
 }

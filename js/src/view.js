@@ -34,6 +34,7 @@ export class SemdrawView {
     this.masks = new Map(); // layer id → Uint8Array(width*height)
     this.knownLayers = new Set(); // ids seen in the layers trait (masks of others are kept as orphans)
     this.history = new History();
+    this.deletedHere = new Set(); // layers this view deleted (undoably), until the layer list drops them
     // Every view of this canvas hears the kernel echo each stroke ("peer" masks); the id lets a view
     // skip the echo of its own strokes, which could otherwise land on top of newer paint.
     this.viewId = Math.random().toString(36).slice(2, 10);
@@ -270,7 +271,7 @@ export class SemdrawView {
     for (const id of this.knownLayers) {
       if (!ids.has(id)) {
         this.masks.delete(id);
-        this.history.forgetLayer(id);
+        if (!this.deletedHere.delete(id)) this.history.forgetLayer(id);
         if (this.stroke?.layer === id) this.abortStroke();
       }
     }
@@ -529,14 +530,16 @@ export class SemdrawView {
   undo() {
     if (this.stroke) return;
     const e = this.history.undo();
-    if (e) this.writeMask(e.layer, e.rect, e.before);
+    if (e?.kind === "layer") this.restoreLayer(e);
+    else if (e) this.writeMask(e.layer, e.rect, e.before);
     this.updateUndo();
   }
 
   redo() {
     if (this.stroke) return;
     const e = this.history.redo();
-    if (e) this.writeMask(e.layer, e.rect, e.after);
+    if (e?.kind === "layer") this.dropLayer(e.layer);
+    else if (e) this.writeMask(e.layer, e.rect, e.after);
     this.updateUndo();
   }
 
@@ -563,13 +566,36 @@ export class SemdrawView {
     this.set("active_layer", layer.id);
   }
 
+  /** Deletes a layer and its mask, as one undoable edit. */
   deleteLayer(id) {
+    const layers = this.layers();
+    const index = layers.findIndex((l) => l.id === id);
+    if (index < 0 || this.stroke) return;
+    const active = this.get("active_layer", "") === id;
+    this.history.push({ kind: "layer", layer: id, index, settings: layers[index], mask: this.mask(id).slice(), active });
+    this.dropLayer(id);
+    this.updateUndo();
+  }
+
+  dropLayer(id) {
     const layers = this.layers();
     const i = layers.findIndex((l) => l.id === id);
     if (i < 0) return;
     const rest = layers.filter((l) => l.id !== id);
+    this.deletedHere.add(id); // keeps its undo history: undoing the deletion brings the layer back
     this.setLayers(rest);
     if (this.get("active_layer", "") === id) this.set("active_layer", rest[Math.min(i, rest.length - 1)]?.id ?? "");
+  }
+
+  /** Undoes a deletion: the layer goes back to its place with its settings, then its mask to the kernel. */
+  restoreLayer(entry) {
+    const layers = this.layers();
+    if (layers.some((l) => l.id === entry.layer)) return;
+    layers.splice(Math.min(entry.index, layers.length), 0, entry.settings);
+    this.setLayers(layers);
+    const rect = nonZeroBounds(entry.mask, this.width, this.height);
+    if (rect) this.writeMask(entry.layer, rect, extract(entry.mask, this.width, rect));
+    if (entry.active) this.set("active_layer", entry.layer);
   }
 
   moveLayer(id, step) {

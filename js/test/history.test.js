@@ -106,3 +106,20 @@ test("entries of a deleted layer are forgotten", () => {
   assert.equal(history.canRedo, false);
   assert.equal(history.bytes, 2);
 });
+
+test("a layer deletion is one entry that counts its mask and is forgotten with the layer", () => {
+  const history = new History(3 * W * H);
+  const mask = new Uint8Array(W * H).fill(9);
+  history.push({ kind: "layer", layer: "a", index: 0, settings: { id: "a" }, mask, active: true });
+  assert.equal(history.bytes, W * H);
+  const entry = history.undo();
+  assert.equal(entry.kind, "layer");
+  assert.equal(history.redo(), entry);
+  history.push({ kind: "layer", layer: "b", index: 1, settings: { id: "b" }, mask: mask.slice(), active: false });
+  history.push({ kind: "layer", layer: "c", index: 2, settings: { id: "c" }, mask: mask.slice(), active: false });
+  history.push({ kind: "layer", layer: "d", index: 3, settings: { id: "d" }, mask: mask.slice(), active: false });
+  assert.deepEqual(history.undoStack.map((e) => e.layer), ["b", "c", "d"]); // the oldest dropped past maxBytes
+  history.forgetLayer("c");
+  assert.deepEqual(history.undoStack.map((e) => e.layer), ["b", "d"]);
+  assert.equal(history.bytes, 2 * W * H);
+});

@@ -1,5 +1,5 @@
 """Issue 2 end to end: paint in JupyterLab, read the masks in the kernel; set_mask from Python shows in
-the browser; undo in the browser (Ctrl+Z) reaches the kernel, last edit first."""
+the browser; undo in the browser (Ctrl+Z) reaches the kernel, last edit first; deleting a layer is undoable."""
 
 from __future__ import annotations
 
@@ -100,6 +100,23 @@ def test_paint_set_mask_and_undo(open_notebook):
     page.keyboard.press("Control+Shift+z")
     wait_until(lambda: min(_mask_values(kernel, "a", on_line)) > 0.5, timeout=20,
                what="Ctrl+Shift+Z to redo the stroke in the kernel")
+
+    # ---- deleting a layer is undoable: it comes back in its place, with its mask -----------------
+    layer_a = kernel.eval("a")
+    layer_ids = lambda: kernel.eval("[layer['id'] for layer in canvas.layers]")
+    page.locator(f'.sd-layer[data-layer="{layer_a}"] [data-action="layer-delete"]').click()
+    wait_until(lambda: layer_a not in layer_ids(), timeout=20, what="the ✕ button to delete layer a in the kernel")
+    wait_until(lambda: canvas_pixel(page, *on_line[3])[3] == 0, timeout=10,
+               what="the deleted layer's paint to disappear from the drawing surface")
+    focus_widget(page)
+    page.keyboard.press("Control+z")
+    wait_until(lambda: layer_ids() == [layer_a, kernel.eval("b")] and min(_mask_values(kernel, "a", on_line)) > 0.5,
+               timeout=20, what="Ctrl+Z to bring layer a back first in the list, with its stroke, in the kernel")
+    wait_until(lambda: canvas_pixel(page, *on_line[3])[3] > 0, timeout=10,
+               what="the restored layer's paint to reappear on the drawing surface")
+    assert kernel.eval("canvas.active_layer == a"), "the restored layer was active and should be again"
+    page.keyboard.press("Control+Shift+z")
+    wait_until(lambda: layer_a not in layer_ids(), timeout=20, what="Ctrl+Shift+Z to delete layer a again")
 
     status = kernel.eval("canvas.status")
     assert "ignored" not in status and "error" not in status.lower(), f"widget status reports a problem: {status!r}"
