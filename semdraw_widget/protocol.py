@@ -34,7 +34,7 @@ import numpy as np
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 #: Background images larger than this are refused before decoding.
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
-ACTIONS = ("start", "stop", "step")
+ACTIONS = ("start", "stop", "step", "render")
 IMAGE_FORMATS = ("png", "jpeg", "webp")
 
 

@@ -212,6 +212,22 @@ class StreamRunner:
         self._produce_frame()
         return self.latest_image()
 
+    def render(self):
+        """Frames until the scene settles, in the caller's thread; the settled image is sent as a PNG
+        and returned (see `SemanticCanvas.render`)."""
+        if not self._running:
+            self._started_at = time.perf_counter()
+        slots = int(getattr(self.pipeline, "num_slots", 1))
+        for _ in range(2 * slots + 1):  # a change during the render restarts convergence once
+            if self._is_still():
+                self._send_still_frame()
+                break
+            self._produce_frame()
+        if not self._running:
+            settled = "the image has settled" if self._is_still() else "the scene kept changing; this is the latest frame"
+            self._canvas.set_traits_threadsafe(status=f"rendered: {settled} (press ▶ to follow strokes live)")
+        return self.latest_image()
+
     @property
     def in_flight(self) -> int:
         with self._counters:

@@ -396,6 +396,14 @@ class SemanticCanvas(anywidget.AnyWidget):
         """Generate one frame now (in the calling thread) and return it as a PIL image."""
         return self._require_runner().step()
 
+    def render(self):
+        """Generate until the image settles (in the calling thread, without streaming) and return it.
+
+        The settled image is what the stream converges to for this scene (the one-shot image); it is
+        also sent to the views losslessly. If the scene keeps changing meanwhile, the latest frame is
+        returned after at most 2 x slots + 1 frames."""
+        return self._require_runner().render()
+
     @property
     def frame(self):
         """The latest generated frame as a PIL image (None before the first)."""

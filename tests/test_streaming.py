@@ -342,3 +342,32 @@ def test_a_background_compile_keeps_frames_coming_and_says_so(make_canvas, monke
     paint(canvas, layer, 0, 48, 8, 8)
     wait_for(lambda: pipe.predictor.calls["compiled"] > calls)
     canvas.stop()
+
+
+def test_render_generates_until_the_image_settles(live, pipe):
+    canvas = live()
+    layer = canvas.add_layer("an apple")
+    paint(canvas, layer, 8, 8, 32, 32)
+    image = canvas.render()  # without starting the stream
+    assert not canvas.running and canvas.status.startswith("rendered: the image has settled")
+    assert pipe.converged and canvas._runner.frames_generated == pipe.num_slots
+    wait_for(lambda: frames(canvas) and frames(canvas)[-1][0]["format"] == "png")
+    assert np.array_equal(np.asarray(decode(frames(canvas)[-1]).convert("RGB")), np.asarray(image))
+    generated = canvas._runner.frames_generated
+    assert np.array_equal(np.asarray(canvas.render()), np.asarray(image))  # already settled: no model call
+    assert canvas._runner.frames_generated == generated
+
+    canvas.start()
+    paint(canvas, layer, 0, 0, 8, 8, value=0)  # erases nothing: the stream runs again and settles on the same image
+    wait_for(lambda: canvas.status.startswith("still"))
+    canvas.stop()
+    assert np.array_equal(np.asarray(canvas.frame), np.asarray(image))
+
+
+def test_render_from_the_browser_button(live, make_canvas):
+    canvas = live()
+    canvas._handle_custom_msg({"type": "action", "name": "render"}, [])
+    assert canvas.status.startswith("rendered") and frames(canvas)
+    masks_only = make_canvas(SIZE, SIZE)
+    masks_only._handle_custom_msg({"type": "action", "name": "render"}, [])
+    assert "needs a pipeline" in masks_only.status and masks_only.sent.of_type("error")

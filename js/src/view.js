@@ -144,7 +144,8 @@ export class SemdrawView {
     this.playBtn = btn("play", "▶ Play", "Start / pause generation");
     this.stats = h("div", { class: "sd-stats" });
     this.gen = h("div", { class: "sd-gen" },
-      h("div", { class: "sd-gen-controls" }, this.playBtn, btn("step", "Step", "Generate one frame")),
+      h("div", { class: "sd-gen-controls" }, this.playBtn, btn("step", "Step", "Generate one frame"),
+        btn("render", "Render", "Generate until the image settles, without streaming")),
       this.frameBox, this.stats);
     this.main = h("div", { class: "sd-main" }, h("div", { class: "sd-draw" }, this.stage), this.gen);
 
@@ -631,7 +632,8 @@ export class SemdrawView {
       case "undo": return this.undo();
       case "redo": return this.redo();
       case "play": return this.model.send({ type: "action", name: this.get("running", false) ? "stop" : "start" });
-      case "step": return this.model.send({ type: "action", name: "step" });
+      case "step":
+      case "render": return this.model.send({ type: "action", name: target.dataset.action });
       case "palette-export": return this.exportPalette();
       case "palette-import": return this.paletteFile.click();
       case "bg-load": return this.layersPanel.bgFile.click();

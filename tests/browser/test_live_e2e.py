@@ -134,6 +134,13 @@ def test_play_paint_pause(open_notebook):
     assert max(seen) == settled, f"a stroke while paused produced frames: {settled} -> {seen}"
     assert kernel.eval("canvas.running") is False
 
+    # ---- Render: the paused stroke is generated until the image settles, without streaming ------
+    page.get_by_role("button", name=re.compile(r"\bRender\b")).click()
+    wait_until(lambda: kernel.eval("canvas.status").startswith("rendered: the image has settled"), timeout=FRAME_TIMEOUT,
+               what="Render to settle the image")
+    wait_until(lambda: frame_state(page)["seq"] > settled, timeout=FRAME_TIMEOUT, what="the rendered frames to be shown")
+    assert kernel.eval("canvas.running") is False
+
     status = kernel.eval("canvas.status")
     assert "error" not in status.lower() and "stopped" not in status.lower(), f"status reports a problem: {status!r}"
     nb.errors.check()
