@@ -6,7 +6,8 @@ patches at ~20 Hz through the canvas's message handler, like a painting user. St
 is measured from a patch's arrival to the send of the first frame whose canvas snapshot holds it.
 
 `straightforward(pipeline)` and `straightforward_runner(runner)` turn the same objects into the
-`--baseline` path: prompts re-encoded and all masks re-preprocessed every frame, eager model calls,
+`--baseline` path: prompts re-encoded and all masks re-preprocessed every frame, eager model calls on
+every (slot, layer) item,
 synchronous decode + copy to the host, and JPEG encoding on the generation thread.
 """
 
@@ -31,6 +32,7 @@ class StraightforwardPipeline:
 
     def __init__(self, stream: Any):
         self._stream = stream
+        stream._scene.skip_empty_items = False  # the model is called on every (slot, layer) item
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)

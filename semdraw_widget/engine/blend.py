@@ -4,7 +4,9 @@
 device tensors one denoising call needs (per-slot layer weights, per-item conditioning, timesteps,
 bootstrap roll indices) -- recomputing only what an update changed. `denoise` is DESIGN.md's
 "stream batch" steps 2-4 for any set of slots: bootstrapping with mask-bbox centring, one model call
-over (slots x active layers), x0 per layer, and the masked blend:
+over (slots x active layers) -- less the items whose layer has no weight at their slot, which add
+nothing to the blend (a weak layer at the noisy slots, a layer outside a tile) -- x0 per layer, and the
+masked blend:
 
     x0_t = c * (sum_p M_pt x0_pt / sum_p M_pt) + (1 - c) * background,   c = min(1, sum_p M_pt)
 
@@ -100,9 +102,20 @@ class Guidance:
     delta: float = 1.0
 
 
-@dataclass(frozen=True)
+def live_items(masks: torch.Tensor) -> tuple[int, ...] | None:
+    """Flat (slot-major) indices of the (slot, layer) items of weights (T, P, 1, h, w) that have some
+    weight, or None when all do. Syncs with the host: call at update time, never per frame."""
+    alive = masks.flatten(2).amax(2).gt(0).flatten().tolist()
+    return None if all(alive) else tuple(i for i, a in enumerate(alive) if a)
+
+
+@dataclass
 class RegionBatch:
-    """Device tensors for one denoising call over T slots and P active layers (slot-major items)."""
+    """Device tensors for one denoising call over T slots and P active layers (slot-major items).
+
+    `live` names the items the model is called on: an item whose layer has no weight at its slot adds
+    nothing to that slot's blend, so it is left out of the call (exact). The model call's inputs
+    (`call_cond`, `call_uncond`, `call_timesteps`, `live_index`) are derived once, here."""
 
     masks: torch.Tensor  # (T, P, 1, h, w)
     cond: Conditioning  # (T*P, ...)
@@ -111,10 +124,28 @@ class RegionBatch:
     boot_slots: int  # the first boot_slots slots are bootstrapped
     roll_forward: torch.Tensor  # (boot_slots*P, h*w)
     roll_back: torch.Tensor
+    live: tuple[int, ...] | None = None  # None: every item
+    skip_empty: bool = True  # False: call the model on every item (the straightforward baseline)
+    live_index: torch.Tensor | None = field(init=False)
+    call_cond: Conditioning = field(init=False)
+    call_uncond: Conditioning | None = field(init=False)
+    call_timesteps: torch.Tensor = field(init=False)
+
+    def __post_init__(self):
+        index = None if self.live is None else torch.tensor(self.live, dtype=torch.long, device=self.masks.device)
+        pick = lambda c: c if c is None or index is None else {k: v.index_select(0, index) for k, v in c.items()}
+        self.live_index = index
+        self.call_cond, self.call_uncond = pick(self.cond), pick(self.uncond)
+        self.call_timesteps = self.timesteps if index is None else self.timesteps.index_select(0, index)
 
     @property
     def num_layers(self) -> int:
         return self.masks.shape[1]
+
+    @property
+    def num_calls(self) -> int:
+        """Items in the model call."""
+        return self.timesteps.shape[0] if self.live is None else len(self.live)
 
     def select(self, slot: int) -> "RegionBatch":
         """The batch of one slot (the one-shot pipeline's step `slot`)."""
@@ -122,19 +153,25 @@ class RegionBatch:
         items = slice(slot * p, (slot + 1) * p)
         boot = slot < self.boot_slots
         pick = lambda c: None if c is None else {k: v[items] for k, v in c.items()}
+        live = None
+        if self.live is not None:
+            live = tuple(i - slot * p for i in self.live if slot * p <= i < (slot + 1) * p)
+            live = None if len(live) == p else live
         return RegionBatch(
             self.masks[slot:slot + 1], pick(self.cond), pick(self.uncond), self.timesteps[items], int(boot),
             self.roll_forward[items] if boot else self.roll_forward[:0],
-            self.roll_back[items] if boot else self.roll_back[:0],
+            self.roll_back[items] if boot else self.roll_back[:0], live, self.skip_empty,
         )
 
     def crop(self, top: int, bottom: int, left: int, right: int) -> "RegionBatch":
-        """The batch for a window of the latent canvas (tiling); centring is recomputed for the window."""
+        """The batch for a window of the latent canvas (tiling); centring and live items are recomputed
+        for the window (a layer that does not reach into it is left out of its calls)."""
         masks = self.masks[..., top:bottom, left:right]
         t, p = masks.shape[:2]
         boot = masks[: self.boot_slots].reshape(self.boot_slots * p, *masks.shape[-2:])
         forward, back = centring_roll_indices(boot)
-        return replace(self, masks=masks, roll_forward=forward, roll_back=back)
+        live = live_items(masks) if self.skip_empty else None
+        return replace(self, masks=masks, roll_forward=forward, roll_back=back, live=live)
 
 
 def denoise(
@@ -165,17 +202,26 @@ def denoise(
         x = torch.cat([masks[:nb] * x[:nb] + (1.0 - masks[:nb]) * booted, x[nb:]])
     flat = x.reshape(t * p, c, h, w)
     model_in = torch.cat([roll_items(flat[: nb * p], batch.roll_forward), flat[nb * p:]]) if nb else flat
-    if guidance.kind == "full":
-        out = family.predict(torch.cat([model_in, model_in]), batch.timesteps.repeat(2), cat_cond([batch.uncond, batch.cond]))
+    index = batch.live_index
+    if index is not None:  # only the items with some weight at their slot
+        model_in = model_in.index_select(0, index)
+    if model_in.shape[0] == 0:
+        out = model_in
+    elif guidance.kind == "full":
+        out = family.predict(torch.cat([model_in, model_in]), batch.call_timesteps.repeat(2),
+                             cat_cond([batch.call_uncond, batch.call_cond]))
         uncond, text = out.chunk(2)
         out = uncond + guidance.scale * (text - uncond)
     else:
-        out = family.predict(model_in, batch.timesteps, batch.cond)
+        out = family.predict(model_in, batch.call_timesteps, batch.call_cond)
         if guidance.kind == "self":
             residual = guidance.delta * noise[:, None].expand(t, p, c, h, w).reshape(t * p, c, h, w)
+            residual = residual if index is None else residual.index_select(0, index)
             out = residual + guidance.scale * (out - residual)
     if timer is not None:
         timer.mark("unet")
+    if index is not None:  # left-out items predict nothing; their weight is zero, so any x0 would do
+        out = flat.new_zeros(t * p, c, h, w).index_copy_(0, index, out)
     if nb:
         out = torch.cat([roll_items(out[: nb * p], batch.roll_back), out[nb * p:]])
     x0 = steps.x0(x, out.view(t, p, c, h, w))
@@ -223,6 +269,7 @@ class RegionScene:
     background_prompt: str = ""
     background_negative_prompt: str = ""
     background_image: torch.Tensor | None = None  # latent (1, C, h, w)
+    skip_empty_items: bool = True  # leave (slot, layer) items without weight out of the model call (exact)
 
     def __post_init__(self):
         if self.mask_type not in regions.MASK_TYPES:
@@ -316,7 +363,7 @@ class RegionScene:
         if not active:
             nothing = torch.zeros(t, 0, 1, h, w, device=device, dtype=self.family.dtype)
             empty = torch.zeros(0, h * w, dtype=torch.long, device=device)
-            return RegionBatch(nothing, {}, None, self.steps.timesteps[:0], 0, empty, empty)
+            return RegionBatch(nothing, {}, None, self.steps.timesteps[:0], 0, empty, empty, None, self.skip_empty_items)
         masks = torch.stack([layer.weights for layer in active], dim=1).to(self.family.dtype)  # (T, P, 1, h, w)
         strengths = torch.tensor([layer.prompt_strength for layer in active], device=device)
         base = self.family.encode_prompts([self.background_prompt])
@@ -329,7 +376,8 @@ class RegionScene:
         nb = min(self.bootstrap_steps, t)
         forward, back = centring_roll_indices(masks[:nb].reshape(nb * len(active), h, w))
         timesteps = self.steps.timesteps.repeat_interleave(len(active))
-        return RegionBatch(masks, repeat_cond(cond, t), uncond, timesteps, nb, forward, back)
+        live = live_items(masks) if self.skip_empty_items else None
+        return RegionBatch(masks, repeat_cond(cond, t), uncond, timesteps, nb, forward, back, live, self.skip_empty_items)
 
 
 def _image_tensor(image: Any, height: int, width: int) -> torch.Tensor:

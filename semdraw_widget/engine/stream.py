@@ -16,9 +16,11 @@ never waits on the device.
 
 Fast path, all optional and exact (the same arithmetic, so the same frames up to fp16 noise):
 `compile=True` replays the model from CUDA graphs, one per batch size, and `compile="inductor"`
-compiles it too, in the background if asked (`accel.py`; `warm_up` prepares them); `decode(latent, "pt")` keeps the uint8 frame on the device and `HostFrame` copies it
-into pinned memory without blocking, so decoding, the copy and JPEG encoding overlap the next
-frame (the streaming loop in `streaming.py` does this).
+compiles it too, in the background if asked (`accel.py`; `warm_up` prepares them);
+`decode(latent, "pt")` keeps the uint8 frame on the device and `HostFrame` copies it into pinned
+memory without blocking, so decoding, the copy and JPEG encoding overlap the next frame (the
+streaming loop in `streaming.py` does this). Always on: a (slot, layer) item whose layer has no
+weight at that slot is left out of the model call (`blend.live_items`).
 """
 
 from __future__ import annotations
@@ -293,11 +295,11 @@ class StreamMultiDiffusion:
         batch = self._scene.batch()
         if batch is None:
             return None
-        (h, w), items = self._scene.latent_size, self.num_slots * batch.num_layers
-        latents = self._noise.new_zeros(items, self.model.latent_channels, h, w)
+        (h, w) = self._scene.latent_size
+        latents = self._noise.new_zeros(batch.num_calls, self.model.latent_channels, h, w)
         if self._scene.guidance.kind == "full":
-            return torch.cat([latents, latents]), batch.timesteps.repeat(2), cat_cond([batch.uncond, batch.cond])
-        return latents, batch.timesteps, batch.cond
+            return torch.cat([latents, latents]), batch.call_timesteps.repeat(2), cat_cond([batch.call_uncond, batch.call_cond])
+        return latents, batch.call_timesteps, batch.call_cond
 
     def apply_updates(self) -> None:
         """Do the update-time work now (mask preprocessing, batch assembly, the host syncs they need),

@@ -164,3 +164,75 @@ def test_device_spellings():
     assert resolve_device("cuda:1") == torch.device("cuda", 1)
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+
+
+def _record_batch_sizes(model, monkeypatch):
+    sizes = []
+    original = model.predict
+
+    def predict(latents, timesteps, cond):
+        sizes.append(latents.shape[0])
+        return original(latents, timesteps, cond)
+
+    monkeypatch.setattr(model, "predict", predict)
+    return sizes
+
+
+def test_items_without_weight_at_their_slot_are_left_out_and_frames_do_not_change(make_stream, tiny, monkeypatch):
+    from semdraw_widget.engine import blend
+
+    def weak_scene(stream):
+        stream.update_background(prompt="a wooden table")
+        stream.update_single_layer(0, prompt="a red apple", mask=APPLE, mask_strength=0.3)  # no weight at the noisy slots
+        stream.update_single_layer(1, prompt="a green pear", mask=PEAR)
+        return stream
+
+    sizes = _record_batch_sizes(tiny, monkeypatch)
+    skipping = weak_scene(make_stream())
+    batch = skipping._scene.batch()
+    assert batch.live is not None and len(batch.live) < skipping.num_slots * 3
+    skipped = [skipping(output_type="latent") for _ in range(6)]
+    assert sizes == [len(batch.live)] * 6
+
+    monkeypatch.setattr(blend, "live_items", lambda masks: None)  # every item, as before this optimisation
+    sizes.clear()
+    full = weak_scene(make_stream())
+    everything = [full(output_type="latent") for _ in range(6)]
+    assert sizes == [full.num_slots * 3] * 6
+    for a, b in zip(skipped, everything):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_one_shot_windows_leave_out_layers_that_do_not_reach_them(tiny, monkeypatch):
+    from semdraw_widget.engine import StableMultiDiffusionPipeline, blend
+
+    width = 3 * SIZE
+    left = np.zeros((SIZE, width), dtype=bool)
+    left[8:56, 4:40] = True  # only in the first window
+    settings = dict(masks=[left], background_prompt="a meadow", height=SIZE, width=width, tile_size=SIZE, seed=3,
+                    mask_stds=0.0, output_type="latent")
+    sizes = _record_batch_sizes(tiny, monkeypatch)
+    pipe = StableMultiDiffusionPipeline("cpu", model=tiny)
+    skipped = pipe(["a red apple"], **settings)
+    assert min(sizes) == 1 and max(sizes) == 2  # background alone where the layer does not reach
+    monkeypatch.setattr(blend, "live_items", lambda masks: None)
+    sizes.clear()
+    everything = pipe(["a red apple"], **settings)
+    assert set(sizes) == {2}
+    torch.testing.assert_close(skipped, everything, atol=1e-5, rtol=1e-5)
+
+
+def test_a_step_where_no_layer_has_weight_makes_no_model_call(tiny, monkeypatch):
+    from semdraw_widget.engine import StableMultiDiffusionPipeline, blend
+
+    settings = dict(masks=[APPLE], height=SIZE, width=SIZE, seed=5, mask_strengths=0.3, mask_type="continuous",
+                    output_type="latent")
+    sizes = _record_batch_sizes(tiny, monkeypatch)
+    pipe = StableMultiDiffusionPipeline("cpu", model=tiny)
+    skipped = pipe(["a red apple"], **settings)
+    steps = len(tiny.schedule.default_indices(None))
+    assert 0 < len(sizes) < steps  # the noisiest steps had nothing to predict
+    monkeypatch.setattr(blend, "live_items", lambda masks: None)
+    sizes.clear()
+    torch.testing.assert_close(skipped, pipe(["a red apple"], **settings), atol=1e-5, rtol=1e-5)
+    assert len(sizes) == steps
