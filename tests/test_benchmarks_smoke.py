@@ -21,7 +21,10 @@ def test_stream_benchmark_tiny(tmp_path, capsys):
     assert set(result["paths"]) == {"baseline", "fast", "fast+cudagraph"}
     for name, path in result["paths"].items():
         assert "error" not in path, path
-        assert path["fps"] > 0 and path["frames"] == 4 and path["model_batch"] == 20
+        assert path["fps"] > 0 and path["frames"] == 4
+        # 5 slots x 4 layers; the fast paths leave out items without weight (the tiny canvas's small blurred
+        # discs have none at the noisiest slots), the baseline calls the model on all of them
+        assert path["model_batch"] == 20 if name == "baseline" else 0 < path["model_batch"] < 20
         assert {"mask_prep", "launch", "unet", "blend", "decode", "encode", "send"} <= set(path["stages_ms"])
         assert all(v >= 0 for v in path["stages_ms"].values())
         assert path["bare_model_ms"] > 0 and path["frame_over_bare_model"] > 0
