@@ -102,11 +102,16 @@ class Guidance:
     delta: float = 1.0
 
 
-def live_items(masks: torch.Tensor) -> tuple[int, ...] | None:
+def live_items(masks: torch.Tensor, multiple: int = 1) -> tuple[int, ...] | None:
     """Flat (slot-major) indices of the (slot, layer) items of weights (T, P, 1, h, w) that have some
-    weight, or None when all do. Syncs with the host: call at update time, never per frame."""
+    weight, or None when all do. With `multiple` > 1, items without weight are added back until the
+    count is a multiple of it (harmless: their weight is zero), so that CUDA graphs are captured for a
+    few batch sizes rather than for every count. Syncs with the host: call at update time, never per frame."""
     alive = masks.flatten(2).amax(2).gt(0).flatten().tolist()
-    return None if all(alive) else tuple(i for i, a in enumerate(alive) if a)
+    live = [i for i, a in enumerate(alive) if a]
+    dead = [i for i, a in enumerate(alive) if not a]
+    live = sorted(live + dead[: -len(live) % multiple])
+    return None if len(live) == len(alive) else tuple(live)
 
 
 @dataclass
@@ -270,6 +275,7 @@ class RegionScene:
     background_negative_prompt: str = ""
     background_image: torch.Tensor | None = None  # latent (1, C, h, w)
     skip_empty_items: bool = True  # leave (slot, layer) items without weight out of the model call (exact)
+    call_multiple: int = 1  # keep the model call's size a multiple of this (see `live_items`)
 
     def __post_init__(self):
         if self.mask_type not in regions.MASK_TYPES:
@@ -376,7 +382,7 @@ class RegionScene:
         nb = min(self.bootstrap_steps, t)
         forward, back = centring_roll_indices(masks[:nb].reshape(nb * len(active), h, w))
         timesteps = self.steps.timesteps.repeat_interleave(len(active))
-        live = live_items(masks) if self.skip_empty_items else None
+        live = live_items(masks, self.call_multiple) if self.skip_empty_items else None
         return RegionBatch(masks, repeat_cond(cond, t), uncond, timesteps, nb, forward, back, live, self.skip_empty_items)
 
 

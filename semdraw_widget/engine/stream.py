@@ -220,6 +220,8 @@ class StreamMultiDiffusion:
             cover_alpha=float(preprocess_mask_cover_alpha), bootstrap_steps=int(bootstrap_steps),
             guidance=Guidance(cfg_type, float(guidance_scale), float(delta)),
         )
+        if self.compile and self.predictor.uses_graphs:  # one graph per multiple of the slot count, not per item count
+            self._scene.call_multiple = self.num_slots
         self.reset_seed(seed)
 
     # ---- properties -------------------------------------------------------------------------

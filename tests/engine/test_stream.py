@@ -194,7 +194,7 @@ def test_items_without_weight_at_their_slot_are_left_out_and_frames_do_not_chang
     skipped = [skipping(output_type="latent") for _ in range(6)]
     assert sizes == [len(batch.live)] * 6
 
-    monkeypatch.setattr(blend, "live_items", lambda masks: None)  # every item, as before this optimisation
+    monkeypatch.setattr(blend, "live_items", lambda masks, multiple=1: None)  # every item, as before this optimisation
     sizes.clear()
     full = weak_scene(make_stream())
     everything = [full(output_type="latent") for _ in range(6)]
@@ -215,7 +215,7 @@ def test_one_shot_windows_leave_out_layers_that_do_not_reach_them(tiny, monkeypa
     pipe = StableMultiDiffusionPipeline("cpu", model=tiny)
     skipped = pipe(["a red apple"], **settings)
     assert min(sizes) == 1 and max(sizes) == 2  # background alone where the layer does not reach
-    monkeypatch.setattr(blend, "live_items", lambda masks: None)
+    monkeypatch.setattr(blend, "live_items", lambda masks, multiple=1: None)
     sizes.clear()
     everything = pipe(["a red apple"], **settings)
     assert set(sizes) == {2}
@@ -232,7 +232,31 @@ def test_a_step_where_no_layer_has_weight_makes_no_model_call(tiny, monkeypatch)
     skipped = pipe(["a red apple"], **settings)
     steps = len(tiny.schedule.default_indices(None))
     assert 0 < len(sizes) < steps  # the noisiest steps had nothing to predict
-    monkeypatch.setattr(blend, "live_items", lambda masks: None)
+    monkeypatch.setattr(blend, "live_items", lambda masks, multiple=1: None)
     sizes.clear()
     torch.testing.assert_close(skipped, pipe(["a red apple"], **settings), atol=1e-5, rtol=1e-5)
     assert len(sizes) == steps
+
+
+def test_with_cuda_graphs_the_call_size_is_a_multiple_of_the_slots(make_stream, tiny, monkeypatch):
+    """Graphs are captured per batch size: items without weight are added back up to a multiple of the slots."""
+    from semdraw_widget.engine.blend import live_items
+
+    weights = torch.zeros(5, 3, 1, 4, 4)
+    weights[:, 0] = 1.0
+    weights[3:, 1] = 1.0  # 5 + 2 items with weight
+    assert live_items(weights) == (0, 3, 6, 9, 10, 12, 13)
+    assert live_items(weights, multiple=5) == (0, 1, 2, 3, 4, 6, 9, 10, 12, 13)  # 3 items without weight added
+    weights[:, 2] = 1.0
+    weights[:3, 1] = 1.0
+    assert live_items(weights) is None and live_items(weights, multiple=5) is None
+
+    plain, graphed = make_stream(), make_stream()
+    graphed._scene.call_multiple = graphed.num_slots  # what compile=... sets on a CUDA device
+    for stream in (plain, graphed):
+        stream.update_background(prompt="a wooden table")
+        stream.update_single_layer(0, prompt="a red apple", mask=APPLE, mask_strength=0.3)
+    assert graphed._scene.batch().num_calls % graphed.num_slots == 0
+    assert graphed._scene.batch().num_calls > plain._scene.batch().num_calls
+    for _ in range(3):
+        torch.testing.assert_close(plain(output_type="latent"), graphed(output_type="latent"), atol=1e-5, rtol=1e-5)
