@@ -24,6 +24,9 @@ from .canvas_state import CanvasState, check_canvas_size
 
 log = logging.getLogger("semdraw_widget")
 
+HOLD_UNKNOWN_LAYER_S = 2.0  # how long a stroke may wait for its layer to arrive (see `_hold`)
+HELD_STROKE_BYTES = 16 * 1024 * 1024  # at most this much held stroke data per canvas
+
 _STATIC = Path(__file__).parent / "static"
 _ESM_PATH = _STATIC / "widget.js"
 _CSS_PATH = _STATIC / "widget.css"
@@ -124,6 +127,8 @@ class SemanticCanvas(anywidget.AnyWidget):
         self._runner = None
         self._max_in_flight = max_in_flight
         self._main_thread = threading.get_ident()
+        self._held: list[tuple[Any, float]] = []  # strokes on layers the kernel has not heard of yet
+        self._held_lock = threading.Lock()
         # The kernel's event loop: sends from the generation thread are scheduled on it.
         self._loop: asyncio.AbstractEventLoop | None = _kernel_event_loop()
         super().__init__(width=width, height=height, layers=self._state.layers, **files, **kwargs)
@@ -152,18 +157,23 @@ class SemanticCanvas(anywidget.AnyWidget):
             normalized = self._state.set_layers(change["new"])
         except (ValueError, TypeError) as exc:
             self._report(f"layer change rejected: {exc}")
-            self.layers = self._state.layers
-            return
+            normalized = self._state.layers
         if normalized != change["new"]:
             self.layers = normalized
-        if self.active_layer and self.active_layer not in self._state.layer_ids:
-            self.active_layer = normalized[-1]["id"] if normalized else ""
+        ids = self._state.layer_ids
+        if self.active_layer and self.active_layer not in ids:
+            self.active_layer = ids[-1] if ids else ""
+        if self._held:
+            self._release_held()
 
     @t.validate("active_layer")
     def _check_active(self, proposal):
         value = proposal["value"]
-        if value and value not in self._state.layer_ids:
-            raise t.TraitError(f"unknown layer {value!r}; known layers: {self._state.layer_ids}")
+        # Checked against the `layers` trait, not the state: a view's update may carry a new layer and
+        # make it active in one message, and the state hears of the new layer only after this check.
+        known = [layer.get("id") for layer in self.layers if isinstance(layer, dict)]
+        if value and value not in known:
+            raise t.TraitError(f"unknown layer {value!r}; known layers: {known}")
         return value
 
     @t.observe("background")
@@ -186,9 +196,10 @@ class SemanticCanvas(anywidget.AnyWidget):
             kind = content.get("type")
             if kind == "mask":
                 patch = protocol.decode_mask_message(content, buffers, self.width, self.height)
-                self._state.apply_patch(patch, arrival=time.perf_counter())
-                # Other views of this canvas (displayed twice, another tab) follow the stroke live.
-                self.send(*protocol.encode_mask_message(patch.layer, patch.x, patch.y, patch.data, "peer", patch.view))
+                if patch.layer in self._state.layer_ids:
+                    self._apply_stroke(patch, time.perf_counter())
+                else:
+                    self._hold(patch)
             elif kind == "ack":
                 seq = protocol.decode_ack(content)
                 if self._runner is not None:
@@ -208,6 +219,43 @@ class SemanticCanvas(anywidget.AnyWidget):
         except Exception as exc:  # the kernel and the canvas must survive anything a view sends
             log.exception("error while handling a browser message")
             self._report(f"error while handling a browser message: {type(exc).__name__}: {exc}")
+
+    def _apply_stroke(self, patch: Any, arrival: float) -> None:
+        self._state.apply_patch(patch, arrival=arrival)
+        # Other views of this canvas (displayed twice, another tab) follow the stroke live.
+        self.send_threadsafe(*protocol.encode_mask_message(patch.layer, patch.x, patch.y, patch.data, "peer", patch.view))
+
+    def _hold(self, patch: Any) -> None:
+        """Keep a stroke on a layer not known yet for a moment: a view sends its layer list as a widget
+        state update, which the front end may hold back while an earlier update is unanswered, so a new
+        (or restored) layer's first strokes can arrive before the layer itself."""
+        with self._held_lock:
+            held_bytes = sum(held.data.nbytes for held, _ in self._held)
+            if held_bytes + patch.data.nbytes > HELD_STROKE_BYTES:
+                raise protocol.ProtocolError(f"unknown layer {patch.layer!r}; known layers: {self._state.layer_ids}")
+            self._held.append((patch, time.perf_counter()))
+            first = len(self._held) == 1
+        if first:
+            timer = threading.Timer(HOLD_UNKNOWN_LAYER_S, self._release_held, kwargs={"expire": True})
+            timer.daemon = True
+            timer.start()
+
+    def _release_held(self, expire: bool = False) -> None:
+        """Apply held strokes whose layer now exists; report (and drop) those still unknown after the hold."""
+        with self._held_lock:
+            held, self._held = self._held, []
+        waiting, unknown = [], []
+        for patch, arrival in held:
+            if patch.layer in self._state.layer_ids:
+                self._apply_stroke(patch, arrival)
+            elif expire or time.perf_counter() - arrival > HOLD_UNKNOWN_LAYER_S:
+                unknown.append(patch.layer)
+            else:
+                waiting.append((patch, arrival))
+        with self._held_lock:
+            self._held = waiting + self._held
+        for layer in dict.fromkeys(unknown):
+            self._report(f"ignored a message from the browser: unknown layer {layer!r}; known layers: {self._state.layer_ids}")
 
     def _run_action(self, name: str) -> None:
         if self._runner is None:

@@ -1,3 +1,5 @@
+import time
+
 import numpy as np
 import pytest
 import traitlets
@@ -42,7 +44,6 @@ def test_deflated_strokes_and_observers(make_canvas):
 @pytest.mark.parametrize(
     "content, buffers, needle",
     [
-        ({"type": "mask", "layer": "ghost", "x": 0, "y": 0, "w": 1, "h": 1}, [b"\x01"], "unknown layer 'ghost'"),
         ({"type": "mask", "layer": "L", "x": 30, "y": 0, "w": 4, "h": 1}, [bytes(4)], "outside"),
         ({"type": "mask", "layer": "L", "x": 0, "y": 0, "w": 4, "h": 1}, [bytes(3)], "needs 4"),
         ({"type": "teleport"}, [], "unknown message type"),
@@ -61,6 +62,50 @@ def test_malformed_messages_are_visible_errors_and_change_nothing(make_canvas, c
     assert needle in canvas.status
     errors = canvas.sent.of_type("error")
     assert len(errors) == 1 and needle in errors[0][0]["message"]
+    np.testing.assert_array_equal(canvas.masks, before)
+
+
+def test_a_view_update_that_adds_a_layer_and_makes_it_active_at_once_is_taken(make_canvas):
+    """The front end merges held-back updates: a new layer and `active_layer` naming it arrive together."""
+    canvas = make_canvas(width=32, height=32)
+    canvas.add_layer("a", id="L")
+    canvas.set_state({"layers": [*canvas.layers, {"id": "N", "name": "new"}], "active_layer": "N"})
+    assert [layer["id"] for layer in canvas.layers] == ["L", "N"] and canvas.active_layer == "N"
+    assert canvas.state.layer_ids == ["L", "N"]
+    canvas.set_state({"layers": [canvas.layers[1]], "active_layer": "N"})  # and deleting the other one
+    assert canvas.state.layer_ids == ["N"] and canvas.active_layer == "N"
+    with pytest.raises(traitlets.TraitError, match="unknown layer"):
+        canvas.set_state({"active_layer": "ghost"})
+    assert canvas.active_layer == "N"
+
+
+def test_a_stroke_on_a_layer_that_arrives_late_waits_for_it(make_canvas):
+    """The front end may hold back a layers update while an earlier one is unanswered; a stroke sent
+    meanwhile on the new (or restored) layer is applied once the layer arrives."""
+    canvas = make_canvas(width=32, height=32)
+    canvas.add_layer("a", id="L")
+    from_browser(canvas, *stroke_message("N", 0, 0, 8, 8))
+    assert "N" not in [layer["id"] for layer in canvas.layers] and not canvas.sent.of_type("error")
+    canvas.layers = [*canvas.layers, {"id": "N", "name": "new"}]  # the view's layers update, late
+    assert canvas.get_mask("N")[:8, :8].min() == 1.0 and canvas.get_mask("N")[8:].max() == 0.0
+    assert [c["layer"] for c, _ in canvas.sent.of_type("mask") if c["origin"] == "peer"] == ["N"]
+    assert not canvas.sent.of_type("error")
+
+
+def test_a_stroke_on_a_layer_that_never_arrives_is_a_visible_error(make_canvas, monkeypatch):
+    from semdraw_widget import widget
+
+    monkeypatch.setattr(widget, "HOLD_UNKNOWN_LAYER_S", 0.05)
+    canvas = make_canvas(width=32, height=32)
+    canvas.add_layer("a", id="L")
+    before = canvas.masks.copy()
+    from_browser(canvas, *stroke_message("ghost", 0, 0, 1, 1))
+    deadline = time.monotonic() + 10
+    while not canvas.sent.of_type("error") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    errors = canvas.sent.of_type("error")
+    assert len(errors) == 1 and "unknown layer 'ghost'" in errors[0][0]["message"]
+    assert "unknown layer 'ghost'" in canvas.status
     np.testing.assert_array_equal(canvas.masks, before)
 
 
