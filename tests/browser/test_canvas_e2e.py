@@ -118,6 +118,16 @@ def test_paint_set_mask_and_undo(open_notebook):
     page.keyboard.press("Control+Shift+z")
     wait_until(lambda: layer_a not in layer_ids(), timeout=20, what="Ctrl+Shift+Z to delete layer a again")
 
+    # ---- a layer added in the widget can be painted at once ----------------------------------
+    page.locator('[data-action="layer-add"]').first.click()
+    box = canvas_box(page)  # the taller layer list may have moved the canvas
+    drag(page, box, (0.1, 0.9), (0.4, 0.9), steps=6)  # straight away: the new layer is the active one
+    wait_until(lambda: len(layer_ids()) == 2 and kernel.eval("canvas.active_layer") == layer_ids()[-1],
+               timeout=20, what="the added layer to reach the kernel as the active layer")
+    new_layer = layer_ids()[-1]
+    wait_until(lambda: kernel.eval(f"float(canvas.get_mask({new_layer!r}).sum())") > 0, timeout=20,
+               what="the stroke on the just-added layer to reach the kernel")
+
     status = kernel.eval("canvas.status")
     assert "ignored" not in status and "error" not in status.lower(), f"widget status reports a problem: {status!r}"
     nb.errors.check()
