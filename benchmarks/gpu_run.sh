@@ -2,7 +2,7 @@
 # One device call for RESULTS.md: install the carried wheels (.whl), then each benchmark step under its
 # own time limit, so one failure or overrun loses only that step. Everything lands in $OUT.
 #   run(command="bash benchmarks/gpu_run.sh 400", carry=[".whl", "semdraw_widget/static"], timeout_s=420)
-#   STEPS="inductor inductor768" bash benchmarks/gpu_run.sh 400   # what issue 6 still needs measured
+#   STEPS="inductor weak inductor768" bash benchmarks/gpu_run.sh 500   # what issue 6 still needs measured
 set -u
 BUDGET=${1:-400}
 OUT=${OUT:-/tmp/semdraw-bench}
@@ -16,7 +16,7 @@ export PYTHONPATH=/tmp/site:$PWD
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 | tee -a "$log"
 python3 -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers', diffusers.__version__)" 2>&1 | tee -a "$log"
 
-STEPS=${STEPS:-"inductor inductor768 target s768 paper sdxl sweep"}
+STEPS=${STEPS:-"inductor weak inductor768 target s768 paper sdxl sweep"}
 step() {  # step NAME LIMIT_S COMMAND...: run if listed in STEPS and time is left; print its table and JSON lines
   local name=$1 limit=$2; shift 2
   case " $STEPS " in *" $name "*) ;; *) return ;; esac
@@ -33,6 +33,7 @@ step() {  # step NAME LIMIT_S COMMAND...: run if listed in STEPS and time is lef
 S="python3 -m benchmarks.stream --arch sd15"
 # inductor: baseline, graphs and compiled graphs side by side; the compile (about a minute) is waited for, not timed
 step inductor 300 $S --height 512 --width 512 --layers 4 --frames 150 --baseline --compile cudagraph,inductor --no-eager --json "$OUT/inductor.json"
+step weak 120 $S --height 512 --width 512 --layers 4 --frames 150 --mask-strength 0.8 --baseline --compile --no-eager --json "$OUT/weak.json"
 step inductor768 200 $S --height 768 --width 768 --layers 4 --frames 60 --compile inductor --no-eager --no-compare --json "$OUT/inductor768.json"
 step target 150 $S --height 512 --width 512 --layers 4 --frames ${TARGET_FRAMES:-200} --baseline --compile --json "$OUT/target.json"
 step s768 100 $S --height 768 --width 768 --layers 4 --frames ${S768_FRAMES:-60} --baseline --compile --no-eager --json "$OUT/s768.json"

@@ -86,7 +86,7 @@ def disc(width: int, height: int, cx: int, cy: int, radius: int) -> np.ndarray:
     return (((xs - cx) ** 2 + (ys - cy) ** 2) <= radius**2).astype(np.uint8) * 255
 
 
-def make_canvas(pipeline: Any, layers: int):
+def make_canvas(pipeline: Any, layers: int, mask_strength: float = 1.0):
     """A canvas with `layers` prompts counting the background prompt as one (1 = one painted layer alone)."""
     from semdraw_widget import SemanticCanvas
 
@@ -95,7 +95,7 @@ def make_canvas(pipeline: Any, layers: int):
     canvas = SemanticCanvas(width, height, pipeline=pipeline, background_prompt="a wooden table" if layers > 1 else "")
     ids = []
     for i, (cx, cy) in enumerate(layer_centres(painted, width, height)):
-        layer_id = canvas.add_layer(PROMPTS[i % len(PROMPTS)])
+        layer_id = canvas.add_layer(PROMPTS[i % len(PROMPTS)], mask_strength=mask_strength)
         canvas.set_mask(layer_id, disc(width, height, cx, cy, int(min(width, height) * 0.2)))
         ids.append(layer_id)
     return canvas, ids
@@ -185,11 +185,11 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def measure_path(pipeline: Any, layers: int, frames: int, warmup_frames: int, baseline: bool, rate_hz: float = 20.0,
-                 timeout_s: float = 300.0) -> dict:
+                 timeout_s: float = 300.0, mask_strength: float = 1.0) -> dict:
     """Paint for `warmup_frames + frames` frames and summarise the last `frames`; then let the scene settle."""
     device = pipeline.device
     driven = StraightforwardPipeline(pipeline) if baseline else pipeline
-    canvas, ids = make_canvas(driven, layers)
+    canvas, ids = make_canvas(driven, layers, mask_strength)
     runner = canvas._runner
     if baseline:
         runner._encoder.shutdown(wait=True)
@@ -324,7 +324,8 @@ def bare_model_ms(pipeline: Any, repeats: int = 10) -> float | None:
 
 
 # ---- the same frames? --------------------------------------------------------------------------------
-def compare_paths(model: Any, height: int, width: int, layers: int, compile: Any, frames: int = 8) -> dict:
+def compare_paths(model: Any, height: int, width: int, layers: int, compile: Any, frames: int = 8,
+                  mask_strength: float = 1.0) -> dict:
     """The baseline and the fast path on the same scene and seed, frame by frame (uint8 differences)."""
     from semdraw_widget.engine import StreamMultiDiffusion
     from semdraw_widget.engine.stream import HostFrame
@@ -334,10 +335,12 @@ def compare_paths(model: Any, height: int, width: int, layers: int, compile: Any
         if layers > 1:
             stream.update_background(prompt="a wooden table")
         for i, (cx, cy) in enumerate(layer_centres(painted, width, height)):
-            stream.update_single_layer(i, prompt=PROMPTS[i % len(PROMPTS)], mask=disc(width, height, cx, cy, int(min(width, height) * 0.2)))
+            stream.update_single_layer(i, prompt=PROMPTS[i % len(PROMPTS)], mask_strength=mask_strength,
+                                       mask=disc(width, height, cx, cy, int(min(width, height) * 0.2)))
         return stream
 
     base = scene(StreamMultiDiffusion(model.device, model=model, height=height, width=width))
+    base._scene.skip_empty_items = False  # the baseline calls the model on every (slot, layer) item
     fast = scene(StreamMultiDiffusion(model.device, model=model, height=height, width=width, compile=compile))
     fast.warm_up()
     differences, finite = [], True

@@ -37,6 +37,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--layers", type=int, default=4, help="prompts including the background prompt")
     parser.add_argument("--slots", type=int, default=None, help="stream slots (default: the engine's 5)")
+    parser.add_argument("--mask-strength", type=float, default=1.0,
+                        help="the painted layers' mask strength (< 1: no weight at the noisiest slots, which are skipped)")
     parser.add_argument("--frames", type=int, default=200, help="measured frames per path")
     parser.add_argument("--warmup-frames", type=int, default=10)
     parser.add_argument("--rate", type=float, default=20.0, help="mask patches per second")
@@ -78,7 +80,7 @@ def run_config(model: Any, height: int, width: int, layers: int, args: argparse.
         modes.append("fast")
     modes += [f"fast+{m}" for m in compiled]
     extra = {} if args.slots is None else {"t_index_list": slot_indices(args.slots)}
-    result: dict[str, Any] = {"height": height, "width": width, "layers": layers, "paths": {}}
+    result: dict[str, Any] = {"height": height, "width": width, "layers": layers, "mask_strength": args.mask_strength, "paths": {}}
     for mode in modes:
         compile = mode.split("+", 1)[1] if "+" in mode else False
         started = time.perf_counter()
@@ -87,7 +89,7 @@ def run_config(model: Any, height: int, width: int, layers: int, args: argparse.
                                             compile=compile, **extra)
             result["slots"] = pipeline.num_slots
             path = measure_path(pipeline, layers, args.frames, args.warmup_frames, baseline=mode == "baseline",
-                                rate_hz=args.rate, timeout_s=args.path_timeout)
+                                rate_hz=args.rate, timeout_s=args.path_timeout, mask_strength=args.mask_strength)
         except Exception as exc:
             traceback.print_exc()
             path = {"error": f"{type(exc).__name__}: {exc}"}
@@ -105,7 +107,7 @@ def run_config(model: Any, height: int, width: int, layers: int, args: argparse.
     if compare:
         compile = compiled[-1] if compiled else False
         try:
-            result["same_frames"] = compare_paths(model, height, width, layers, compile)
+            result["same_frames"] = compare_paths(model, height, width, layers, compile, mask_strength=args.mask_strength)
         except Exception as exc:
             traceback.print_exc()
             result["same_frames"] = {"error": f"{type(exc).__name__}: {exc}"}
