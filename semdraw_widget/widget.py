@@ -189,6 +189,20 @@ class SemanticCanvas(anywidget.AnyWidget):
         self.background = {**self._state.background, "has_image": self._state.background_image is not None}
 
     # ---- messages from the browser ------------------------------------------------------------
+    def set_state(self, sync_data: dict) -> None:
+        """A view's state update, one trait at a time, `layers` first.
+
+        ipywidgets applies an update as a whole, and a bad value rolls the whole update back, silently
+        for the view. A view merges its held-back updates into one, so that would take good changes down
+        with a bad one. Here a bad value is reported and the view gets the kernel's value back."""
+        for name in sorted(sync_data, key=lambda name: name != "layers"):
+            try:
+                super().set_state({name: sync_data[name]})
+            except (t.TraitError, ValueError, TypeError) as exc:
+                self._report(f"ignored a change of {name!r} from the browser: {exc}")
+                if name in self.keys:
+                    self.send_state(name)
+
     def _on_msg(self, _widget, content: Any, buffers: list) -> None:
         try:
             if not isinstance(content, dict):

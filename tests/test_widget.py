@@ -74,9 +74,19 @@ def test_a_view_update_that_adds_a_layer_and_makes_it_active_at_once_is_taken(ma
     assert canvas.state.layer_ids == ["L", "N"]
     canvas.set_state({"layers": [canvas.layers[1]], "active_layer": "N"})  # and deleting the other one
     assert canvas.state.layer_ids == ["N"] and canvas.active_layer == "N"
-    with pytest.raises(traitlets.TraitError, match="unknown layer"):
-        canvas.set_state({"active_layer": "ghost"})
-    assert canvas.active_layer == "N"
+    canvas.set_state({"active_layer": "ghost"})  # from a view: reported, not raised
+    assert canvas.active_layer == "N" and "unknown layer 'ghost'" in canvas.status
+
+
+def test_a_bad_value_in_a_view_update_is_reported_and_does_not_take_the_rest_down(make_canvas):
+    canvas = make_canvas(width=32, height=32)
+    canvas.add_layer("a", id="L")
+    canvas.set_state({"tool": "spray can", "layers": [*canvas.layers, {"id": "N"}], "active_layer": "N", "brush_size": 9})
+    assert canvas.state.layer_ids == ["L", "N"] and canvas.active_layer == "N" and canvas.brush_size == 9
+    assert canvas.tool == "brush"
+    assert "ignored a change of 'tool'" in canvas.status
+    errors = canvas.sent.of_type("error")
+    assert len(errors) == 1 and "spray can" in errors[0][0]["message"]
 
 
 def test_a_stroke_on_a_layer_that_arrives_late_waits_for_it(make_canvas):
