@@ -58,6 +58,7 @@ def multidiffusion(family: Any, height: int, width: int, layers: int, steps: int
     guidance = Guidance("full", cfg) if cfg > 1 else Guidance("none")
     scene = RegionScene(family, ddim, height, width, guidance=guidance)
     scene.background_prompt = "a wooden table" if layers > 1 else ""
+    scene.skip_empty_items = False  # MultiDiffusion as published: every layer at every step
     for i, (cx, cy) in enumerate(layer_centres(max(1, layers - 1), width, height)):
         layer = scene.new_layer(PROMPTS[i % len(PROMPTS)])
         scene.set_mask(layer, disc(width, height, cx, cy, int(min(width, height) * 0.2)))

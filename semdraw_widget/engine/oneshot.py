@@ -185,19 +185,21 @@ class StableMultiDiffusionPipeline:
             return background
         windows, weights = tile_weights(h, w, max(1, tile_size // self.model.vae_scale))
         weights = weights.to(self.device, self.dtype)
-        # Each window's batch once, not per step: cropping recomputes the centring rolls on the host.
-        crops = [batch.crop(*window) for window in windows] if len(windows) > 1 else []
+        # Every (window, step) batch up front: cropping recomputes the centring rolls and live items on the
+        # host, and each step's batch has its own device index of live items; none of that belongs in the loop.
+        crops = [batch.crop(*window) for window in windows] if len(windows) > 1 else [batch]
+        per_step = [[crop.select(i) for i in range(len(steps))] for crop in crops]
         x = noise[:1]
         for i in range(len(steps)):
             step = steps.select(slice(i, i + 1))
             if len(windows) == 1:
-                x0 = denoise(self.model, step, x, batch.select(i), background, scene.guidance, noise[i:i + 1], leak)
+                x0 = denoise(self.model, step, x, per_step[0][i], background, scene.guidance, noise[i:i + 1], leak)
             else:
                 x0 = torch.zeros_like(x)
-                for (top, bottom, left, right), weight, crop in zip(windows, weights, crops):
+                for (top, bottom, left, right), weight, window_steps in zip(windows, weights, per_step):
                     part = (..., slice(top, bottom), slice(left, right))
                     x0[part] += weight[top:bottom, left:right] * denoise(
-                        self.model, step, x[part], crop.select(i), background[part], scene.guidance, noise[i:i + 1][part], leak,
+                        self.model, step, x[part], window_steps[i], background[part], scene.guidance, noise[i:i + 1][part], leak,
                     )
             if i + 1 < len(steps):
                 x = steps.select(slice(i + 1, i + 2)).add_noise(x0, noise[i + 1:i + 2])
