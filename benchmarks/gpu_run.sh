@@ -2,7 +2,7 @@
 # One device call for RESULTS.md: install the carried wheels (.whl), then each benchmark step under its
 # own time limit, so one failure or overrun loses only that step. Everything lands in $OUT.
 #   run(command="bash benchmarks/gpu_run.sh 400", carry=[".whl", "semdraw_widget/static"], timeout_s=420)
-#   STEPS="inductor weak inductor768" bash benchmarks/gpu_run.sh 500   # what issue 6 still needs measured
+#   STEPS="inductor weak inductor768" bash benchmarks/gpu_run.sh 420   # what issue 6 still needs measured (~6 min)
 set -u
 BUDGET=${1:-400}
 OUT=${OUT:-/tmp/semdraw-bench}
