@@ -218,13 +218,24 @@ class StreamRunner:
         if not self._running:
             self._started_at = time.perf_counter()
         slots = int(getattr(self.pipeline, "num_slots", 1))
-        for _ in range(2 * slots + 1):  # a change during the render restarts convergence once
-            if self._is_still():
-                self._send_still_frame()
-                break
-            self._produce_frame()
+        try:
+            for _ in range(2 * slots + 1):  # a change during the render restarts convergence once
+                if self._is_still():
+                    break
+                self._produce_frame()
+        except Exception:
+            self._release_gpu_memory()
+            raise
+        still = self._is_still()
+        if still:
+            self._send_still_frame()
         if not self._running:
-            settled = "the image has settled" if self._is_still() else "the scene kept changing; this is the latest frame"
+            if still:
+                settled = "the image has settled"
+            elif getattr(self.pipeline, "fresh_noise", False):
+                settled = "the latest frame (with fresh noise each frame, the image never settles)"
+            else:
+                settled = "the scene kept changing; this is the latest frame"
             self._canvas.set_traits_threadsafe(status=f"rendered: {settled} (press ▶ to follow strokes live)")
         return self.latest_image()
 

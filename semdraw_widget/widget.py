@@ -198,7 +198,9 @@ class SemanticCanvas(anywidget.AnyWidget):
         for name in sorted(sync_data, key=lambda name: name != "layers"):
             try:
                 super().set_state({name: sync_data[name]})
-            except (t.TraitError, ValueError, TypeError) as exc:
+            except Exception as exc:  # the kernel and the view must survive anything a view sends
+                if not isinstance(exc, (t.TraitError, ValueError, TypeError)):
+                    log.exception("error while applying a change from the browser")
                 self._report(f"ignored a change of {name!r} from the browser: {exc}")
                 if name in self.keys:
                     self.send_state(name)
@@ -210,9 +212,9 @@ class SemanticCanvas(anywidget.AnyWidget):
             kind = content.get("type")
             if kind == "mask":
                 patch = protocol.decode_mask_message(content, buffers, self.width, self.height)
-                if patch.layer in self._state.layer_ids:
+                if patch.layer in self._state.layer_ids and not any(held.layer == patch.layer for held, _ in self._held):
                     self._apply_stroke(patch, time.perf_counter())
-                else:
+                else:  # its layer is not known yet, or earlier strokes on it wait: keep their order
                     self._hold(patch)
             elif kind == "ack":
                 seq = protocol.decode_ack(content)
@@ -250,26 +252,42 @@ class SemanticCanvas(anywidget.AnyWidget):
             self._held.append((patch, time.perf_counter()))
             first = len(self._held) == 1
         if first:
-            timer = threading.Timer(HOLD_UNKNOWN_LAYER_S, self._release_held, kwargs={"expire": True})
+            self._expire_held_later()
+
+    def _expire_held_later(self) -> None:
+        # On the kernel's loop when there is one, so that held strokes are applied on the thread that
+        # applies every other stroke (in order); a timer thread otherwise (no kernel: tests, scripts).
+        if self._loop is not None and self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.call_later, HOLD_UNKNOWN_LAYER_S, self._release_held)
+        else:
+            timer = threading.Timer(HOLD_UNKNOWN_LAYER_S, self._release_held)
             timer.daemon = True
             timer.start()
 
-    def _release_held(self, expire: bool = False) -> None:
-        """Apply held strokes whose layer now exists; report (and drop) those still unknown after the hold."""
+    def _release_held(self) -> None:
+        """Apply held strokes whose layer now exists, in order; report (and drop) those whose layer is
+        still unknown after the hold; keep waiting for the rest."""
         with self._held_lock:
             held, self._held = self._held, []
         waiting, unknown = [], []
         for patch, arrival in held:
             if patch.layer in self._state.layer_ids:
-                self._apply_stroke(patch, arrival)
-            elif expire or time.perf_counter() - arrival > HOLD_UNKNOWN_LAYER_S:
-                unknown.append(patch.layer)
+                try:
+                    self._apply_stroke(patch, arrival)
+                except Exception as exc:  # one bad stroke must not take the others with it
+                    log.exception("could not apply a held stroke")
+                    unknown.append((patch.layer, f"{type(exc).__name__}: {exc}"))
+            elif time.perf_counter() - arrival >= HOLD_UNKNOWN_LAYER_S:
+                unknown.append((patch.layer, f"unknown layer {patch.layer!r}; known layers: {self._state.layer_ids}"))
             else:
                 waiting.append((patch, arrival))
         with self._held_lock:
             self._held = waiting + self._held
-        for layer in dict.fromkeys(unknown):
-            self._report(f"ignored a message from the browser: unknown layer {layer!r}; known layers: {self._state.layer_ids}")
+            again = bool(self._held)
+        if again:
+            self._expire_held_later()
+        for message in dict.fromkeys(message for _, message in unknown):
+            self._report(f"ignored a message from the browser: {message}")
 
     def _run_action(self, name: str) -> None:
         if self._runner is None:

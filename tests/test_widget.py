@@ -102,6 +102,22 @@ def test_a_stroke_on_a_layer_that_arrives_late_waits_for_it(make_canvas):
     assert not canvas.sent.of_type("error")
 
 
+def test_each_held_stroke_gets_its_full_wait(make_canvas, monkeypatch):
+    from semdraw_widget import widget
+
+    monkeypatch.setattr(widget, "HOLD_UNKNOWN_LAYER_S", 0.3)
+    canvas = make_canvas(width=32, height=32)
+    from_browser(canvas, *stroke_message("A", 0, 0, 4, 4))
+    time.sleep(0.2)
+    from_browser(canvas, *stroke_message("B", 8, 8, 4, 4))  # held 0.2 s after A
+    canvas.layers = [{"id": "A"}]
+    time.sleep(0.15)  # A's hold has run out, B's has not
+    canvas.layers = [{"id": "A"}, {"id": "B"}]
+    time.sleep(0.5)
+    assert canvas.get_mask("A")[:4, :4].min() == 1.0 and canvas.get_mask("B")[8:12, 8:12].min() == 1.0
+    assert not canvas.sent.of_type("error")
+
+
 def test_a_stroke_on_a_layer_that_never_arrives_is_a_visible_error(make_canvas, monkeypatch):
     from semdraw_widget import widget
 

@@ -49,6 +49,12 @@ export class History {
     return entry;
   }
 
+  /** Drops the entry just undone, which could not be applied (redoing it would do something else). */
+  discardUndone() {
+    const entry = this.redoStack.pop();
+    if (entry) this.bytes -= size(entry);
+  }
+
   /** Drops every entry of a layer deleted elsewhere (by Python or another view). */
   forgetLayer(layer) {
     const keep = (e) => {

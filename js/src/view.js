@@ -240,6 +240,7 @@ export class SemdrawView {
     this.overlay = this.ctx.createImageData(width, height);
     for (const id of this.masks.keys()) this.masks.set(id, new Uint8Array(width * height));
     this.history.clear();
+    this.deletedHere.clear();
     this.layerLook = "";
     this.onLayers();
     this.drawBackground();
@@ -531,8 +532,9 @@ export class SemdrawView {
   undo() {
     if (this.stroke) return;
     const e = this.history.undo();
-    if (e?.kind === "layer") this.restoreLayer(e);
-    else if (e) this.writeMask(e.layer, e.rect, e.before);
+    if (e?.kind === "layer") {
+      if (!this.restoreLayer(e)) this.history.discardUndone();
+    } else if (e) this.writeMask(e.layer, e.rect, e.before);
     this.updateUndo();
   }
 
@@ -591,12 +593,13 @@ export class SemdrawView {
   /** Undoes a deletion: the layer goes back to its place with its settings, then its mask to the kernel. */
   restoreLayer(entry) {
     const layers = this.layers();
-    if (layers.some((l) => l.id === entry.layer)) return;
+    if (layers.some((l) => l.id === entry.layer)) return false; // back already (from Python or another view)
     layers.splice(Math.min(entry.index, layers.length), 0, entry.settings);
     this.setLayers(layers);
     const rect = nonZeroBounds(entry.mask, this.width, this.height);
     if (rect) this.writeMask(entry.layer, rect, extract(entry.mask, this.width, rect));
     if (entry.active) this.set("active_layer", entry.layer);
+    return true;
   }
 
   moveLayer(id, step) {

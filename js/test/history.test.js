@@ -123,3 +123,12 @@ test("a layer deletion is one entry that counts its mask and is forgotten with t
   assert.deepEqual(history.undoStack.map((e) => e.layer), ["b", "d"]);
   assert.equal(history.bytes, 2 * W * H);
 });
+
+test("an undone entry that could not be applied is discarded, not redone later", () => {
+  const history = new History();
+  history.push({ kind: "layer", layer: "a", index: 0, settings: { id: "a" }, mask: new Uint8Array(4), active: false });
+  history.undo();
+  history.discardUndone();
+  assert.equal(history.canRedo, false);
+  assert.equal(history.bytes, 0);
+});

@@ -22,6 +22,7 @@ model's own, so outputs equal the eager ones up to floating-point noise (kernel 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from typing import Any, Callable
@@ -115,7 +116,7 @@ class AcceleratedPredictor:
         self._compiled: Callable | None = None
         self._compiled_kinds: set[Signature] = set()
         self._compile_thread: threading.Thread | None = None
-        self._compiling_kinds: list[Signature] = []
+        self._layout_to_restore = False  # a failed compile left channels_last weights behind
 
     # ---- state ------------------------------------------------------------------------------
     @property
@@ -139,12 +140,16 @@ class AcceleratedPredictor:
 
     @property
     def needs_warm_up(self) -> bool:
-        """True when `warm_up` has something to do now (not merely wait for the running compile)."""
-        waiting = set(self._compiling_kinds) if self.compiling else set()
-        return any(_shape_kind(s) not in waiting for s in self._pending)
+        """True when `warm_up` has something to do now, not merely wait for the running compile (which
+        blocks every other compile and every use of the compiled model until it ends)."""
+        if self.compiling:
+            return False
+        return bool(self._pending) or self._layout_to_restore
 
     def _compiled_for(self, signature: Signature) -> bool:
-        return self.compiles and _shape_kind(signature) in self._compiled_kinds
+        """The compiled model takes this signature without compiling, and may be called now: never while
+        a compile runs in the background (torch.compile is not thread-safe)."""
+        return self.compiles and not self.compiling and _shape_kind(signature) in self._compiled_kinds
 
     def _done(self, signature: Signature) -> bool:
         if self.uses_graphs:
@@ -178,16 +183,28 @@ class AcceleratedPredictor:
 
         Compiling (inductor) happens in this thread with `block=True`, else in a background thread
         that this call starts and does not wait for; signatures whose compile is still running stay
-        pending. Graph captures (under a second each) always happen in this thread."""
+        pending. Graph captures (under a second each) and changes to the weights' memory layout
+        always happen in this thread, the one that runs the frames."""
         if block and self._compile_thread is not None:
             self._compile_thread.join()  # its kinds are compiled now (or compiling failed)
+        if self.compiling:
+            return 0
+        self._restore_layout_after_failure()
         missing = self._uncompiled_examples()
-        if missing and block:
-            self._compile(missing)
-        elif missing and not self.compiling:
-            self._compiling_kinds = [_shape_kind(s) for s in missing]
-            self._compile_thread = threading.Thread(target=self._compile, args=(missing,), name="semdraw-compile", daemon=True)
-            self._compile_thread.start()
+        if missing:
+            try:
+                self._prepare_compile()
+            except Exception as exc:
+                self._compile_failed(exc)
+                missing = []
+        if missing:
+            if block:
+                self._compile(missing)
+                self._restore_layout_after_failure()
+            else:
+                self._compile_thread = threading.Thread(target=self._compile, args=(missing,), name="semdraw-compile", daemon=True)
+                self._compile_thread.start()
+                return 0
         done = 0
         for signature in list(self._pending):
             if self.compiles and not self._compiled_for(signature):
@@ -208,6 +225,26 @@ class AcceleratedPredictor:
             done += 1
         return done
 
+    def _prepare_compile(self) -> None:
+        if self._compiled is not None:
+            return
+        unet = getattr(self.family, "unet", None)
+        if unet is not None and self.uses_graphs and not self._graphs:
+            # inductor fuses the norms, so NHWC convolutions pay off on a GPU; changed here, on the frames'
+            # thread and before any graph holds the old weights
+            unet.to(memory_format=torch.channels_last)
+        self._compiled = torch.compile(self.family.predict, mode="default")
+
+    def _restore_layout_after_failure(self) -> None:
+        """After a failed compile: back to the layout eager calls are fastest with, unless graphs captured
+        since hold the current weights (changing the layout would free the memory they read)."""
+        if not self._layout_to_restore:
+            return
+        self._layout_to_restore = False
+        unet = getattr(self.family, "unet", None)
+        if unet is not None and not self._graphs:
+            unet.to(memory_format=torch.contiguous_format)
+
     def _uncompiled_examples(self) -> list[Signature]:
         """One pending signature per shape kind that still needs compiling."""
         if not self.compiles:
@@ -222,35 +259,30 @@ class AcceleratedPredictor:
     def _compile(self, signatures: list[Signature]) -> None:
         """Compile the model for each signature's kind (dynamic batch); a failure turns compiling off."""
         try:
-            if self._compiled is None:
-                unet = getattr(self.family, "unet", None)
-                if unet is not None and self.uses_graphs:  # inductor fuses the norms, so NHWC convolutions pay off on a GPU
-                    unet.to(memory_format=torch.channels_last)
-                self._compiled = torch.compile(self.family.predict, mode="default")
             for signature in signatures:
                 self._compile_kind(signature)
                 self._compiled_kinds.add(_shape_kind(signature))
-        except Exception as exc:  # the model still runs without it; say why once
-            log.warning("torch.compile failed; running without it", exc_info=True)
-            unet = getattr(self.family, "unet", None)
-            if unet is not None and self.uses_graphs:  # back to the layout eager graphs are fastest with
-                unet.to(memory_format=torch.contiguous_format)
-            self.compile_error = f"{type(exc).__name__}: {exc}".strip()[:300]
-        finally:
-            self._compiling_kinds = []
+        except Exception as exc:
+            self._compile_failed(exc)
+
+    def _compile_failed(self, exc: Exception) -> None:
+        """The model still runs without torch.compile; say why once."""
+        log.warning("torch.compile failed; running without it", exc_info=exc)
+        self._layout_to_restore = self.uses_graphs
+        self.compile_error = f"{type(exc).__name__}: {exc}".strip()[:300]
 
     def _compile_kind(self, signature: Signature) -> None:
         device = self.family.device
         latents, timesteps, cond = _zero_inputs(signature, device)
-        if latents.shape[0] > 1:  # one compile for every layer count: only the batch size differs between them
-            for tensor in (latents, timesteps, *cond.values()):
-                torch._dynamo.mark_dynamic(tensor, 0)
-        if device.type == "cuda":
-            side = torch.cuda.Stream(device)  # off the frames' stream
-            with torch.cuda.stream(side), torch.no_grad():
-                self._compiled(latents, timesteps, cond)
+        side = torch.cuda.Stream(device) if device.type == "cuda" else None  # off the frames' stream
+        with torch.cuda.stream(side) if side is not None else contextlib.nullcontext(), torch.no_grad():
+            # An eager call first: a cache the model fills on first use would otherwise be traced empty,
+            # and the next call would compile again.
+            self.family.predict(latents, timesteps, cond)
+            if latents.shape[0] > 1:  # one compile for every layer count: only the batch size differs between them
+                for tensor in (latents, timesteps, *cond.values()):
+                    torch._dynamo.mark_dynamic(tensor, 0)
+            self._compiled(latents, timesteps, cond)
+        if side is not None:
             side.synchronize()
-        else:
-            with torch.no_grad():
-                self._compiled(latents, timesteps, cond)
 

@@ -134,3 +134,27 @@ def test_a_failed_graph_capture_is_reported_and_frames_go_on_without_graphs(sd3,
     assert "stream is capturing" in stream.compile_error
     assert not stream.needs_warm_up and not stream.predictor.uses_graphs
     assert torch.equal(latent(stream), latent(eager))
+
+
+@pytest.mark.parametrize("key", ["tiny", "tiny-xl", "tiny-3"])
+def test_every_family_traces_with_a_dynamic_batch(key):
+    """What `compile="inductor"` relies on: one trace of `predict` serves every batch size (Dynamo only,
+    with the eager backend, so it takes seconds; the real compile is tested above on the SD3 miniature)."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    family = load_model(key, device="cpu")
+    torch._dynamo.reset()
+    counters.clear()
+    traced = torch.compile(family.predict, backend="eager")
+    for batch in (5, 10):
+        latents = torch.randn(batch, family.latent_channels, 8, 8)
+        timesteps = torch.linspace(999, 100, batch)
+        timesteps = timesteps if key == "tiny-3" else timesteps.long()
+        cond = family.encode_prompts([str(i) for i in range(batch)])
+        for tensor in (latents, timesteps, *cond.values()):
+            torch._dynamo.mark_dynamic(tensor, 0)
+        with torch.no_grad():
+            expected = family.predict(latents, timesteps, cond)  # first, as `_compile_kind` does: fills lazy caches
+            torch.testing.assert_close(traced(latents, timesteps, cond), expected)
+    assert counters["stats"]["unique_graphs"] == 1

@@ -74,7 +74,7 @@ class SDXL(LatentFamily):
         self.text_encoders = (components.text_encoder, components.text_encoder_2)
         self.unet = components.unet
         self.schedule = EulerTrailingSchedule(components.scheduler_config)
-        self._time_ids: dict[tuple[int, int, int], torch.Tensor] = {}
+        self._time_ids: dict[tuple[int, int], torch.Tensor] = {}
 
     @classmethod
     def load(
@@ -148,11 +148,10 @@ class SDXL(LatentFamily):
     # ---- denoiser ---------------------------------------------------------------------------
     def time_ids(self, batch: int, height: int, width: int) -> torch.Tensor:
         """(batch, 6): original size, crop top-left (0, 0), target size, all the image size in pixels."""
-        key = (batch, height, width)
+        key = (height, width)  # not the batch size: torch.compile treats it as dynamic and may not branch on it
         if key not in self._time_ids:
-            ids = torch.tensor([height, width, 0, 0, height, width], dtype=self.dtype, device=self.device)
-            self._time_ids[key] = ids.expand(batch, 6)
-        return self._time_ids[key]
+            self._time_ids[key] = torch.tensor([height, width, 0, 0, height, width], dtype=self.dtype, device=self.device)
+        return self._time_ids[key].expand(batch, 6)
 
     def predict(self, latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """The UNet's noise prediction eps for (B, 4, h, w) latents, (B,) timesteps and per-item conditioning."""
