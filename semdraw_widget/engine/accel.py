@@ -273,9 +273,9 @@ class AcceleratedPredictor:
 
     def _compile_kind(self, signature: Signature) -> None:
         device = self.family.device
-        latents, timesteps, cond = _zero_inputs(signature, device)
         side = torch.cuda.Stream(device) if device.type == "cuda" else None  # off the frames' stream
         with torch.cuda.stream(side) if side is not None else contextlib.nullcontext(), torch.no_grad():
+            latents, timesteps, cond = _zero_inputs(signature, device)
             # An eager call first: a cache the model fills on first use would otherwise be traced empty,
             # and the next call would compile again.
             self.family.predict(latents, timesteps, cond)
