@@ -129,6 +129,8 @@ class SemanticCanvas(anywidget.AnyWidget):
         self._main_thread = threading.get_ident()
         self._held: list[tuple[Any, float]] = []  # strokes on layers the kernel has not heard of yet
         self._held_lock = threading.Lock()
+        self._stroke_order = threading.RLock()  # a stroke is applied or held while no held ones are applied
+        self._expiry_armed = False
         # The kernel's event loop: sends from the generation thread are scheduled on it.
         self._loop: asyncio.AbstractEventLoop | None = _kernel_event_loop()
         super().__init__(width=width, height=height, layers=self._state.layers, **files, **kwargs)
@@ -212,10 +214,11 @@ class SemanticCanvas(anywidget.AnyWidget):
             kind = content.get("type")
             if kind == "mask":
                 patch = protocol.decode_mask_message(content, buffers, self.width, self.height)
-                if patch.layer in self._state.layer_ids and not any(held.layer == patch.layer for held, _ in self._held):
-                    self._apply_stroke(patch, time.perf_counter())
-                else:  # its layer is not known yet, or earlier strokes on it wait: keep their order
-                    self._hold(patch)
+                with self._stroke_order:
+                    if patch.layer in self._state.layer_ids and not any(held.layer == patch.layer for held, _ in self._held):
+                        self._apply_stroke(patch, time.perf_counter())
+                    else:  # its layer is not known yet, or earlier strokes on it wait: keep their order
+                        self._hold(patch)
             elif kind == "ack":
                 seq = protocol.decode_ack(content)
                 if self._runner is not None:
@@ -250,23 +253,35 @@ class SemanticCanvas(anywidget.AnyWidget):
             if held_bytes + patch.data.nbytes > HELD_STROKE_BYTES:
                 raise protocol.ProtocolError(f"unknown layer {patch.layer!r}; known layers: {self._state.layer_ids}")
             self._held.append((patch, time.perf_counter()))
-            first = len(self._held) == 1
-        if first:
-            self._expire_held_later()
+        self._expire_held_later()
 
     def _expire_held_later(self) -> None:
-        # On the kernel's loop when there is one, so that held strokes are applied on the thread that
-        # applies every other stroke (in order); a timer thread otherwise (no kernel: tests, scripts).
+        """Check the held strokes again after the hold (one pending check at a time; a stroke may thus
+        wait up to twice the hold). On the kernel's loop when there is one, the thread that applies every
+        other stroke; on a timer thread otherwise (no kernel: tests, scripts)."""
+        with self._held_lock:
+            if self._expiry_armed:
+                return
+            self._expiry_armed = True
         if self._loop is not None and self._loop.is_running():
-            self._loop.call_soon_threadsafe(self._loop.call_later, HOLD_UNKNOWN_LAYER_S, self._release_held)
+            self._loop.call_soon_threadsafe(self._loop.call_later, HOLD_UNKNOWN_LAYER_S, self._expire_held)
         else:
-            timer = threading.Timer(HOLD_UNKNOWN_LAYER_S, self._release_held)
+            timer = threading.Timer(HOLD_UNKNOWN_LAYER_S, self._expire_held)
             timer.daemon = True
             timer.start()
+
+    def _expire_held(self) -> None:
+        with self._held_lock:
+            self._expiry_armed = False
+        self._release_held()
 
     def _release_held(self) -> None:
         """Apply held strokes whose layer now exists, in order; report (and drop) those whose layer is
         still unknown after the hold; keep waiting for the rest."""
+        with self._stroke_order:
+            self._release_held_in_order()
+
+    def _release_held_in_order(self) -> None:
         with self._held_lock:
             held, self._held = self._held, []
         waiting, unknown = [], []

@@ -531,10 +531,12 @@ export class SemdrawView {
 
   undo() {
     if (this.stroke) return;
-    const e = this.history.undo();
-    if (e?.kind === "layer") {
-      if (!this.restoreLayer(e)) this.history.discardUndone();
-    } else if (e) this.writeMask(e.layer, e.rect, e.before);
+    let e = this.history.undo();
+    while (e?.kind === "layer" && !this.restoreLayer(e)) {
+      this.history.discardUndone(); // that layer is back already: go on to the edit before
+      e = this.history.undo();
+    }
+    if (e && e.kind !== "layer") this.writeMask(e.layer, e.rect, e.before);
     this.updateUndo();
   }
 

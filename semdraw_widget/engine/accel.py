@@ -184,12 +184,12 @@ class AcceleratedPredictor:
         Compiling (inductor) happens in this thread with `block=True`, else in a background thread
         that this call starts and does not wait for; signatures whose compile is still running stay
         pending. Graph captures (under a second each) and changes to the weights' memory layout
-        always happen in this thread, the one that runs the frames."""
+        always happen in this thread, which must be the one that runs the frames (or hold their lock,
+        as the widget's stream does)."""
         if block and self._compile_thread is not None:
             self._compile_thread.join()  # its kinds are compiled now (or compiling failed)
         if self.compiling:
             return 0
-        self._restore_layout_after_failure()
         missing = self._uncompiled_examples()
         if missing:
             try:
@@ -197,14 +197,18 @@ class AcceleratedPredictor:
             except Exception as exc:
                 self._compile_failed(exc)
                 missing = []
-        if missing:
-            if block:
-                self._compile(missing)
-                self._restore_layout_after_failure()
-            else:
-                self._compile_thread = threading.Thread(target=self._compile, args=(missing,), name="semdraw-compile", daemon=True)
-                self._compile_thread.start()
-                return 0
+        if missing and block:
+            self._compile(missing)
+            missing = []
+        self._restore_layout_after_failure()  # before any capture: graphs must not hold weights about to change
+        done = self._capture_ready()
+        if missing:  # after the captures above: no compile may run beside them
+            self._compile_thread = threading.Thread(target=self._compile, args=(missing,), name="semdraw-compile", daemon=True)
+            self._compile_thread.start()
+        return done
+
+    def _capture_ready(self) -> int:
+        """Graphs for the pending signatures that need no compile first; returns how many are done."""
         done = 0
         for signature in list(self._pending):
             if self.compiles and not self._compiled_for(signature):
@@ -262,10 +266,10 @@ class AcceleratedPredictor:
             for signature in signatures:
                 self._compile_kind(signature)
                 self._compiled_kinds.add(_shape_kind(signature))
-        except Exception as exc:
+        except BaseException as exc:  # anything: a kind left neither compiled nor failed would be retried every frame
             self._compile_failed(exc)
 
-    def _compile_failed(self, exc: Exception) -> None:
+    def _compile_failed(self, exc: BaseException) -> None:
         """The model still runs without torch.compile; say why once."""
         log.warning("torch.compile failed; running without it", exc_info=exc)
         self._layout_to_restore = self.uses_graphs
@@ -274,6 +278,8 @@ class AcceleratedPredictor:
     def _compile_kind(self, signature: Signature) -> None:
         device = self.family.device
         side = torch.cuda.Stream(device) if device.type == "cuda" else None  # off the frames' stream
+        if side is not None:
+            side.wait_stream(torch.cuda.current_stream(device))  # after the layout change queued before it
         with torch.cuda.stream(side) if side is not None else contextlib.nullcontext(), torch.no_grad():
             latents, timesteps, cond = _zero_inputs(signature, device)
             # An eager call first: a cache the model fills on first use would otherwise be traced empty,
