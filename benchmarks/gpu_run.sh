@@ -2,7 +2,7 @@
 # One device call for RESULTS.md: install the carried wheels (.whl), then each benchmark step under its
 # own time limit, so one failure or overrun loses only that step. Everything lands in $OUT.
 #   run(command="bash benchmarks/gpu_run.sh 400", carry=[".whl", "semdraw_widget/static"], timeout_s=420)
-#   STEPS="inductor weak inductor768" bash benchmarks/gpu_run.sh 420   # what issue 6 still needs measured (~6 min)
+#   STEPS="checks inductor weak inductor768" bash benchmarks/gpu_run.sh 480   # what issue 6 still needs (~7 min)
 set -u
 BUDGET=${1:-400}
 OUT=${OUT:-/tmp/semdraw-bench}
@@ -16,7 +16,7 @@ export PYTHONPATH=/tmp/site:$PWD
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 | tee -a "$log"
 python3 -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers', diffusers.__version__)" 2>&1 | tee -a "$log"
 
-STEPS=${STEPS:-"inductor weak inductor768 target s768 paper sdxl sweep"}
+STEPS=${STEPS:-"checks inductor weak inductor768 target s768 paper sdxl sweep"}
 step() {  # step NAME LIMIT_S COMMAND...: run if listed in STEPS and time is left; print its table and JSON lines
   local name=$1 limit=$2; shift 2
   case " $STEPS " in *" $name "*) ;; *) return ;; esac
@@ -26,11 +26,12 @@ step() {  # step NAME LIMIT_S COMMAND...: run if listed in STEPS and time is lef
   echo "=== $name (limit ${limit}s, at $(( $(date +%s) - start ))s)" | tee -a "$log"
   timeout "$limit" "$@" >"$OUT/$name.out" 2>&1
   echo "rc=$?" | tee -a "$log"
-  grep -E "^#|^ *size|^ *[0-9]+x[0-9]+|MultiDiffusion|Error|error|not available" "$OUT/$name.out" | cut -c1-600 | tee -a "$log"
+  grep -E "^#|^ *size|^ *[0-9]+x[0-9]+|MultiDiffusion|Error|error|not available|\"check\"" "$OUT/$name.out" | cut -c1-600 | tee -a "$log"
   tail -c 3000 "$OUT/$name.out" >>"$log"; rm -f "$OUT/$name.out"
 }
 
 S="python3 -m benchmarks.stream --arch sd15"
+step checks 150 python3 -m benchmarks.gpu_checks   # graph-capture failure and inductor graphs on the tiny model
 # inductor: baseline, graphs and compiled graphs side by side; the compile (about a minute) is waited for, not timed
 step inductor 300 $S --height 512 --width 512 --layers 4 --frames 150 --baseline --compile cudagraph,inductor --no-eager --json "$OUT/inductor.json"
 step weak 120 $S --height 512 --width 512 --layers 4 --frames 150 --mask-strength 0.8 --baseline --compile --no-eager --json "$OUT/weak.json"
