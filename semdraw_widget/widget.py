@@ -128,8 +128,8 @@ class SemanticCanvas(anywidget.AnyWidget):
         self._max_in_flight = max_in_flight
         self._main_thread = threading.get_ident()
         self._held: list[tuple[Any, float]] = []  # strokes on layers the kernel has not heard of yet
-        self._held_lock = threading.Lock()
-        self._stroke_order = threading.RLock()  # a stroke is applied or held while no held ones are applied
+        # Guards the held strokes; a browser stroke is applied or held under it, so held ones keep their order.
+        self._strokes_lock = threading.RLock()
         self._expiry_armed = False
         # The kernel's event loop: sends from the generation thread are scheduled on it.
         self._loop: asyncio.AbstractEventLoop | None = _kernel_event_loop()
@@ -214,7 +214,7 @@ class SemanticCanvas(anywidget.AnyWidget):
             kind = content.get("type")
             if kind == "mask":
                 patch = protocol.decode_mask_message(content, buffers, self.width, self.height)
-                with self._stroke_order:
+                with self._strokes_lock:
                     if patch.layer in self._state.layer_ids and not any(held.layer == patch.layer for held, _ in self._held):
                         self._apply_stroke(patch, time.perf_counter())
                     else:  # its layer is not known yet, or earlier strokes on it wait: keep their order
@@ -248,21 +248,20 @@ class SemanticCanvas(anywidget.AnyWidget):
         """Keep a stroke on a layer not known yet for a moment: a view sends its layer list as a widget
         state update, which the front end may hold back while an earlier update is unanswered, so a new
         (or restored) layer's first strokes can arrive before the layer itself."""
-        with self._held_lock:
+        with self._strokes_lock:
             held_bytes = sum(held.data.nbytes for held, _ in self._held)
             if held_bytes + patch.data.nbytes > HELD_STROKE_BYTES:
                 raise protocol.ProtocolError(f"unknown layer {patch.layer!r}; known layers: {self._state.layer_ids}")
             self._held.append((patch, time.perf_counter()))
-        self._expire_held_later()
+            self._expire_held_later()
 
     def _expire_held_later(self) -> None:
         """Check the held strokes again after the hold (one pending check at a time; a stroke may thus
         wait up to twice the hold). On the kernel's loop when there is one, the thread that applies every
-        other stroke; on a timer thread otherwise (no kernel: tests, scripts)."""
-        with self._held_lock:
-            if self._expiry_armed:
-                return
-            self._expiry_armed = True
+        other stroke; on a timer thread otherwise (no kernel: tests, scripts). Called under `_strokes_lock`."""
+        if self._expiry_armed:
+            return
+        self._expiry_armed = True
         if self._loop is not None and self._loop.is_running():
             self._loop.call_soon_threadsafe(self._loop.call_later, HOLD_UNKNOWN_LAYER_S, self._expire_held)
         else:
@@ -271,36 +270,30 @@ class SemanticCanvas(anywidget.AnyWidget):
             timer.start()
 
     def _expire_held(self) -> None:
-        with self._held_lock:
+        with self._strokes_lock:
             self._expiry_armed = False
-        self._release_held()
+            self._release_held()
 
     def _release_held(self) -> None:
         """Apply held strokes whose layer now exists, in order; report (and drop) those whose layer is
         still unknown after the hold; keep waiting for the rest."""
-        with self._stroke_order:
-            self._release_held_in_order()
-
-    def _release_held_in_order(self) -> None:
-        with self._held_lock:
+        with self._strokes_lock:
             held, self._held = self._held, []
-        waiting, unknown = [], []
-        for patch, arrival in held:
-            if patch.layer in self._state.layer_ids:
-                try:
-                    self._apply_stroke(patch, arrival)
-                except Exception as exc:  # one bad stroke must not take the others with it
-                    log.exception("could not apply a held stroke")
-                    unknown.append((patch.layer, f"{type(exc).__name__}: {exc}"))
-            elif time.perf_counter() - arrival >= HOLD_UNKNOWN_LAYER_S:
-                unknown.append((patch.layer, f"unknown layer {patch.layer!r}; known layers: {self._state.layer_ids}"))
-            else:
-                waiting.append((patch, arrival))
-        with self._held_lock:
-            self._held = waiting + self._held
-            again = bool(self._held)
-        if again:
-            self._expire_held_later()
+            waiting, unknown = [], []
+            for patch, arrival in held:
+                if patch.layer in self._state.layer_ids:
+                    try:
+                        self._apply_stroke(patch, arrival)
+                    except Exception as exc:  # one bad stroke must not take the others with it
+                        log.exception("could not apply a held stroke")
+                        unknown.append((patch.layer, f"{type(exc).__name__}: {exc}"))
+                elif time.perf_counter() - arrival >= HOLD_UNKNOWN_LAYER_S:
+                    unknown.append((patch.layer, f"unknown layer {patch.layer!r}; known layers: {self._state.layer_ids}"))
+                else:
+                    waiting.append((patch, arrival))
+            self._held = waiting
+            if waiting:
+                self._expire_held_later()
         for message in dict.fromkeys(message for _, message in unknown):
             self._report(f"ignored a message from the browser: {message}")
 

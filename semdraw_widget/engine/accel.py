@@ -163,8 +163,7 @@ class AcceleratedPredictor:
         if graph is not None:
             self.calls["graph"] += 1
             return graph(latents, timesteps, cond)
-        if not self._done(signature) and signature not in self._pending:
-            self._pending.append(signature)
+        self._note(signature)
         if self._compiled_for(signature):  # compiled for this kind already: no compile can happen here
             self.calls["compiled"] += 1
             return self._compiled(latents, timesteps, cond)
@@ -173,7 +172,9 @@ class AcceleratedPredictor:
 
     def expect(self, latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> None:
         """Note a signature to prepare at the next `warm_up` without running the model."""
-        signature = _signature(latents, timesteps, cond)
+        self._note(_signature(latents, timesteps, cond))
+
+    def _note(self, signature: Signature) -> None:
         if not self._done(signature) and signature not in self._pending:
             self._pending.append(signature)
 
