@@ -9,18 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from waiting import wait_until
 from widget_helpers import stroke_message
 
 SIZE = 64
-
-
-def wait_for(condition, timeout=30.0, interval=0.01):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture
@@ -85,7 +77,7 @@ def test_frames_are_valid_images_of_the_canvas_size(live):
     canvas = live()
     canvas.add_layer("an apple")
     canvas.start()
-    wait_for(lambda: len(frames(canvas)) >= 3)
+    wait_until(lambda: len(frames(canvas)) >= 3)
     canvas.stop()
     content, _ = frames(canvas)[0]
     assert content["format"] == "jpeg" and (content["width"], content["height"]) == (SIZE, SIZE)
@@ -99,12 +91,12 @@ def test_never_more_than_max_in_flight_unacknowledged(live):
     canvas = live(auto_ack=False, max_in_flight=2)
     layer = canvas.add_layer("an apple")
     canvas.start()
-    wait_for(lambda: len(frames(canvas)) == 2)
+    wait_until(lambda: len(frames(canvas)) == 2)
     paint(canvas, layer)  # a change, so the loop would love to go on
     time.sleep(0.5)
     assert len(frames(canvas)) == 2 and canvas._runner.in_flight == 2
     canvas._handle_custom_msg({"type": "ack", "seq": 1}, [])
-    wait_for(lambda: len(frames(canvas)) == 3)
+    wait_until(lambda: len(frames(canvas)) == 3)
     time.sleep(0.3)
     assert len(frames(canvas)) == 3
     canvas.stop()
@@ -114,11 +106,11 @@ def test_a_stroke_leads_to_a_frame_that_reflects_it(live):
     canvas = live()
     layer = canvas.add_layer("an apple")
     canvas.start()
-    wait_for(lambda: canvas.status.startswith("still"))  # converged with an empty layer
+    wait_until(lambda: canvas.status.startswith("still"))  # converged with an empty layer
     before = np.asarray(canvas.frame, dtype=np.int16)
     count = len(frames(canvas))
     paint(canvas, layer, 0, 0, SIZE // 2, SIZE)
-    wait_for(lambda: len(frames(canvas)) > count and canvas.status.startswith("still"))
+    wait_until(lambda: len(frames(canvas)) > count and canvas.status.startswith("still"))
     after = np.asarray(canvas.frame, dtype=np.int16)
     canvas.stop()
     assert np.abs(after - before).mean() > 1.0
@@ -131,14 +123,14 @@ def test_convergence_stops_generation_and_a_change_restarts_it(live, pipe):
     layer = canvas.add_layer("an apple")
     paint(canvas, layer, 8, 8, 32, 32)
     canvas.start()
-    wait_for(lambda: canvas.status.startswith("still"))
+    wait_until(lambda: canvas.status.startswith("still"))
     generated = canvas._runner.frames_generated
     assert generated >= pipe.num_slots
     assert frames(canvas)[-1][0]["format"] == "png"  # the settled image is sent losslessly
     time.sleep(0.5)
     assert canvas._runner.frames_generated == generated  # a still scene costs nothing
     paint(canvas, layer, 0, 0, 8, 8)
-    wait_for(lambda: canvas._runner.frames_generated > generated)
+    wait_until(lambda: canvas._runner.frames_generated > generated)
     canvas.stop()
 
 
@@ -156,12 +148,12 @@ def test_an_engine_failure_is_visible_and_survivable(live, pipe, monkeypatch):
 
     monkeypatch.setattr(type(pipe), "__call__", flaky)
     canvas.start()
-    wait_for(lambda: not canvas.running)
+    wait_until(lambda: not canvas.running)
     assert "generation stopped" in canvas.status and "out of memory" in canvas.status
     assert canvas.sent.of_type("error")
     count = len(frames(canvas))
     canvas.start()  # works again after the failure
-    wait_for(lambda: len(frames(canvas)) > count)
+    wait_until(lambda: len(frames(canvas)) > count)
     canvas.stop()
 
 
@@ -173,7 +165,7 @@ def test_start_stop_cycles_and_close_leave_no_threads(live):
         canvas.stop()
     assert len(stream_threads()) <= 1
     canvas.close()
-    wait_for(lambda: not stream_threads())
+    wait_until(lambda: not stream_threads())
 
 
 def test_step_and_seed(live):
@@ -259,7 +251,7 @@ def test_latency_counts_only_strokes_made_while_streaming(live):
     layer = canvas.add_layer("an apple")
     paint(canvas, layer)  # before play: not a stroke-to-frame delay anyone waited for
     canvas.start()
-    wait_for(lambda: canvas.status.startswith("still"))
+    wait_until(lambda: canvas.status.startswith("still"))
     canvas.stop()
     assert canvas.stats.get("latency_ms") is None
     *_, (last_jpeg, _), (png, _) = frames(canvas)
@@ -327,20 +319,20 @@ def test_a_background_compile_keeps_frames_coming_and_says_so(make_canvas, monke
     layer = canvas.add_layer("an apple")
     paint(canvas, layer, 8, 8, 32, 32)
     canvas.start()
-    wait_for(lambda: pipe.compiling)
-    wait_for(lambda: "compiles in the background" in canvas.status)
+    wait_until(lambda: pipe.compiling)
+    wait_until(lambda: "compiles in the background" in canvas.status)
     during = canvas._runner.frames_generated
     for i in range(3):  # painting goes on while compiling
         paint(canvas, layer, 40, 8 * i, 8, 8)
-        wait_for(lambda: canvas._runner.frames_generated > during)
+        wait_until(lambda: canvas._runner.frames_generated > during)
         during = canvas._runner.frames_generated
     release.set()
     paint(canvas, layer, 0, 40, 8, 8)
-    wait_for(lambda: not pipe.compiling and not pipe.needs_warm_up)
-    wait_for(lambda: "compiles in the background" not in canvas.status)
+    wait_until(lambda: not pipe.compiling and not pipe.needs_warm_up)
+    wait_until(lambda: "compiles in the background" not in canvas.status)
     calls = pipe.predictor.calls["compiled"]
     paint(canvas, layer, 0, 48, 8, 8)
-    wait_for(lambda: pipe.predictor.calls["compiled"] > calls)
+    wait_until(lambda: pipe.predictor.calls["compiled"] > calls)
     canvas.stop()
 
 
@@ -351,7 +343,7 @@ def test_render_generates_until_the_image_settles(live, pipe):
     image = canvas.render()  # without starting the stream
     assert not canvas.running and canvas.status.startswith("rendered: the image has settled")
     assert pipe.converged and canvas._runner.frames_generated == pipe.num_slots
-    wait_for(lambda: frames(canvas) and frames(canvas)[-1][0]["format"] == "png")
+    wait_until(lambda: frames(canvas) and frames(canvas)[-1][0]["format"] == "png")
     assert np.array_equal(np.asarray(decode(frames(canvas)[-1]).convert("RGB")), np.asarray(image))
     generated = canvas._runner.frames_generated
     assert np.array_equal(np.asarray(canvas.render()), np.asarray(image))  # already settled: no model call
@@ -359,7 +351,7 @@ def test_render_generates_until_the_image_settles(live, pipe):
 
     canvas.start()
     paint(canvas, layer, 0, 0, 8, 8, value=0)  # erases nothing: the stream runs again and settles on the same image
-    wait_for(lambda: canvas.status.startswith("still"))
+    wait_until(lambda: canvas.status.startswith("still"))
     canvas.stop()
     assert np.array_equal(np.asarray(canvas.frame), np.asarray(image))
 

@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
+
+import waiting
 
 
 # ---------------------------------------------------------------------------------------------
 # waiting
 # ---------------------------------------------------------------------------------------------
 def wait_until(probe: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
-    """Call `probe` until it returns something truthy; return that. Fail after `timeout` seconds,
-    showing the last value (or exception) the probe gave."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = probe()
-        except AssertionError:
-            raise
-        except Exception as exc:  # a probe racing the page or kernel; keep trying until the deadline
-            last = exc
-        else:
-            if last:
-                return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last value: {last!r}")
-        time.sleep(interval)
-
+    """`waiting.wait_until` for probes that race the page or kernel: their errors mean "not yet"."""
+    return waiting.wait_until(probe, timeout, interval, what, retry_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------

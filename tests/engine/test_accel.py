@@ -6,7 +6,6 @@ layer count, failure handling -- is the same on the CPU and tested here.
 """
 
 import threading
-import time
 
 import pytest
 import torch
@@ -15,13 +14,7 @@ from semdraw_widget.engine import StreamMultiDiffusion, load_model
 from semdraw_widget.engine import accel
 
 from engine_helpers import SIZE, box_mask, scene
-
-
-def until(condition, timeout=600.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
+from waiting import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +72,7 @@ def test_a_failed_compile_is_reported_and_frames_go_on_without_it(sd3, monkeypat
     compiled, eager = scene(make(sd3, compile="inductor")), scene(make(sd3))
     latent(compiled), latent(eager)
     compiled.warm_up(block=False)
-    until(lambda: not compiled.compiling)
+    wait_until(lambda: not compiled.compiling, timeout=600.0)
     assert "no C++ compiler found" in compiled.compile_error
     compiled.warm_up(block=False)  # nothing left to do on a CPU: the eager model is the path
     assert not compiled.needs_warm_up and compiled.predictor.pending == []
@@ -108,7 +101,7 @@ def test_a_new_batch_size_while_compiling_waits_for_that_compile(sd3, monkeypatc
     latent(stream)
     assert stream.compiling and not stream.needs_warm_up  # same kind as the compile under way
     release.set()
-    until(lambda: not stream.compiling)
+    wait_until(lambda: not stream.compiling, timeout=600.0)
     assert stream.warm_up(block=False) == 2 and not stream.needs_warm_up
     assert len(compiled_shapes) == 1
 
