@@ -6,8 +6,8 @@ travel in traits):
 Browser -> kernel
     {"type": "mask", "layer", "x", "y", "w", "h", "enc": "raw"|"deflate", "rev", "view"} + w*h coverage bytes
     {"type": "ack", "seq"}                       a frame was displayed
-    {"type": "sync"}                             a new view wants every mask (and the background image)
-    {"type": "action", "name": "start"|"stop"|"step"}
+    {"type": "sync", "view"}                     a new view wants every mask (and the background image)
+    {"type": "action", "name": "start"|"stop"|"step"|"render"}
     {"type": "background_image", "format"} + file bytes, or {"type": "background_image", "clear": true}
 Kernel -> browser
     {"type": "mask", ..., "origin": "python"|"sync"|"peer"} + bytes  (python-origin edits are undoable
@@ -15,7 +15,9 @@ Kernel -> browser
                                                  with that view's "view" id so it can skip its own)
     {"type": "frame", "seq", "format": "jpeg"|"png", "width", "height", "stats"} + encoded image
     {"type": "background_image", "format": "png"} + bytes, or {"type": "background_image", "clear": true}
-    {"type": "synced"}                           the end of a sync's masks: the view may paint now
+    {"type": "synced", "view"}                   the end of a sync's masks: the view may paint now
+    A sync's replies (masks with origin "sync", the background image, "synced") carry the asking view's
+    "view" id: the other views of the canvas skip them, since they may hold newer strokes.
     {"type": "error", "message"}
 
 Every decoder here raises `ProtocolError` with a message a person can act on; callers turn that into a
@@ -128,12 +130,12 @@ def encode_mask_message(
     return content, [payload]
 
 
-def mask_messages(layer: str, mask: np.ndarray, origin: str) -> list[tuple[dict, list]]:
+def mask_messages(layer: str, mask: np.ndarray, origin: str, view: str | None = None) -> list[tuple[dict, list]]:
     """Whole-mask messages for one layer, split into row bands so no message nears the server's cap."""
     height, width = mask.shape
     rows_per_band = max(1, MAX_MESSAGE_BYTES // max(width, 1))
     return [
-        encode_mask_message(layer, 0, top, mask[top : top + rows_per_band], origin)
+        encode_mask_message(layer, 0, top, mask[top : top + rows_per_band], origin, view)
         for top in range(0, height, rows_per_band)
     ]
 
@@ -207,10 +209,19 @@ def frame_message(seq: int, fmt: str, width: int, height: int, stats: dict, payl
     return content, [payload]
 
 
-def background_message(rgb: np.ndarray | None) -> tuple[dict, list]:
-    if rgb is None:
-        return {"type": "background_image", "clear": True}, []
-    return {"type": "background_image", "format": "png"}, [encode_image(rgb, "png")]
+def background_message(rgb: np.ndarray | None, view: str | None = None) -> tuple[dict, list]:
+    content = {"type": "background_image", "clear": True} if rgb is None else {"type": "background_image", "format": "png"}
+    if view is not None:
+        content["view"] = view
+    return content, [] if rgb is None else [encode_image(rgb, "png")]
+
+
+def decode_sync(content: dict) -> str | None:
+    """The id of the view asking for a sync, to address the replies to it (None: every view)."""
+    view = content.get("view")
+    if view is not None and not isinstance(view, str):
+        raise ProtocolError(f"sync: view must be a string id, got {view!r}")
+    return view
 
 
 def error_message(message: str) -> tuple[dict, list]:

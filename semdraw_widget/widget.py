@@ -224,7 +224,7 @@ class SemanticCanvas(anywidget.AnyWidget):
                 if self._runner is not None:
                     self._runner.acknowledge(seq)
             elif kind == "sync":
-                self._send_everything()
+                self._send_everything(protocol.decode_sync(content))
             elif kind == "action":
                 self._run_action(protocol.decode_action(content))
             elif kind == "background_image":
@@ -302,14 +302,15 @@ class SemanticCanvas(anywidget.AnyWidget):
             raise protocol.ProtocolError(f"'{name}' needs a pipeline: create the canvas with pipeline= or model=")
         getattr(self, name)()
 
-    def _send_everything(self) -> None:
+    def _send_everything(self, view: str | None) -> None:
+        """Every mask and the background image, for the view that asked (the others skip them)."""
         snapshot = self._state.snapshot()
         for layer in snapshot.layers:
-            for content, buffers in protocol.mask_messages(layer["id"], snapshot.masks[layer["id"]], "sync"):
+            for content, buffers in protocol.mask_messages(layer["id"], snapshot.masks[layer["id"]], "sync", view):
                 self.send(content, buffers)
         if snapshot.background_image is not None:
-            self.send(*protocol.background_message(snapshot.background_image))
-        self.send({"type": "synced"})
+            self.send(*protocol.background_message(snapshot.background_image, view))
+        self.send({"type": "synced", "view": view} if view is not None else {"type": "synced"})
         if self._runner is not None:
             self._runner.resend_latest()
 

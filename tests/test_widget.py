@@ -168,6 +168,21 @@ def test_a_new_view_gets_every_mask_and_the_background(make_canvas):
     assert canvas.sent[-1][0] == {"type": "synced"}  # after every mask: the view may paint now
 
 
+def test_a_sync_is_addressed_to_the_view_that_asked(make_canvas):
+    # Other views may hold strokes the kernel has not applied yet: they skip replies meant for another view.
+    canvas = make_canvas(width=16, height=16)
+    a = canvas.add_layer("a")
+    canvas.set_background_image(np.full((16, 16, 3), 40, np.uint8))
+    canvas.sent.clear()
+    from_browser(canvas, {"type": "sync", "view": "v2"})
+    replies = [content for content, _ in canvas.sent if content["type"] != "frame"]
+    assert [c["type"] for c in replies] == ["mask", "background_image", "synced"]
+    assert all(c["view"] == "v2" for c in replies) and replies[0]["layer"] == a
+    canvas.sent.clear()
+    from_browser(canvas, {"type": "sync", "view": 7})
+    assert not canvas.sent.of_type("mask") and "view must be a string" in canvas.status
+
+
 def test_layer_edits_from_the_browser_follow_and_bad_ones_are_reverted(make_canvas):
     canvas = make_canvas(width=16, height=16)
     a = canvas.add_layer("a")

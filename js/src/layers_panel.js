@@ -27,7 +27,7 @@ export class LayersPanel {
       negative_prompt: h("input", { class: "sd-neg", type: "text", "data-bg": "negative_prompt", placeholder: "background negative prompt", title: "Background negative prompt" }),
     };
     this.bgFile = h("input", { type: "file", accept: "image/png,image/jpeg,image/webp", "data-role": "bg-file", hidden: true });
-    this.bgClear = h("button", { type: "button", "data-action": "bg-clear", title: "Remove the background image", text: "✕ image" });
+    this.bgClear = h("button", { type: "button", "data-action": "bg-clear", title: "Remove the background image", "aria-label": "Remove the background image", text: "✕ image" });
     this.bgRow = h("div", { class: "sd-layer sd-bg-row" },
       h("div", { class: "sd-layer-main" },
         h("span", { class: "sd-index", text: "bg", title: "Background" }),
@@ -68,6 +68,11 @@ export class LayersPanel {
       for (const [key, input] of Object.entries(row.fields)) setField(input, layer[key]);
       row.up.disabled = i === 0;
       row.down.disabled = i === layers.length - 1;
+      // The buttons show only a glyph; a screen reader says which layer they act on.
+      const label = layer.name || layer.prompt || String(i + 1);
+      row.up.setAttribute("aria-label", `Move layer ${label} up`);
+      row.down.setAttribute("aria-label", `Move layer ${label} down`);
+      row.remove.setAttribute("aria-label", `Delete layer ${label}`);
     });
   }
 }
@@ -89,10 +94,9 @@ function buildRow(id) {
   const visible = h("label", { class: "sd-visible", title: "Show / hide this layer" }, fields.visible, "show");
   const up = h("button", { type: "button", "data-action": "layer-up", title: "Move up the list (one step lower in the stack)", text: "▲" });
   const down = h("button", { type: "button", "data-action": "layer-down", title: "Move down the list (one step higher in the stack)", text: "▼" });
+  const remove = h("button", { type: "button", "data-action": "layer-delete", title: "Delete this layer and its mask", text: "✕" });
   const el = h("div", { class: "sd-layer", "data-layer": id },
-    h("div", { class: "sd-layer-main" },
-      index, fields.color, fields.name, fields.prompt, visible, up, down,
-      h("button", { type: "button", "data-action": "layer-delete", title: "Delete this layer and its mask", text: "✕" })),
+    h("div", { class: "sd-layer-main" }, index, fields.color, fields.name, fields.prompt, visible, up, down, remove),
     h("div", { class: "sd-layer-more" }, fields.negative_prompt, ...numbers));
-  return { el, index, fields, up, down };
+  return { el, index, fields, up, down, remove };
 }

@@ -1,9 +1,11 @@
 // Custom widget messages (DESIGN.md → Messages). Binary payloads travel as buffers.
 //
-// Browser → kernel: mask {layer, x, y, w, h, enc, rev} + w*h coverage bytes (zlib "deflate"
-//   or raw), ack {seq}, sync, action {name}, background_image {format} + file bytes | {clear}.
-// Kernel → browser: mask {layer, x, y, w, h, enc, origin} + bytes, frame {seq, format, width,
-//   height, stats} + image, background_image {format} + bytes | {clear}, error {message}.
+// Browser → kernel: mask {layer, x, y, w, h, enc, rev, view} + w*h coverage bytes (zlib
+//   "deflate" or raw), ack {seq}, sync {view}, action {name}, background_image {format} + file
+//   bytes | {clear}.
+// Kernel → browser: mask {layer, x, y, w, h, enc, origin, view} + bytes, frame {seq, format,
+//   width, height, stats} + image, background_image {format, view} + bytes | {clear}, synced
+//   {view}, error {message}. `view` on a sync's replies names the view that asked; others skip them.
 // parseKernelMessage validates everything that arrives; anything malformed is reported as
 // {error} and never throws, so one bad message cannot break the view.
 
@@ -130,15 +132,16 @@ export function parseKernelMessage(content, buffers, size) {
       return { msg: { type: "frame", seq, format, width: content.width, height: content.height, stats, data } };
     }
     case "background_image": {
-      if (content.clear === true) return { msg: { type: "background_image", clear: true } };
+      const view = typeof content.view === "string" ? content.view : null; // set when part of one view's sync
+      if (content.clear === true) return { msg: { type: "background_image", clear: true, view } };
       if (!FRAME_FORMATS.includes(content.format)) {
         return { error: `background_image: unknown format ${content.format}` };
       }
       if (!data || !data.length) return { error: "background_image: missing image bytes" };
-      return { msg: { type: "background_image", clear: false, format: content.format, data } };
+      return { msg: { type: "background_image", clear: false, format: content.format, view, data } };
     }
     case "synced":
-      return { msg: { type: "synced" } };
+      return { msg: { type: "synced", view: typeof content.view === "string" ? content.view : null } };
     case "error": {
       if (typeof content.message !== "string") return { error: "error: message must be a string" };
       return { msg: { type: "error", message: content.message } };

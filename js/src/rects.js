@@ -14,14 +14,19 @@ export function union(a, b) {
   };
 }
 
+/** The overlap of two rects, or null. */
+export function intersect(a, b) {
+  if (!a || !b) return null;
+  const x0 = Math.max(a.x, b.x);
+  const y0 = Math.max(a.y, b.y);
+  const x1 = Math.min(a.x + a.w, b.x + b.w);
+  const y1 = Math.min(a.y + a.h, b.y + b.h);
+  return x1 > x0 && y1 > y0 ? { x: x0, y: y0, w: x1 - x0, h: y1 - y0 } : null;
+}
+
 /** The part of `r` inside a width×height canvas, or null. */
 export function clip(r, width, height) {
-  if (!r) return null;
-  const x0 = Math.max(0, r.x);
-  const y0 = Math.max(0, r.y);
-  const x1 = Math.min(width, r.x + r.w);
-  const y1 = Math.min(height, r.y + r.h);
-  return x1 > x0 && y1 > y0 ? { x: x0, y: y0, w: x1 - x0, h: y1 - y0 } : null;
+  return intersect(r, { x: 0, y: 0, w: width, h: height });
 }
 
 /** Copy of the rect's bytes, row-major, w*h long. */

@@ -10,7 +10,7 @@ import { LayersPanel, setField } from "./layers_panel.js";
 import { exportPalette, importPalette, newLayer, withDefaults } from "./palette.js";
 import { IMAGE_MIME, MaskSender, maskBytes, parseKernelMessage } from "./protocol.js";
 import { Stroke } from "./raster.js";
-import { clip, extract, nonZeroBounds, put, union } from "./rects.js";
+import { clip, extract, intersect, nonZeroBounds, put, union } from "./rects.js";
 
 const SEND_INTERVAL_MS = 50; // ≤ 20 Hz while drawing
 const SYNC_TIMEOUT_MS = 3000; // painting waits at most this long for the kernel's masks
@@ -23,6 +23,11 @@ const SHORTCUTS = [
   ["Ctrl/⌘+Z", "undo"], ["Ctrl/⌘+Shift+Z, Ctrl+Y", "redo"], ["1–9", "select layer n (1 = bottom row)"],
   ["pen", "pressure scales the brush"],
 ];
+
+const PEN_ERASER_BUTTON = 32; // PointerEvent.buttons bit of a pen's eraser end
+// JupyterLab (Lumino) leaves keys alone inside an element with these, so B, E, Z or a notebook's
+// single-key commands (A, D D, X, ...) never edit the notebook while someone paints.
+const SUPPRESS_SHORTCUTS = ["data-lm-suppress-shortcuts", "data-p-suppress-shortcuts"];
 
 const clampBrush = (size) => Math.max(1, Math.min(MAX_BRUSH, size));
 
@@ -53,6 +58,9 @@ export class SemdrawView {
     this.frameToken = 0;
     this.frameUrl = null;
     this.background = null; // ImageBitmap drawn under the masks
+    this.backgroundVersion = 0; // bumped by every background change, so a slow decode cannot undo a newer one
+    this.writtenDuringSync = null; // [{layer, rect}] this view wrote while a sync's masks were on their way
+    this.exportUrls = new Set();
     this.inbox = Promise.resolve(); // kernel mask messages, applied in arrival order
     this.timers = new Set();
     this.resizePending = false;
@@ -73,14 +81,22 @@ export class SemdrawView {
   }
 
   /**
-   * Asks the kernel for every mask. Until its "synced" reply (or a timeout, for a kernel that never
-   * answers), painting waits: a stroke made meanwhile would be overwritten by the sync's masks.
+   * Asks the kernel for every mask; the reply is addressed to this view only. Until its "synced"
+   * (or a timeout, for a busy kernel), painting waits. Edits made after the timeout are sent after
+   * the request, so the kernel applies them on top of the snapshot it replies with: the reply
+   * must leave them in place here too (`writtenDuringSync`).
    */
   requestSync() {
     this.syncing = true;
+    this.writtenDuringSync = [];
     clearTimeout(this.syncTimer);
     this.syncTimer = setTimeout(() => { this.syncing = false; }, SYNC_TIMEOUT_MS);
-    this.model.send({ type: "sync" });
+    this.model.send({ type: "sync", view: this.viewId });
+  }
+
+  /** Notes a local edit while a sync is on its way (see requestSync). */
+  noteWrite(layer, rect) {
+    this.writtenDuringSync?.push({ layer, rect });
   }
 
   get(name, fallback) {
@@ -101,8 +117,8 @@ export class SemdrawView {
     this.eraserBtn = btn("tool-eraser", "Eraser", "Eraser (E)");
     this.sizeInput = h("input", { type: "range", min: "1", max: String(MAX_BRUSH), step: "1", "data-setting": "brush_size", title: "Brush size in canvas pixels ([ / ])" });
     this.sizeLabel = h("span", { class: "sd-value" });
-    this.undoBtn = btn("undo", "↶", "Undo (Ctrl/⌘+Z)");
-    this.redoBtn = btn("redo", "↷", "Redo (Ctrl/⌘+Shift+Z)");
+    this.undoBtn = btn("undo", "↶", "Undo (Ctrl/⌘+Z)", { "aria-label": "Undo" });
+    this.redoBtn = btn("redo", "↷", "Redo (Ctrl/⌘+Shift+Z)", { "aria-label": "Redo" });
     this.opacityInput = h("input", { type: "range", min: "0", max: "1", step: "0.05", "data-setting": "overlay_opacity", title: "Mask overlay opacity" });
     this.viewSelect = h("select", { "data-setting": "view", title: "Where the generated image is shown" },
       h("option", { value: "side", text: "image beside" }),
@@ -151,13 +167,8 @@ export class SemdrawView {
 
     this.layersPanel = new LayersPanel();
     this.status = h("div", { class: "sd-status", role: "status", "aria-live": "polite" });
-    this.root = h("div", {
-      class: "semdraw",
-      tabindex: "0",
-      // JupyterLab (Lumino) leaves keys alone inside these, so B/E/Z do not edit the notebook.
-      "data-lm-suppress-shortcuts": "true",
-      "data-p-suppress-shortcuts": "true",
-    }, this.notice, this.toolbar, this.main, this.layersPanel.el, this.status);
+    this.root = h("div", { class: "semdraw", tabindex: "0" }, this.notice, this.toolbar, this.main, this.layersPanel.el, this.status);
+    for (const name of SUPPRESS_SHORTCUTS) this.root.setAttribute(name, "true");
     this.host.append(this.root);
     this.d.add(() => this.root.remove());
   }
@@ -186,7 +197,7 @@ export class SemdrawView {
     d.listen(canvas, "pointerdown", (e) => this.onPointerDown(e));
     d.listen(canvas, "pointermove", (e) => this.onPointerMove(e));
     d.listen(canvas, "pointerup", (e) => this.onPointerUp(e));
-    d.listen(canvas, "pointercancel", (e) => this.onPointerUp(e));
+    d.listen(canvas, "pointercancel", (e) => this.onPointerCancel(e));
     d.listen(canvas, "lostpointercapture", (e) => this.onPointerUp(e));
     d.listen(canvas, "pointerleave", () => { this.cursor.style.display = "none"; });
     d.listen(canvas, "contextmenu", (e) => e.preventDefault());
@@ -198,6 +209,7 @@ export class SemdrawView {
       clearTimeout(this.syncTimer);
       for (const t of this.timers) clearTimeout(t);
       if (this.frameUrl) URL.revokeObjectURL(this.frameUrl);
+      for (const url of this.exportUrls) URL.revokeObjectURL(url);
       this.background?.close?.();
     });
   }
@@ -398,7 +410,12 @@ export class SemdrawView {
   }
 
   onPointerDown(e) {
-    if (this.stroke || (e.pointerType === "mouse" && e.button !== 0)) return;
+    if (e.pointerType === "mouse" && e.button !== 0) return;
+    if (this.stroke) {
+      // A pen that comes down during a touch stroke means the touch was a resting palm.
+      if (e.pointerType !== "pen" || this.stroke.pointerType !== "touch") return;
+      this.cancelStroke();
+    }
     const layer = this.activeId();
     this.root.focus({ preventScroll: true });
     if (this.syncing) {
@@ -416,11 +433,13 @@ export class SemdrawView {
       // A pointer that is already gone (or a synthetic event): the stroke works without capture.
     }
     const mask = this.masks.get(layer);
+    const tool = e.pointerType === "pen" && e.buttons & PEN_ERASER_BUTTON ? "eraser" : this.get("tool", "brush");
     this.stroke = {
       layer,
       pointerId: e.pointerId,
+      pointerType: e.pointerType,
       before: mask.slice(),
-      path: new Stroke(mask, this.width, this.height, this.get("tool", "brush")),
+      path: new Stroke(mask, this.width, this.height, tool),
       pending: null,
       box: this.canvas.getBoundingClientRect(),
     };
@@ -429,9 +448,10 @@ export class SemdrawView {
   }
 
   onPointerMove(e) {
+    const s = this.stroke?.pointerId === e.pointerId ? this.stroke : null;
+    if (s) s.box = this.canvas.getBoundingClientRect(); // the page may have scrolled since the last move
     this.moveCursor(e);
-    const s = this.stroke;
-    if (!s || e.pointerId !== s.pointerId) return;
+    if (!s) return;
     const events = e.getCoalescedEvents?.() ?? [];
     for (const ev of events.length ? events : [e]) this.addPoint(ev);
     if (!this.sendTimer) {
@@ -444,6 +464,10 @@ export class SemdrawView {
     if (this.stroke && e.pointerId === this.stroke.pointerId) this.finishStroke();
   }
 
+  onPointerCancel(e) {
+    if (this.stroke && e.pointerId === this.stroke.pointerId) this.cancelStroke();
+  }
+
   addPoint(e) {
     const s = this.stroke;
     const p = this.toCanvas(e, s.box);
@@ -452,6 +476,7 @@ export class SemdrawView {
 
   strokeDirty(rect) {
     if (!rect) return;
+    this.noteWrite(this.stroke.layer, rect);
     this.invalidate(rect);
     this.stroke.pending = union(this.stroke.pending, rect);
   }
@@ -479,6 +504,17 @@ export class SemdrawView {
     this.updateUndo();
   }
 
+  /**
+   * Takes back a stroke the system cancelled (a palm the OS rejected, a touch that became a
+   * gesture): its pixels return to what they were, here and in the kernel, with no undo entry.
+   */
+  cancelStroke() {
+    const s = this.stroke;
+    this.abortStroke();
+    const rect = s.path.rect;
+    if (rect) this.writeMask(s.layer, rect, extract(s.before, this.width, rect));
+  }
+
   /** Ends a stroke whose layer or canvas went away; nothing more is sent or recorded. */
   abortStroke() {
     clearTimeout(this.sendTimer);
@@ -500,6 +536,7 @@ export class SemdrawView {
 
   /** Writes bytes into a rect of a layer, redraws it and tells the kernel. */
   writeMask(layer, rect, bytes) {
+    this.noteWrite(layer, rect);
     put(this.masks.get(layer), this.width, rect, bytes);
     this.invalidate(rect);
     this.sender.enqueue(layer, rect, bytes);
@@ -699,6 +736,7 @@ export class SemdrawView {
       else this.undo();
     } else if (mod && !e.altKey && (key === "y" || key === "Y")) this.redo();
     else if (mod || e.altKey) done = false;
+    else if (e.shiftKey && key === "Enter") done = false;
     else if (key === "b" || key === "B") this.set("tool", "brush");
     else if (key === "e" || key === "E") this.set("tool", "eraser");
     else if (key === "[" || key === "]") {
@@ -710,7 +748,21 @@ export class SemdrawView {
     if (done) {
       e.preventDefault();
       e.stopPropagation();
+    } else if (mod || e.altKey || (e.shiftKey && key === "Enter")) {
+      this.passKeyToJupyter();
     }
+  }
+
+  /**
+   * Lets JupyterLab handle a key combination the widget does not use (Ctrl+S, Shift+Enter, ...).
+   * The suppressing attributes come off until this event has finished its way up: JupyterLab 4
+   * reads them when the event reaches the document. Plain keys stay suppressed (see SUPPRESS_SHORTCUTS).
+   */
+  passKeyToJupyter() {
+    for (const name of SUPPRESS_SHORTCUTS) this.root.removeAttribute(name);
+    this.later(() => {
+      for (const name of SUPPRESS_SHORTCUTS) this.root.setAttribute(name, "true");
+    }, 0);
   }
 
   // ---------------------------------------------------------------- files
@@ -722,7 +774,11 @@ export class SemdrawView {
     this.root.append(a);
     a.click();
     a.remove();
-    this.later(() => URL.revokeObjectURL(url), 1000);
+    this.exportUrls.add(url); // revoked when the download has had time to start, or with the view
+    this.later(() => {
+      URL.revokeObjectURL(url);
+      this.exportUrls.delete(url);
+    }, 1000);
   }
 
   async importPalette(file) {
@@ -759,6 +815,7 @@ export class SemdrawView {
     const bytes = await blob.arrayBuffer();
     if (this.destroyed) return bitmap.close();
     this.model.send({ type: "background_image", format }, undefined, [bytes]);
+    this.backgroundVersion++;
     this.setBackground(bitmap);
     this.say(`Background image ${file.name} loaded.`);
     return undefined;
@@ -766,6 +823,7 @@ export class SemdrawView {
 
   clearBackground() {
     this.model.send({ type: "background_image", clear: true });
+    this.backgroundVersion++;
     this.setBackground(null);
   }
 
@@ -792,23 +850,28 @@ export class SemdrawView {
         });
         break;
       case "synced":
+        if (msg.view && msg.view !== this.viewId) break; // another view's sync
         // After the sync's masks, which apply in order through the inbox.
         this.inbox = this.inbox.then(() => {
           clearTimeout(this.syncTimer);
           this.syncing = false;
+          this.writtenDuringSync = null;
         });
         break;
       case "frame":
         this.showFrame(msg);
         break;
-      case "background_image":
+      case "background_image": {
+        if (msg.view && msg.view !== this.viewId) break; // part of another view's sync
+        const version = ++this.backgroundVersion;
         if (msg.clear) this.setBackground(null);
         else {
           createImageBitmap(new Blob([msg.data], { type: IMAGE_MIME[msg.format] }))
-            .then((bitmap) => (this.destroyed ? bitmap.close() : this.setBackground(bitmap)))
+            .then((bitmap) => (this.destroyed || version !== this.backgroundVersion ? bitmap.close() : this.setBackground(bitmap)))
             .catch((err) => console.warn("semdraw: could not decode the background image", err));
         }
         break;
+      }
       case "error":
         this.say(msg.message, true);
         break;
@@ -819,6 +882,7 @@ export class SemdrawView {
 
   async applyKernelMask(msg) {
     if (msg.origin === "peer" && msg.view === this.viewId) return;
+    if (msg.origin === "sync" && msg.view && msg.view !== this.viewId) return;
     const bytes = await maskBytes(msg);
     if (this.destroyed || msg.x + msg.w > this.width || msg.y + msg.h > this.height) return;
     const rect = { x: msg.x, y: msg.y, w: msg.w, h: msg.h };
@@ -827,7 +891,13 @@ export class SemdrawView {
       this.history.push({ layer: msg.layer, rect, before: extract(mask, this.width, rect), after: bytes.slice() });
       this.updateUndo();
     }
+    // The kernel applies this view's newer edits after the snapshot a sync sends: keep them.
+    const newer = msg.origin === "sync" && this.writtenDuringSync
+      ? this.writtenDuringSync.filter((w) => w.layer === msg.layer).map((w) => intersect(w.rect, rect)).filter(Boolean)
+      : [];
+    const kept = newer.map((r) => [r, extract(mask, this.width, r)]);
     put(mask, this.width, rect, bytes);
+    for (const [r, local] of kept) put(mask, this.width, r, local);
     this.invalidate(rect);
   }
 

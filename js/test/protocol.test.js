@@ -130,7 +130,8 @@ test("frames, background images and errors parse", () => {
   assert.equal(frame.seq, 7);
   assert.deepEqual(frame.stats, { fps: 3 });
   assert.deepEqual(frame.data, img);
-  assert.deepEqual(parseKernelMessage({ type: "background_image", clear: true }, [], SIZE).msg, { type: "background_image", clear: true });
+  assert.deepEqual(parseKernelMessage({ type: "background_image", clear: true }, [], SIZE).msg, { type: "background_image", clear: true, view: null });
+  assert.equal(parseKernelMessage({ type: "background_image", format: "png", view: "v2" }, [img], SIZE).msg.view, "v2");
   assert.equal(parseKernelMessage({ type: "background_image", format: "webp" }, [img], SIZE).msg.format, "webp");
   assert.equal(parseKernelMessage({ type: "error", message: "CUDA out of memory" }, [], SIZE).msg.message, "CUDA out of memory");
 });
@@ -143,8 +144,9 @@ test("bytesOf views any buffer type without copying", () => {
   assert.equal(bytesOf("x"), null);
 });
 
-test("the end of a sync is a message of its own", () => {
-  assert.deepEqual(parseKernelMessage({ type: "synced" }, [], SIZE), { msg: { type: "synced" } });
+test("the end of a sync is a message of its own, addressed to the view that asked", () => {
+  assert.deepEqual(parseKernelMessage({ type: "synced" }, [], SIZE), { msg: { type: "synced", view: null } });
+  assert.deepEqual(parseKernelMessage({ type: "synced", view: "v2" }, [], SIZE), { msg: { type: "synced", view: "v2" } });
 });
 
 test("peer masks (strokes from another view) carry the painting view's id", () => {

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { bands, clip, extract, nonZeroBounds, put, union } from "../src/rects.js";
+import { bands, clip, extract, intersect, nonZeroBounds, put, union } from "../src/rects.js";
 
 test("union of rects, with null as the empty rect", () => {
   assert.equal(union(null, null), null);
@@ -8,6 +8,12 @@ test("union of rects, with null as the empty rect", () => {
   assert.deepEqual(union({ x: 0, y: 0, w: 2, h: 2 }, { x: 5, y: 1, w: 1, h: 4 }), { x: 0, y: 0, w: 6, h: 5 });
   const a = { x: 1, y: 1, w: 1, h: 1 };
   assert.notEqual(union(a, null), a, "returns a copy, never the argument");
+});
+
+test("intersection of rects, null when they only touch or one is empty", () => {
+  assert.deepEqual(intersect({ x: 0, y: 0, w: 10, h: 10 }, { x: 5, y: -2, w: 10, h: 4 }), { x: 5, y: 0, w: 5, h: 2 });
+  assert.equal(intersect({ x: 0, y: 0, w: 5, h: 5 }, { x: 5, y: 0, w: 5, h: 5 }), null);
+  assert.equal(intersect(null, { x: 0, y: 0, w: 1, h: 1 }), null);
 });
 
 test("clip to the canvas", () => {
