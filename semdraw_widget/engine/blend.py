@@ -287,7 +287,7 @@ class RegionScene:
         self.latent_size = (self.height // self.family.vae_scale, self.width // self.family.vae_scale)
         white = torch.ones(1, 3, self.height, self.width)
         self.white = self.family.encode(white)
-        self._background_layer = Layer("", "", 1.0, 1.0, 0.0)
+        self._background_layer = Layer(self.background_prompt, self.background_negative_prompt, 1.0, 1.0, 0.0)
         self._batch: RegionBatch | None = None
 
     # ---- updates ------------------------------------------------------------------------------
@@ -345,6 +345,8 @@ class RegionScene:
         bg = self._background_layer
         if bg.mask is None:
             bg.mask = torch.ones(self.height, self.width, device=self.family.device)
+        # The bottom layer is the background prompt itself (prompt strength 1: nothing of the base in it).
+        bg.prompt, bg.negative_prompt = self.background_prompt, self.background_negative_prompt
         present = [layer for layer in stack if layer.mask is not None]
         if present:
             stacked = torch.stack([layer.mask for layer in present])

@@ -1,0 +1,33 @@
+"""The background prompt, without a background image, is a full-canvas bottom layer generated like the others
+(DESIGN: the algorithm): its own prompt and negative prompt condition it, not the empty prompt."""
+
+import numpy as np
+import pytest
+import torch
+
+from engine_helpers import APPLE, SIZE, run
+
+FULL = np.ones((SIZE, SIZE), dtype=bool)
+
+
+@pytest.mark.parametrize("cfg_type", ["none", "full"])
+def test_the_background_prompt_is_a_full_canvas_bottom_layer(make_stream, cfg_type):
+    with_background = make_stream(cfg_type=cfg_type)
+    with_background.update_background(prompt="a sunny beach", negative_prompt="blurry")
+    # The same layer painted by hand: the whole canvas, unblurred, all of its own prompt.
+    by_hand = make_stream(cfg_type=cfg_type)
+    by_hand.update_single_layer(0, prompt="a sunny beach", negative_prompt="blurry", mask=FULL, mask_std=0.0,
+                                prompt_strength=1.0)
+    assert torch.equal(run(with_background, 5), run(by_hand, 5))
+
+
+def test_the_background_prompt_decides_what_grows_where_nothing_is_painted(make_stream, oneshot):
+    beach, forest = make_stream(), make_stream()
+    beach.update_background(prompt="a sunny beach")
+    forest.update_background(prompt="a dark forest at night")
+    assert not torch.allclose(run(beach, 5), run(forest, 5))
+
+    settings = dict(masks=[APPLE], height=SIZE, width=SIZE, seed=3, output_type="latent")
+    images = [oneshot(["a red apple"], background_prompt=prompt, **settings) for prompt in ("a sunny beach", "a dark forest")]
+    unpainted = (slice(None), slice(None), slice(6, 8), slice(0, 2))  # latent corner far from the apple's box
+    assert (images[0][unpainted] - images[1][unpainted]).abs().max() > 1e-3
