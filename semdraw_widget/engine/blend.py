@@ -206,7 +206,12 @@ def denoise(
         booted = steps.select(slice(0, nb)).add_noise(background, noise[:nb])[:, None]
         x = torch.cat([masks[:nb] * x[:nb] + (1.0 - masks[:nb]) * booted, x[nb:]])
     flat = x.reshape(t * p, c, h, w)
-    model_in = torch.cat([roll_items(flat[: nb * p], batch.roll_forward), flat[nb * p:]]) if nb else flat
+
+    def roll_booted(items: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Roll the bootstrapped slots' items (centring their masks) or back; the rest stay put."""
+        return torch.cat([roll_items(items[: nb * p], index), items[nb * p:]]) if nb else items
+
+    model_in = roll_booted(flat, batch.roll_forward)
     index = batch.live_index
     if index is not None:  # only the items with some weight at their slot
         model_in = model_in.index_select(0, index)
@@ -221,14 +226,14 @@ def denoise(
         out = family.predict(model_in, batch.call_timesteps, batch.call_cond)
         if guidance.kind == "self":
             residual = guidance.delta * noise[:, None].expand(t, p, c, h, w).reshape(t * p, c, h, w)
+            residual = roll_booted(residual, batch.roll_forward)  # where the model saw that noise
             residual = residual if index is None else residual.index_select(0, index)
             out = residual + guidance.scale * (out - residual)
     if timer is not None:
         timer.mark("unet")
     if index is not None:  # left-out items predict nothing; their weight is zero, so any x0 would do
         out = flat.new_zeros(t * p, c, h, w).index_copy_(0, index, out)
-    if nb:
-        out = torch.cat([roll_items(out[: nb * p], batch.roll_back), out[nb * p:]])
+    out = roll_booted(out, batch.roll_back)
     x0 = steps.x0(x, out.view(t, p, c, h, w))
     if leak_sensitivity and nb:
         leak = (x0[:nb] - background[:, None]).pow(2).mean(dim=2, keepdim=True)
