@@ -1,7 +1,7 @@
-"""Painting as it happens on real devices and in a real notebook: touch and pen (palm rejection, the pen's
-eraser end is not reachable from CDP), JupyterLab's own shortcuts while the widget has focus, scrolling in
-the middle of a stroke, a background image set and cleared at once, and a second view of the same canvas
-that syncs while the first one paints."""
+"""Painting as it happens on real devices and in a real notebook: touch and pen (palm rejection; the pen's
+eraser end cannot be sent through CDP), JupyterLab's own shortcuts while the widget has focus, the canvas
+moving in the middle of a stroke, a background image set and cleared at once, and a sync that arrives after
+a stroke, in either view of a canvas shown twice."""
 
 from __future__ import annotations
 
