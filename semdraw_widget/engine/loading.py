@@ -139,6 +139,21 @@ def check_pickle(path: Path, allow_pickle: bool) -> None:
         )
 
 
+@contextlib.contextmanager
+def reading_safetensors(file: Path | str, what: str):
+    """Around a read of a .safetensors file: a corrupt or truncated one raises a ValueError that names
+    the file and says what to do, instead of safetensors' bare "Error while deserializing header"."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except SafetensorError as error:
+        raise ValueError(
+            f"{what} {str(file)!r} is not a valid .safetensors file ({error}): it may be truncated or corrupt. "
+            "Download it again, or check that the path names the file you meant."
+        ) from error
+
+
 def family_name(sd_version: str) -> str:
     """"1.5" / "xl" / "3" (the seed project's sd_version) or "sd15" / "sdxl" / "sd3" -> the family name."""
     name = FAMILY_ALIASES.get(str(sd_version).lower())
@@ -191,7 +206,7 @@ def _family_of_file(file: Path) -> str:
         return _family_of_name(file.name)
     from safetensors import safe_open
 
-    with safe_open(str(file), framework="pt") as handle:
+    with reading_safetensors(file, "Checkpoint"), safe_open(str(file), framework="pt") as handle:
         keys = list(handle.keys())
     if any(k.startswith("conditioner.embedders.") for k in keys):
         return "sdxl"
@@ -323,7 +338,8 @@ def _load_single_file(file: Path, config: str, use_tiny_vae: bool):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     if file.suffix == ".safetensors":
-        checkpoint = load_file(str(file))
+        with reading_safetensors(file, "Checkpoint"):
+            checkpoint = load_file(str(file))
     else:  # allow_pickle was given explicitly
         checkpoint = torch.load(str(file), map_location="cpu", weights_only=False)
         checkpoint = checkpoint.get("state_dict", checkpoint)
@@ -436,7 +452,9 @@ def read_lora(lora_key: str, family: str, suggestion: str) -> dict[str, torch.Te
     """A LoRA's state dict (file, folder, hub id or "owner/repo/file"), checked against the family."""
     from safetensors.torch import load_file
 
-    state = load_file(str(local_file(lora_key, LORA_WEIGHT_NAME, "LoRA")))
+    file = local_file(lora_key, LORA_WEIGHT_NAME, "LoRA")
+    with reading_safetensors(file, "LoRA"):
+        state = load_file(str(file))
     check_lora_family(state, family, lora_key, suggestion)
     return state
 

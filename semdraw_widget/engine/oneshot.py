@@ -19,7 +19,7 @@ import torch
 
 from .blend import Guidance, RegionScene, denoise, per_layer, slot_noise
 from .models import pipeline_model
-from .stream import OUTPUT_TYPES, check_size, to_output
+from .stream import OUTPUT_TYPES, check_layer_setting, check_seed, check_size, per_layer_setting, to_output
 
 
 def tile_starts(length: int, tile: int) -> list[int]:
@@ -88,9 +88,9 @@ class StableMultiDiffusionPipeline:
             device, dtype, model, hf_key, sd_version, lora_key=lora_key, use_tiny_vae=use_tiny_vae,
             taesd_key=taesd_key, config=config, allow_pickle=allow_pickle,
         )
-        self.default_mask_std = float(default_mask_std)
-        self.default_mask_strength = float(default_mask_strength)
-        self.default_prompt_strength = float(default_prompt_strength)
+        self.default_mask_std = check_layer_setting("mask_std", default_mask_std, "default_mask_std")
+        self.default_mask_strength = check_layer_setting("mask_strength", default_mask_strength, "default_mask_strength")
+        self.default_prompt_strength = check_layer_setting("prompt_strength", default_prompt_strength, "default_prompt_strength")
         if preprocess_mask_cover_alpha is None:
             preprocess_mask_cover_alpha = self.model.default_cover_alpha
         self.preprocess_mask_cover_alpha = float(preprocess_mask_cover_alpha)
@@ -133,14 +133,18 @@ class StableMultiDiffusionPipeline:
         height = check_size("height", size if height is None else height, scale)
         width = check_size("width", size if width is None else width, scale)
         prompts = [] if prompts is None else [prompts] if isinstance(prompts, str) else list(prompts)
-        mask_list = _split_masks(masks, len(prompts), height, width)
+        count = len(prompts)
+        mask_list = _split_masks(masks, count, height, width)
+        negatives = per_layer(negative_prompts, count, "negative_prompts", "")
+        rhos = per_layer_setting("prompt_strength", prompt_strengths, count, self.default_prompt_strength)
+        strengths = per_layer_setting("mask_strength", mask_strengths, count, self.default_mask_strength)
+        stds = per_layer_setting("mask_std", mask_stds, count, self.default_mask_std)
         if t_index_list is None:
             t_index_list = self.model.schedule.default_indices(num_inference_steps)
         steps = self.model.schedule.prepare(t_index_list, self.device, self.dtype)
         if cfg_type is None:
             cfg_type = "full" if guidance_scale > 1.0 else "none"
-        if seed is None:
-            seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else check_seed(seed)
         if bootstrap_leak_sensitivity is ...:
             bootstrap_leak_sensitivity = self.bootstrap_leak_sensitivity
         scene = RegionScene(
@@ -148,11 +152,6 @@ class StableMultiDiffusionPipeline:
             bootstrap_steps=bootstrap_steps, guidance=Guidance(cfg_type, float(guidance_scale)),
         )
         scene.set_background(background, background_prompt, background_negative_prompt)
-        count = len(prompts)
-        negatives = per_layer(negative_prompts, count, "negative_prompts", "")
-        rhos = per_layer(prompt_strengths, count, "prompt_strengths", self.default_prompt_strength)
-        strengths = per_layer(mask_strengths, count, "mask_strengths", self.default_mask_strength)
-        stds = per_layer(mask_stds, count, "mask_stds", self.default_mask_std)
         for i in range(count):
             layer = scene.new_layer(prompts[i], negatives[i], rhos[i], strengths[i], stds[i])
             scene.set_mask(layer, mask_list[i])

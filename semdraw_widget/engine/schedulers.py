@@ -23,6 +23,7 @@ and LCM samplers do and as the stream batch needs.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -55,8 +56,11 @@ def check_t_index_list(t_index_list: Sequence[int], num_steps: int) -> tuple[int
 
 def spread_indices(num_inference_steps: int, num_steps: int) -> tuple[int, ...]:
     """N indices spread evenly over a `num_steps`-step schedule, starting at its noisiest step."""
-    if not 1 <= num_inference_steps <= num_steps:
-        raise ValueError(f"num_inference_steps must be in 1..{num_steps} (got {num_inference_steps})")
+    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, numbers.Integral) or not 1 <= num_inference_steps <= num_steps:
+        raise ValueError(
+            f"num_inference_steps must be a whole number in 1..{num_steps} (got {num_inference_steps!r}); "
+            "leave it None for the model's default"
+        )
     return tuple(i * num_steps // num_inference_steps for i in range(num_inference_steps))
 
 
@@ -129,7 +133,7 @@ class LCMSchedule:
     @classmethod
     def default_indices(cls, num_inference_steps: int | None = None) -> tuple[int, ...]:
         """LCM's evenly spread indices for an N-step run (5 steps: 0, 10, 20, 30, 40 -> t = 999 ... 199)."""
-        return spread_indices(num_inference_steps or cls.default_inference_steps, cls.num_steps)
+        return spread_indices(cls.default_inference_steps if num_inference_steps is None else num_inference_steps, cls.num_steps)
 
     def boundary(self, t: int) -> tuple[float, float]:
         scaled = t * self.timestep_scaling
@@ -162,7 +166,7 @@ class EulerTrailingSchedule:
         self.timesteps = [round(n - i * n / self.num_steps) - 1 for i in range(self.num_steps)]
 
     def default_indices(self, num_inference_steps: int | None = None) -> tuple[int, ...]:
-        return spread_indices(num_inference_steps or self.default_inference_steps, self.num_steps)
+        return spread_indices(self.default_inference_steps if num_inference_steps is None else num_inference_steps, self.num_steps)
 
     def sigmas(self, indices: Sequence[int]) -> torch.Tensor:
         """Euler's sigma = sqrt((1 - abar) / abar) at the given slots (float64, for reference and tests)."""
@@ -217,7 +221,7 @@ class FlowMatchSchedule:
         return self.shift * sigma / (1.0 + (self.shift - 1.0) * sigma)
 
     def default_indices(self, num_inference_steps: int | None = None) -> tuple[int, ...]:
-        return spread_indices(num_inference_steps or self.default_inference_steps, self.num_steps)
+        return spread_indices(self.default_inference_steps if num_inference_steps is None else num_inference_steps, self.num_steps)
 
     def prepare(self, t_index_list: Sequence[int], device: torch.device, dtype: torch.dtype) -> FlowSlotSteps:
         indices = check_t_index_list(t_index_list, self.num_steps)

@@ -25,6 +25,7 @@ weight at that slot is left out of the model call (`blend.live_items`).
 
 from __future__ import annotations
 
+import numbers
 import time
 from typing import Any, Sequence
 
@@ -36,6 +37,11 @@ from .blend import Guidance, RegionScene, cat_cond, denoise, per_layer, slot_noi
 from .models import pipeline_model
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+# The largest value of each layer setting, as the canvas has them (canvas_state.normalize_layer; mask_std
+# is its mask_blur, at most MAX_MASK_BLUR pixels). The blur pads a mask by 3 std on every side, so an
+# unbounded std would make the next frame allocate without bound.
+LAYER_SETTING_LIMITS = {"prompt_strength": 1.0, "mask_strength": 1.0, "mask_std": 256.0}
+SEED_LIMIT = 2**63  # seeds are non-negative int64s, a range every torch generator takes
 
 
 def check_size(name: str, value: int, multiple: int = 8) -> int:
@@ -46,6 +52,27 @@ def check_size(name: str, value: int, multiple: int = 8) -> int:
         hint = f"try {low} or {high}" if low != high else f"try {low}"
         raise ValueError(f"{name} must be a positive multiple of {multiple} (got {value}); {hint}")
     return value
+
+
+def check_layer_setting(setting: str, value: Any, name: str | None = None) -> float:
+    """A layer setting (a key of LAYER_SETTING_LIMITS) as a float in [0, its limit]; NaN, infinities and
+    other values raise, naming the argument as `name` (the setting itself by default)."""
+    high = LAYER_SETTING_LIMITS[setting]
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= high:
+        raise ValueError(f"{name or setting} must be a number between 0 and {high:g} (got {value!r})")
+    return float(value)
+
+
+def per_layer_setting(setting: str, values: Any, count: int, default: float | None = None) -> list:
+    """`blend.per_layer` for a layer setting given as `setting + "s"` (one value, or one per layer), each checked."""
+    name = f"{setting}s"
+    return [None if value is None else check_layer_setting(setting, value, name) for value in per_layer(values, count, name, default)]
+
+
+def check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"seed must be a whole number from 0 to 2**63 - 1 (got {seed!r})")
+    return int(seed)
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -205,9 +232,9 @@ class StreamMultiDiffusion:
             preprocess_mask_cover_alpha = self.model.default_cover_alpha
         self.steps = self.model.schedule.prepare(t_index_list, self.device, self.dtype)
         self._renoise = self.steps.select(slice(1, None))
-        self.default_mask_std = float(default_mask_std)
-        self.default_mask_strength = float(default_mask_strength)
-        self.default_prompt_strength = float(default_prompt_strength)
+        self.default_mask_std = check_layer_setting("mask_std", default_mask_std, "default_mask_std")
+        self.default_mask_strength = check_layer_setting("mask_strength", default_mask_strength, "default_mask_strength")
+        self.default_prompt_strength = check_layer_setting("prompt_strength", default_prompt_strength, "default_prompt_strength")
         self.fresh_noise = bool(fresh_noise)
         self.profile = bool(profile)
         self.compile = compile_mode(compile)
@@ -311,10 +338,11 @@ class StreamMultiDiffusion:
     # ---- state ------------------------------------------------------------------------------
     def reset_seed(self, seed: int | None = None) -> None:
         """New fixed per-slot noise from `seed` (the current one when None); restarts the buffer."""
-        self.seed = self.seed if seed is None else int(seed)
+        seed = self.seed if seed is None else check_seed(seed)
         c, (h, w) = self.model.latent_channels, self._scene.latent_size
-        self._noise = slot_noise(self.seed, (self.num_slots, c, h, w), self.device, self.dtype)
-        self._generator = torch.Generator(self.device).manual_seed(self.seed)
+        noise = slot_noise(seed, (self.num_slots, c, h, w), self.device, self.dtype)
+        generator = torch.Generator(self.device).manual_seed(seed)
+        self.seed, self._noise, self._generator = seed, noise, generator
         self._restart_buffer()
 
     def _restart_buffer(self) -> None:
@@ -362,6 +390,11 @@ class StreamMultiDiffusion:
         scene, n = self._scene, self.num_layers
         if not 0 <= idx <= n:
             raise IndexError(f"layer index {idx} is out of range: there are {n} layers (0..{n - 1}); use idx={n} to append one")
+        # every check before the first change, so a rejected call leaves the scene as it was
+        prompt_strength, mask_strength, mask_std = (
+            None if value is None else check_layer_setting(setting, value)
+            for setting, value in (("prompt_strength", prompt_strength), ("mask_strength", mask_strength), ("mask_std", mask_std))
+        )
         if mask is not None:
             mask = scene.mask_tensor(mask)
         if idx == n:
@@ -411,9 +444,11 @@ class StreamMultiDiffusion:
         mask_list = [None] * count if masks is None else list(masks)
         if len(mask_list) != count:
             raise ValueError(f"got {len(mask_list)} masks for {count} prompts; give one mask per prompt")
-        strengths = per_layer(mask_strengths, count, "mask_strengths")
-        stds = per_layer(mask_stds, count, "mask_stds")
-        rhos = per_layer(prompt_strengths, count, "prompt_strengths")
+        # every check before the old layers go, so a rejected call leaves the scene as it was
+        mask_list = [None if mask is None else self._scene.mask_tensor(mask) for mask in mask_list]
+        strengths = per_layer_setting("mask_strength", mask_strengths, count)
+        stds = per_layer_setting("mask_std", mask_stds, count)
+        rhos = per_layer_setting("prompt_strength", prompt_strengths, count)
         self._scene.layers.clear()
         self._scene.invalidate()
         for i in range(count):

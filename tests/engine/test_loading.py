@@ -69,3 +69,10 @@ def test_pickled_checkpoints_are_refused(tmp_path):
     checkpoint.write_bytes(b"not even read")
     with pytest.raises(UnsafeCheckpointError, match="allow_pickle=True"):
         load_model(str(checkpoint))
+
+
+def test_an_explicit_hf_key_wins_over_SEMDRAW_MODEL(monkeypatch):
+    monkeypatch.setenv("SEMDRAW_MODEL", "tiny")  # the default choice only: what hf_key=None loads
+    assert load_model("tiny-xl", lora_key=None).name == "sdxl"
+    assert StreamMultiDiffusion("cpu", hf_key="tiny-xl", height=64, width=64).model.name == "sdxl"
+    assert load_model(None, lora_key=None).name == "sd15"
