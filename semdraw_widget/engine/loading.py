@@ -154,6 +154,14 @@ def reading_safetensors(file: Path | str, what: str):
         ) from error
 
 
+def load_safetensors(file: Path | str, what: str) -> dict[str, torch.Tensor]:
+    """The tensors of a .safetensors file (`what` names it in errors: "Checkpoint", "LoRA", ...), on the CPU."""
+    from safetensors.torch import load_file
+
+    with reading_safetensors(file, what):
+        return load_file(str(file))
+
+
 def family_name(sd_version: str) -> str:
     """"1.5" / "xl" / "3" (the seed project's sd_version) or "sd15" / "sdxl" / "sd3" -> the family name."""
     name = FAMILY_ALIASES.get(str(sd_version).lower())
@@ -334,12 +342,10 @@ def _load_single_file(file: Path, config: str, use_tiny_vae: bool):
     or a hub id in the cache. A file without text-encoder weights uses the config's text encoder.
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from safetensors.torch import load_file
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     if file.suffix == ".safetensors":
-        with reading_safetensors(file, "Checkpoint"):
-            checkpoint = load_file(str(file))
+        checkpoint = load_safetensors(file, "Checkpoint")
     else:  # allow_pickle was given explicitly
         checkpoint = torch.load(str(file), map_location="cpu", weights_only=False)
         checkpoint = checkpoint.get("state_dict", checkpoint)
@@ -450,11 +456,7 @@ def check_lora_family(state: dict[str, torch.Tensor], family: str, lora_key: str
 
 def read_lora(lora_key: str, family: str, suggestion: str) -> dict[str, torch.Tensor]:
     """A LoRA's state dict (file, folder, hub id or "owner/repo/file"), checked against the family."""
-    from safetensors.torch import load_file
-
-    file = local_file(lora_key, LORA_WEIGHT_NAME, "LoRA")
-    with reading_safetensors(file, "LoRA"):
-        state = load_file(str(file))
+    state = load_safetensors(local_file(lora_key, LORA_WEIGHT_NAME, "LoRA"), "LoRA")
     check_lora_family(state, family, lora_key, suggestion)
     return state
 

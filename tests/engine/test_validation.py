@@ -107,7 +107,12 @@ def test_a_corrupt_checkpoint_file_is_named_in_the_error(corrupt_file):
         load_model(str(corrupt_file), family="1.5", lora_key=None)  # no family detection: the loader reads it
 
 
-@pytest.mark.parametrize("hf_key", ["tiny", "tiny-xl"])
+@pytest.mark.parametrize("hf_key", ["tiny", "tiny-xl", "tiny-3"])
 def test_a_corrupt_lora_file_is_named_in_the_error(corrupt_file, hf_key):
     with pytest.raises(ValueError, match=rf"LoRA '{corrupt_file}' is not a valid \.safetensors file .*Download it again"):
         StreamMultiDiffusion("cpu", hf_key=hf_key, lora_key=str(corrupt_file), height=64, width=64)
+
+
+def test_a_corrupt_sdxl_unet_file_is_named_in_the_error(corrupt_file):
+    with pytest.raises(ValueError, match=rf"UNet '{corrupt_file}' is not a valid \.safetensors file"):
+        load_model("tiny-xl", lora_key=None, unet_key=str(corrupt_file))

@@ -216,23 +216,21 @@ def _load_single_file(file: Path, config: str, use_t5: bool) -> SD3Components:
 def _merge_peft_lora(transformer, lora_key: str):
     """Merge a PEFT LoRA adapter (Flash-SD3's layout: adapter_config.json + adapter_model.safetensors)."""
     from peft import PeftModel
-    from safetensors.torch import load_file
 
     folder = _peft_folder(lora_key)
-    loading.check_lora_family(load_file(str(folder / PEFT_FILES[1])), "sd3", lora_key, DEFAULT_SD3_LORA_KEY)
+    loading.check_lora_family(loading.load_safetensors(folder / PEFT_FILES[1], "LoRA"), "sd3", lora_key, DEFAULT_SD3_LORA_KEY)
     return PeftModel.from_pretrained(transformer, str(folder)).merge_and_unload()
 
 
 def _peft_folder(lora_key: str) -> Path:
     """The local folder of a PEFT adapter given as a folder or a hub id (both files fetched through the cache)."""
-    from safetensors.torch import load_file
-
     path = Path(os.path.expanduser(lora_key))
     if path.is_dir() and (path / PEFT_FILES[0]).is_file():
         return path
     if path.exists():  # some other LoRA layout: name its family if it is not SD3's, else say what is expected
         loading.check_lora_family(
-            load_file(str(loading.local_file(lora_key, loading.LORA_WEIGHT_NAME, "LoRA"))), "sd3", lora_key, DEFAULT_SD3_LORA_KEY
+            loading.load_safetensors(loading.local_file(lora_key, loading.LORA_WEIGHT_NAME, "LoRA"), "LoRA"), "sd3", lora_key,
+            DEFAULT_SD3_LORA_KEY,
         )
         raise ValueError(
             f"LoRA {lora_key!r} is not a PEFT adapter: SD3 LoRAs are read in the layout of {DEFAULT_SD3_LORA_KEY} "

@@ -111,9 +111,8 @@ class SDXL(LatentFamily):
             taesd_key = str(root / "taesdxl") if taesd_key == DEFAULT_TAESDXL_KEY else taesd_key
         parts = _load_components(hf_key, config, allow_pickle, need_vae=not use_tiny_vae and not vae_key)
         if unet_key:
-            from safetensors.torch import load_file
-
-            parts.unet.load_state_dict(load_file(str(loading.local_file(unet_key, "diffusion_pytorch_model.safetensors", "UNet"))))
+            unet_file = loading.local_file(unet_key, "diffusion_pytorch_model.safetensors", "UNet")
+            parts.unet.load_state_dict(loading.load_safetensors(unet_file, "UNet"))
         if use_tiny_vae:
             parts.vae = loading.load_taesd(taesd_key)
         elif vae_key:
