@@ -201,7 +201,7 @@ class StableMultiDiffusionPipeline:
                         self.model, step, x[part], window_steps[i], background[part], scene.guidance, noise[i:i + 1][part], leak,
                     )
             if i + 1 < len(steps):
-                x = steps.select(slice(i + 1, i + 2)).add_noise(x0, noise[i + 1:i + 2])
+                x = steps.select(slice(i + 1, i + 2)).add_noise(x0, step.carried_noise(x, x0, noise[i + 1:i + 2]))
         return x0
 
 

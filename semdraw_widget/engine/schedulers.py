@@ -17,8 +17,11 @@ Three schedules, one per family:
   (x_t - beta_t * eps) / alpha_t: the LCM formula with c_skip = 0, c_out = 1.
 - SD3 / Flash, flow matching: x_t = (1 - sigma) x0 + sigma eps, the model predicts the velocity
   v = eps - x0, so x0 = x_t - sigma * v; sigmas shifted by the scheduler's `shift` (3.0 for SD3).
-Every family re-noises a clean estimate with `add_noise` (alpha_t x0 + beta_t eps), as the Flash
-and LCM samplers do and as the stream batch needs.
+Every family re-noises a clean estimate with `add_noise` (alpha_t x0 + beta_t eps) to reach the next
+slot; the families differ in which eps (`carried_noise`). LCM draws new noise at each step: here the
+fixed, seeded per-slot noise, so a still scene settles. Euler (Lightning, Flash) is deterministic: it
+carries the noise the prediction implies, eps = (x_t - alpha_t x0) / beta_t, and re-noising x0 with
+that eps is exactly its step x_sigma' = x_sigma + (sigma' - sigma) * eps (flow: x + (sigma' - sigma) v).
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ class SlotSteps:
     c_skip: torch.Tensor
     c_out: torch.Tensor
     noise_levels: tuple[float, ...]  # beta_t per slot, for mask quantisation (host floats, used at update time)
+    deterministic: bool = False  # Euler: carry the predicted noise to the next slot (see `carried_noise`)
 
     def __len__(self) -> int:
         return len(self.noise_levels)
@@ -82,7 +86,7 @@ class SlotSteps:
         """The constants of a contiguous range of slots (the one-shot pipeline steps one slot at a time)."""
         return type(self)(
             self.timesteps[slots], self.alpha[slots], self.beta[slots], self.c_skip[slots], self.c_out[slots],
-            self.noise_levels[slots],
+            self.noise_levels[slots], self.deterministic,
         )
 
     def x0(self, x_t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -94,6 +98,13 @@ class SlotSteps:
         """alpha_t * x0 + beta_t * noise per slot; noise is (T, ...), x0 (T, ...) or (1, ...)."""
         return _per_slot(self.alpha, noise.dim()) * x0 + _per_slot(self.beta, noise.dim()) * noise
 
+    def carried_noise(self, x_t: torch.Tensor, x0: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor:
+        """The noise that takes these slots' x0 on to the next slots' level: `fresh` (the seeded per-slot
+        noise) for LCM, the noise implied by x_t and x0 for a deterministic (Euler) sampler."""
+        if not self.deterministic:
+            return fresh
+        return (x_t - _per_slot(self.alpha, x_t.dim()) * x0) / _per_slot(self.beta, x_t.dim())
+
 
 def _per_slot(values: torch.Tensor, dims: int) -> torch.Tensor:
     return values.view(-1, *([1] * (dims - 1)))
@@ -101,7 +112,7 @@ def _per_slot(values: torch.Tensor, dims: int) -> torch.Tensor:
 
 def ddpm_slot_steps(
     alphas_cumprod: torch.Tensor, ts: Sequence[int], c_skip: torch.Tensor, c_out: torch.Tensor,
-    device: torch.device, dtype: torch.dtype,
+    device: torch.device, dtype: torch.dtype, deterministic: bool = False,
 ) -> SlotSteps:
     """SlotSteps at DDPM timesteps `ts`: alpha_t = sqrt(abar_t), beta_t = sqrt(1 - abar_t) (also the
     noise levels); `c_skip`, `c_out` (float64, one per slot) are the sampler's boundary condition."""
@@ -111,7 +122,7 @@ def ddpm_slot_steps(
     return SlotSteps(
         timesteps=torch.tensor(ts, dtype=torch.long, device=device),
         alpha=const(alpha), beta=const(beta), c_skip=const(c_skip), c_out=const(c_out),
-        noise_levels=tuple(float(b) for b in beta),
+        noise_levels=tuple(float(b) for b in beta), deterministic=deterministic,
     )
 
 
@@ -178,7 +189,7 @@ class EulerTrailingSchedule:
         ts = [self.timesteps[i] for i in indices]
         # Euler's x0 is the LCM formula with c_skip = 0, c_out = 1 (see the module notes)
         c_skip, c_out = torch.zeros(len(ts), dtype=torch.float64), torch.ones(len(ts), dtype=torch.float64)
-        return ddpm_slot_steps(self.alphas_cumprod, ts, c_skip, c_out, device, dtype)
+        return ddpm_slot_steps(self.alphas_cumprod, ts, c_skip, c_out, device, dtype, deterministic=True)
 
 
 @dataclass(frozen=True)
@@ -231,5 +242,5 @@ class FlowMatchSchedule:
             timesteps=(sigma * self.num_train_timesteps).to(device=device, dtype=torch.float32),
             alpha=const(1.0 - sigma), beta=const(sigma),
             c_skip=torch.ones(len(indices), device=device, dtype=dtype), c_out=torch.zeros(len(indices), device=device, dtype=dtype),
-            noise_levels=tuple(float(s) for s in sigma / (1.0 + sigma**2).sqrt()),
+            noise_levels=tuple(float(s) for s in sigma / (1.0 + sigma**2).sqrt()), deterministic=True,
         )

@@ -6,8 +6,9 @@ The T slots of `t_index_list` hold T latents at decreasing noise levels. One cal
    slots 1..T-1 come from the buffer;
 2.-4. bootstrapping, one model call over (slots x active layers), x0 per layer, masked blend
    (`blend.denoise`);
-5. the last slot's x0 is the frame; slot i+1 <- alpha_{i+1} x0_i + beta_{i+1} eps_{i+1} with the
-   fixed per-slot noise, so a still scene converges to a still image after T frames (`converged`).
+5. the last slot's x0 is the frame; slot i+1 <- alpha_{i+1} x0_i + beta_{i+1} eps_i, where eps_i is
+   the fixed per-slot noise (LCM) or the noise x_t and x0 imply (Euler: SDXL-Lightning, Flash-SD3;
+   `SlotSteps.carried_noise`), so a still scene converges to a still image after T frames (`converged`).
 
 Updates change only what they touch (embeddings are cached per text, a layer's masks are
 recomputed only when its mask, its settings or the cover from layers above change) and all of
@@ -231,6 +232,7 @@ class StreamMultiDiffusion:
         if preprocess_mask_cover_alpha is None:
             preprocess_mask_cover_alpha = self.model.default_cover_alpha
         self.steps = self.model.schedule.prepare(t_index_list, self.device, self.dtype)
+        self._leaving = self.steps.select(slice(None, -1))  # the slots whose x0 moves on to the next slot
         self._renoise = self.steps.select(slice(1, None))
         self.default_mask_std = check_layer_setting("mask_std", default_mask_std, "default_mask_std")
         self.default_mask_strength = check_layer_setting("mask_strength", default_mask_strength, "default_mask_strength")
@@ -502,7 +504,7 @@ class StreamMultiDiffusion:
             timer = self._timer if self.profile else None
             x0 = denoise(self.predictor, self.steps, x_t, batch, background, scene.guidance, noise, timer=timer)
             self.unet_calls += 1
-        self._buffer = self._renoise.add_noise(x0[:-1], noise[1:])
+        self._buffer = self._renoise.add_noise(x0[:-1], self._leaving.carried_noise(x_t[:-1], x0[:-1], noise[1:]))
         if self.profile:
             self._timer.mark("blend")
         self._still_frames += 1

@@ -186,6 +186,37 @@ def test_flow_matching_schedule_and_step_match_a_hand_computed_example():
     assert steps.noise_levels == pytest.approx([s / (1 + s * s) ** 0.5 for s in by_hand])
 
 
+def test_one_full_layer_is_sampled_exactly_as_diffusers_euler_samples_it(model):
+    """One unblurred full-canvas layer, all of its prompt, no bootstrapping: the region sampler reduces to the
+    family's own sampler. Lightning and Flash are deterministic Euler samplers: each step carries the noise the
+    model predicted, not new noise (an LCM-style re-noising would give another image)."""
+    from semdraw_widget.engine.blend import slot_noise
+
+    prompt, seed = "a violet teapot", 5
+    full = np.ones((SIZE, SIZE), dtype=bool)
+    smd = StableMultiDiffusionPipeline("cpu", model=model)
+    ours = smd([prompt], masks=[full], prompt_strengths=1.0, mask_stds=0.0, bootstrap_steps=0, seed=seed,
+               height=SIZE, width=SIZE, output_type="latent")
+
+    steps = model.schedule.prepare(model.schedule.default_indices(), CPU, torch.float32)
+    x = slot_noise(seed, (len(steps), model.latent_channels, SIZE // 8, SIZE // 8), CPU, torch.float32)[:1]
+    cond = model.encode_prompts([prompt])
+    if model.name == "sdxl":
+        reference = EulerDiscreteScheduler(**DEFAULT_SCHEDULER_CONFIG, timestep_spacing="trailing")
+        reference.set_timesteps(len(steps))
+        # Euler's x_sigma for x_t = noise, where the engine starts (diffusers' own start, sigma_max * noise,
+        # is 0.2% smaller); the model reads it scaled back to x_t
+        x = x * (reference.sigmas[0] ** 2 + 1) ** 0.5
+    else:
+        reference = FlowMatchEulerDiscreteScheduler(shift=3.0)
+        reference.set_timesteps(len(steps))
+    for i, t in enumerate(reference.timesteps):
+        prediction = model.predict(reference.scale_model_input(x, t) if model.name == "sdxl" else x,
+                                   steps.timesteps[i:i + 1], cond)
+        x = reference.step(prediction, t, x).prev_sample
+    assert torch.allclose(ours, x, atol=1e-4, rtol=1e-4), (ours - x).abs().max()
+
+
 # ---- detection, defaults, loading ------------------------------------------------------------------
 def test_family_is_detected_from_the_checkpoint(tmp_path):
     from safetensors.torch import save_file
