@@ -28,6 +28,7 @@ const PEN_ERASER_BUTTON = 32; // PointerEvent.buttons bit of a pen's eraser end
 // JupyterLab (Lumino) leaves keys alone inside an element with these, so B, E, Z or a notebook's
 // single-key commands (A, D D, X, ...) never edit the notebook while someone paints.
 const SUPPRESS_SHORTCUTS = ["data-lm-suppress-shortcuts", "data-p-suppress-shortcuts"];
+const MODIFIER_KEYS = new Set(["Control", "Shift", "Alt", "Meta"]);
 
 const clampBrush = (size) => Math.max(1, Math.min(MAX_BRUSH, size));
 
@@ -168,7 +169,7 @@ export class SemdrawView {
     this.layersPanel = new LayersPanel();
     this.status = h("div", { class: "sd-status", role: "status", "aria-live": "polite" });
     this.root = h("div", { class: "semdraw", tabindex: "0" }, this.notice, this.toolbar, this.main, this.layersPanel.el, this.status);
-    for (const name of SUPPRESS_SHORTCUTS) this.root.setAttribute(name, "true");
+    this.suppressShortcuts(true);
     this.host.append(this.root);
     this.d.add(() => this.root.remove());
   }
@@ -192,6 +193,8 @@ export class SemdrawView {
     d.listen(root, "click", (e) => this.onClick(e));
     d.listen(root, "change", (e) => this.onChange(e));
     d.listen(root, "input", (e) => this.onInput(e));
+    // Every key starts suppressed for JupyterLab (on its way down); onKey may lift that on its way up.
+    d.listen(root, "keydown", () => this.suppressShortcuts(true), { capture: true });
     d.listen(root, "keydown", (e) => this.onKey(e));
     d.listen(root, "pointerdown", (e) => this.onRowPointer(e));
     d.listen(canvas, "pointerdown", (e) => this.onPointerDown(e));
@@ -727,16 +730,29 @@ export class SemdrawView {
   }
 
   onKey(e) {
-    if (isTyping(e.target)) return;
     const key = e.key;
     const mod = e.ctrlKey || e.metaKey;
-    let done = true;
+    const combination = (mod || e.altKey || (e.shiftKey && key === "Enter")) && !MODIFIER_KEYS.has(key);
+    // Text fields keep their own keys (typing, their own undo).
+    if (!isTyping(e.target) && this.runShortcut(key, mod, e)) {
+      e.preventDefault();
+      e.stopPropagation();
+    } else if (combination) {
+      // A combination the widget does not use (Ctrl+S, Shift+Enter, ...) is JupyterLab's: JupyterLab 4
+      // reads the attributes when the key reaches the document, after this handler. The next key that
+      // comes here suppresses them again before anything reads them; the timer covers the time between.
+      this.suppressShortcuts(false);
+      this.later(() => this.suppressShortcuts(true), 0);
+    }
+  }
+
+  /** The widget's own shortcuts; true when `key` was one. */
+  runShortcut(key, mod, e) {
     if (mod && !e.altKey && (key === "z" || key === "Z")) {
       if (e.shiftKey) this.redo();
       else this.undo();
     } else if (mod && !e.altKey && (key === "y" || key === "Y")) this.redo();
-    else if (mod || e.altKey) done = false;
-    else if (e.shiftKey && key === "Enter") done = false;
+    else if (mod || e.altKey || e.shiftKey && key === "Enter") return false;
     else if (key === "b" || key === "B") this.set("tool", "brush");
     else if (key === "e" || key === "E") this.set("tool", "eraser");
     else if (key === "[" || key === "]") {
@@ -744,25 +760,15 @@ export class SemdrawView {
       const step = Math.max(1, Math.round(size * 0.15));
       this.set("brush_size", clampBrush(size + (key === "]" ? step : -step)));
     } else if (/^[1-9]$/.test(key)) this.selectLayer(Number(key) - 1);
-    else done = false;
-    if (done) {
-      e.preventDefault();
-      e.stopPropagation();
-    } else if (mod || e.altKey || (e.shiftKey && key === "Enter")) {
-      this.passKeyToJupyter();
-    }
+    else return false;
+    return true;
   }
 
-  /**
-   * Lets JupyterLab handle a key combination the widget does not use (Ctrl+S, Shift+Enter, ...).
-   * The suppressing attributes come off until this event has finished its way up: JupyterLab 4
-   * reads them when the event reaches the document. Plain keys stay suppressed (see SUPPRESS_SHORTCUTS).
-   */
-  passKeyToJupyter() {
-    for (const name of SUPPRESS_SHORTCUTS) this.root.removeAttribute(name);
-    this.later(() => {
-      for (const name of SUPPRESS_SHORTCUTS) this.root.setAttribute(name, "true");
-    }, 0);
+  suppressShortcuts(on) {
+    for (const name of SUPPRESS_SHORTCUTS) {
+      if (on) this.root.setAttribute(name, "true");
+      else this.root.removeAttribute(name);
+    }
   }
 
   // ---------------------------------------------------------------- files

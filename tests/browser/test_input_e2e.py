@@ -105,6 +105,12 @@ def test_jupyterlab_keys_still_work_while_plain_keys_stay_with_the_canvas(open_n
     wait_until(lambda: nb.kernel.eval("canvas.tool") == "eraser", timeout=10, what="E to pick the eraser")
     assert page.evaluate("() => window.jupyterapp.shell.currentWidget.content.widgets.length") == cells
     assert not [c for c in page.evaluate("window.__commands") if c.startswith("notebook:")]
+    # in a text field of the widget too
+    page.locator(".sd-bg-row .sd-prompt").click()
+    page.evaluate("window.__commands.length = 0")
+    page.keyboard.press("Control+s")
+    wait_until(lambda: "docmanager:save" in page.evaluate("window.__commands"), timeout=10,
+               what="Ctrl+S to save the notebook while a prompt field has focus")
     # icon buttons have names a screen reader can say
     for name in ("Undo", "Redo", "Delete layer apple", "Move layer apple up"):
         assert page.get_by_role("button", name=name, exact=True).count() == 1, name
