@@ -18,6 +18,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .coverage import to_coverage
+
 SCENE_FORMAT = "semdraw-scene"
 SCENE_VERSION = 1
 MAX_SIDE = 4096
@@ -65,11 +67,12 @@ def _check_number(key: str, value: Any, high: float, what: str = "a number") -> 
     return float(value)
 
 
-def _check_text(key: str, value: Any) -> str:
+def check_text(what: str, value: Any) -> str:
+    """A prompt or name: a string of at most MAX_PROMPT_CHARS; `what` names it in the error."""
     if not isinstance(value, str):
-        raise ValueError(f"layer {key} must be a string (got {type(value).__name__})")
+        raise ValueError(f"{what} must be a string (got {type(value).__name__})")
     if len(value) > MAX_PROMPT_CHARS:
-        raise ValueError(f"layer {key} is {len(value)} characters long; keep it under {MAX_PROMPT_CHARS}")
+        raise ValueError(f"{what} is {len(value)} characters long; keep it under {MAX_PROMPT_CHARS}")
     return value
 
 
@@ -97,7 +100,7 @@ def normalize_layer(spec: dict, index: int = 0) -> dict:
     if not isinstance(layer["id"], str):
         raise ValueError(f"layer id must be a string (got {layer['id']!r})")
     for key in ("name", "prompt", "negative_prompt"):
-        layer[key] = _check_text(key, layer[key])
+        layer[key] = check_text(f"layer {key}", layer[key])
     layer["color"] = _check_color(layer["color"])
     for key in ("prompt_strength", "mask_strength"):
         layer[key] = _check_number(key, layer[key], 1.0)
@@ -105,42 +108,6 @@ def normalize_layer(spec: dict, index: int = 0) -> dict:
     if not isinstance(layer["visible"], bool):
         raise ValueError(f"layer visible must be True or False (got {layer['visible']!r})")
     return layer
-
-
-def to_coverage(mask: Any, width: int, height: int) -> np.ndarray:
-    """Convert a mask (bool / uint8 / float array, torch tensor, PIL image) to uint8 coverage (H, W).
-
-    bool: True = covered. uint8: 0..255 coverage. Other numbers: a fraction in [0, 1].
-    PIL images with an alpha channel use the alpha; others are read as grayscale.
-    """
-    if hasattr(mask, "getbands"):  # PIL image, without importing PIL here
-        bands = mask.getbands()
-        mask = np.asarray(mask.getchannel("A") if "A" in bands else mask.convert("L"))
-    elif hasattr(mask, "detach"):  # torch tensor, without importing torch here
-        mask = mask.detach().float().cpu().numpy()
-    array = np.asarray(mask)
-    if array.ndim == 3 and array.shape[0] == 1:
-        array = array[0]
-    if array.shape != (height, width):
-        raise ValueError(
-            f"mask must have shape (height, width) = ({height}, {width}) to match the canvas, or (1, {height}, "
-            f"{width}); got {tuple(array.shape)}. Resize it to the canvas size first."
-        )
-    if array.dtype == np.bool_:
-        return array.astype(np.uint8) * 255
-    if array.dtype == np.uint8:
-        return array.copy()
-    if not np.issubdtype(array.dtype, np.number):
-        raise ValueError(f"mask must hold numbers or booleans (got dtype {array.dtype})")
-    values = array.astype(np.float32)
-    if not np.isfinite(values).all():
-        raise ValueError("mask holds NaN or infinite values")
-    if values.min() < 0.0 or values.max() > 1.0:
-        raise ValueError(
-            f"a float mask must hold coverage in [0, 1] (got values from {values.min():g} to {values.max():g}); "
-            "pass uint8 for 0..255 coverage or bool for a hard mask"
-        )
-    return np.rint(values * 255.0).astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -210,6 +177,13 @@ class CanvasState:
             return layer["id"]
 
     def update_layer(self, layer_id: str, **fields) -> dict:
+        if "id" in fields and fields["id"] != layer_id:
+            # The id keys the layer's mask and revisions (and the browser's copy): it names the layer for good.
+            raise ValueError(
+                f"a layer's id cannot change (asked to rename {layer_id!r} to {fields['id']!r}); change its "
+                "name instead, or add a layer with add_layer(..., id=...) and copy the mask with "
+                "set_mask(new_id, get_mask(old_id))"
+            )
         with self._lock:
             i = self._index(layer_id)
             updated = normalize_layer({**self._layers[i], **fields}, i)
@@ -280,7 +254,7 @@ class CanvasState:
         return np.stack(stack).astype(np.float32) / 255.0
 
     def set_mask(self, layer_id: str, mask: Any, arrival: float | None = None) -> np.ndarray:
-        coverage = to_coverage(mask, self.width, self.height)
+        coverage = to_coverage(mask, self.height, self.width)
         with self._lock:
             self._index(layer_id)
             self._masks[layer_id] = coverage
@@ -340,11 +314,13 @@ class CanvasState:
 
     # ---- background ---------------------------------------------------------------------------
     def set_background(self, prompt: str | None = None, negative_prompt: str | None = None) -> None:
+        changes = {}  # checked before anything changes
+        if prompt is not None:
+            changes["prompt"] = check_text("background prompt", prompt)
+        if negative_prompt is not None:
+            changes["negative_prompt"] = check_text("background negative_prompt", negative_prompt)
         with self._lock:
-            if prompt is not None:
-                self.background["prompt"] = _check_text("background prompt", prompt)
-            if negative_prompt is not None:
-                self.background["negative_prompt"] = _check_text("background negative_prompt", negative_prompt)
+            self.background.update(changes)
             self._background_revision += 1
             self._bump()
 
@@ -421,9 +397,9 @@ class CanvasState:
 
     @classmethod
     def read_scene(cls, path: str | Path) -> tuple["CanvasState", dict]:
-        """Load a saved scene; returns the state and the scene's JSON (for settings beyond the state)."""
-        from PIL import Image
+        """Load a saved scene; returns the state and the scene's JSON (for settings beyond the state).
 
+        A file that is not a scene, or is damaged, is a ValueError naming the file and what is wrong."""
         path = Path(path)
         try:
             archive = zipfile.ZipFile(path)
@@ -431,21 +407,76 @@ class CanvasState:
             raise ValueError(f"{path} is not a saved semdraw scene ({exc})") from None
         with archive:
             try:
-                scene = json.loads(archive.read("scene.json"))
-            except (KeyError, json.JSONDecodeError) as exc:
-                raise ValueError(f"{path} has no readable scene.json ({exc})") from None
-            if scene.get("format") != SCENE_FORMAT or scene.get("version", 0) > SCENE_VERSION:
+                text = _read_member(archive, "scene.json")
+            except ValueError as exc:
+                raise ValueError(f"{path} is not a saved semdraw scene ({exc})") from None
+            try:
+                scene = json.loads(text)
+            except ValueError as exc:  # a JSONDecodeError, or bytes that are not text
+                raise ValueError(f"{path} is damaged: its scene.json is not valid JSON ({exc})") from None
+            if not isinstance(scene, dict):
+                raise ValueError(f"{path} is not a saved semdraw scene (its scene.json holds a {type(scene).__name__})")
+            if scene.get("format") != SCENE_FORMAT:
                 raise ValueError(
-                    f"{path} is not a semdraw scene this version can read "
-                    f"(format {scene.get('format')!r}, version {scene.get('version')!r})"
+                    f"{path} is not a saved semdraw scene (its scene.json has format {scene.get('format')!r}, "
+                    f"not {SCENE_FORMAT!r})"
                 )
-            state = cls(scene["width"], scene["height"])
-            state.set_layers(scene["layers"])
-            state.set_background(**{k: scene.get("background", {}).get(k, "") for k in ("prompt", "negative_prompt")})
-            for layer_id in state.layer_ids:
-                with archive.open(f"masks/{layer_id}.png") as handle:
-                    state.set_mask(layer_id, np.asarray(Image.open(handle).convert("L")))
-            if scene.get("has_background_image"):
-                with archive.open("background.png") as handle:
-                    state.set_background_image(np.asarray(Image.open(handle).convert("RGB")))
+            version = scene.get("version")
+            if isinstance(version, bool) or not isinstance(version, int):
+                raise ValueError(f"{path} is damaged: its scene.json has no whole-number version (got {version!r})")
+            if version > SCENE_VERSION:
+                raise ValueError(
+                    f"{path} was saved by a newer semdraw_widget (scene version {version}; this one reads up to "
+                    f"{SCENE_VERSION}): upgrade semdraw_widget to open it"
+                )
+            try:
+                state = cls._from_scene(scene, archive)
+            except ValueError as exc:
+                raise ValueError(f"{path} is damaged: {exc}") from None
         return state, scene
+
+    @classmethod
+    def _from_scene(cls, scene: dict, archive: zipfile.ZipFile) -> "CanvasState":
+        missing = [key for key in ("width", "height", "layers") if key not in scene]
+        if missing:
+            raise ValueError(f"its scene.json lacks {', '.join(missing)}")
+        background = scene.get("background", {})
+        if not isinstance(background, dict):
+            raise ValueError(f"its scene.json's background must be a dict of prompts (got {background!r})")
+        state = cls(scene["width"], scene["height"])
+        state.set_layers(scene["layers"])
+        state.set_background(background.get("prompt", ""), background.get("negative_prompt", ""))
+        for layer_id in state.layer_ids:
+            name = f"masks/{layer_id}.png"
+            mask = _read_png(archive, name, "L")
+            try:
+                state.set_mask(layer_id, mask)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        if scene.get("has_background_image"):
+            image = _read_png(archive, "background.png", "RGB")
+            try:
+                state.set_background_image(image)
+            except ValueError as exc:
+                raise ValueError(f"background.png: {exc}") from None
+        return state
+
+
+def _read_member(archive: zipfile.ZipFile, name: str) -> bytes:
+    try:
+        return archive.read(name)
+    except KeyError:
+        raise ValueError(f"{name} is missing") from None
+    except Exception as exc:  # a damaged archive fails in many ways (bad CRC, broken deflate stream, ...)
+        raise ValueError(f"{name} cannot be read ({type(exc).__name__}: {exc})") from None
+
+
+def _read_png(archive: zipfile.ZipFile, name: str, mode: str) -> np.ndarray:
+    from PIL import Image
+
+    data = _read_member(archive, name)
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert(mode))
+    except Exception as exc:  # PIL reports a broken image in many ways (OSError, SyntaxError, zlib.error, ...)
+        raise ValueError(f"{name} is not a readable image ({type(exc).__name__}: {exc})") from None

@@ -97,11 +97,28 @@ def _default_device(torch) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _failure_hint(exc: BaseException) -> str:
+def failure_hint(exc: BaseException) -> str:
+    """What to do after the model failed (streaming, a step or a render), for the status line."""
     name = type(exc).__name__
     if "OutOfMemory" in name or "out of memory" in str(exc):
-        return "The GPU ran out of memory: use fewer layers or a smaller canvas, free other notebooks' GPU memory, then start again."
-    return "See the kernel log for the traceback; fix the cause, then press play or call start() again."
+        return "The GPU ran out of memory: use fewer layers or a smaller canvas, free other notebooks' GPU memory, then try again."
+    return "See the kernel log for the traceback; fix the cause, then try again."
+
+
+def check_pipeline(pipeline: Any, width: int, height: int) -> None:
+    """A canvas needs a streaming pipeline of its own size."""
+    if not callable(getattr(pipeline, "update_single_layer", None)):
+        raise TypeError(
+            f"a canvas needs a streaming pipeline, not a {type(pipeline).__name__}: pass "
+            "pipeline=StreamMultiDiffusion(device, hf_key=..., width=..., height=...) (or model=...). "
+            "StableMultiDiffusionPipeline makes single images: call it directly, outside the canvas."
+        )
+    for name, size in (("width", width), ("height", height)):
+        if getattr(pipeline, name) != size:
+            raise ValueError(
+                f"the pipeline's {name} ({getattr(pipeline, name)}) differs from the canvas's ({size}); "
+                "create both with the same size"
+            )
 
 
 class StreamRunner:
@@ -110,12 +127,7 @@ class StreamRunner:
     def __init__(self, pipeline: Any, canvas: Any, max_in_flight: int = 2, jpeg_quality: int = 85):
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1 (got {max_in_flight})")
-        for name in ("width", "height"):
-            if getattr(pipeline, name) != getattr(canvas, name):
-                raise ValueError(
-                    f"the pipeline's {name} ({getattr(pipeline, name)}) differs from the canvas's "
-                    f"({getattr(canvas, name)}); create both with the same size"
-                )
+        check_pipeline(pipeline, canvas.width, canvas.height)
         self.pipeline = pipeline
         self.max_in_flight = max_in_flight
         self.jpeg_quality = jpeg_quality
@@ -144,6 +156,10 @@ class StreamRunner:
         self._pending_arrival: float | None = None
         self._started_at = 0.0  # strokes from before the stream started don't count as latency
         self._synced_revision: int | None = None
+        self._routine_status = ""
+        # layer id -> warning about its prompt, shown after the routine status until that prompt changes.
+        # Replaced, never changed in place: other threads read it.
+        self._prompt_warnings: dict[str, str] = {}
         self.frames_generated = 0
         self._state.add_change_listener(self._wake.set)
         _live_runners.add(self)
@@ -157,7 +173,7 @@ class StreamRunner:
         if self._closed:
             raise RuntimeError("this canvas was closed; create a new one")
         _install_interrupt_hooks()
-        self._canvas.set_traits_threadsafe(running=True, status=self._generating_status())
+        self._show_status(self._generating_status(), running=True)
         self._started_at = time.perf_counter()
         with self._life:
             self._running = True
@@ -169,7 +185,7 @@ class StreamRunner:
     def stop(self, status: str = "paused") -> None:
         self._running = False
         self._wake.set()
-        self._canvas.set_traits_threadsafe(running=False, status=status)
+        self._show_status(status, running=False)
 
     def close(self) -> None:
         self._closed = True
@@ -209,7 +225,7 @@ class StreamRunner:
         """One frame now, in the caller's thread; returns it as a PIL image."""
         if not self._running:
             self._started_at = time.perf_counter()  # a manual step has no stroke-to-frame latency
-        self._produce_frame()
+        self._produce_frame_here()
         return self.latest_image()
 
     def render(self):
@@ -218,14 +234,10 @@ class StreamRunner:
         if not self._running:
             self._started_at = time.perf_counter()
         slots = int(getattr(self.pipeline, "num_slots", 1))
-        try:
-            for _ in range(2 * slots + 1):  # a change during the render restarts convergence once
-                if self._is_still():
-                    break
-                self._produce_frame()
-        except Exception:
-            self._release_gpu_memory()
-            raise
+        for _ in range(2 * slots + 1):  # a change during the render restarts convergence once
+            if self._is_still():
+                break
+            self._produce_frame_here()
         still = self._is_still()
         if still:
             self._send_still_frame()
@@ -236,8 +248,16 @@ class StreamRunner:
                 settled = "the latest frame (with fresh noise each frame, the image never settles)"
             else:
                 settled = "the scene kept changing; this is the latest frame"
-            self._canvas.set_traits_threadsafe(status=f"rendered: {settled} (press ▶ to follow strokes live)")
+            self._show_status(f"rendered: {settled} (press ▶ to follow strokes live)")
         return self.latest_image()
+
+    def _produce_frame_here(self) -> None:
+        """A frame in the caller's thread (step, render): a failure frees cached GPU memory, as in the stream."""
+        try:
+            self._produce_frame()
+        except Exception:
+            self._release_gpu_memory()
+            raise
 
     @property
     def in_flight(self) -> int:
@@ -268,7 +288,7 @@ class StreamRunner:
             except Exception as exc:
                 log.error("generation stopped:\n%s", traceback.format_exc())
                 self._release_gpu_memory()
-                message = f"generation stopped: {type(exc).__name__}: {exc}. {_failure_hint(exc)}"
+                message = f"generation stopped: {type(exc).__name__}: {exc}. {failure_hint(exc)}"
                 self.stop(status=message)
                 self._canvas.send_threadsafe(*protocol.error_message(message))
 
@@ -285,13 +305,21 @@ class StreamRunner:
         )
 
     def _warm_up(self) -> None:
-        self._canvas.set_traits_threadsafe(status="warming up: preparing the model for this number of layers (frames continue after it)")
+        self._show_status("warming up: preparing the model for this number of layers (frames continue after it)")
         started = time.perf_counter()
         with self._lock:
             self.pipeline.warm_up(block=False)  # a compile runs in the background; only graph captures happen here
         log.info("warm-up took %.1f s", time.perf_counter() - started)
         if self._running:
-            self._canvas.set_traits_threadsafe(status=self._generating_status())
+            self._show_status(self._generating_status())
+
+    def _show_status(self, routine: str | None = None, **traits: Any) -> None:
+        """Show a routine status (None: the last one again) followed by the standing prompt warnings, so
+        "generating" or "still" does not hide a warning while it holds."""
+        if routine is not None:
+            self._routine_status = routine
+        line = " — ".join(text for text in (self._routine_status, *self._prompt_warnings.values()) if text)
+        self._canvas.set_traits_threadsafe(status=line, **traits)
 
     def _generating_status(self) -> str:
         error = getattr(self.pipeline, "compile_error", None)
@@ -328,13 +356,15 @@ class StreamRunner:
             breakdown = {"sync": (synced - started) * 1e3, "generate": (generated - synced) * 1e3}
             self._queue_frame(frame, "jpeg", breakdown, started, arrival, stages)
         if was_still and self._running:
-            self._canvas.set_traits_threadsafe(status=self._generating_status())
+            self._show_status(self._generating_status())
 
     def _send_still_frame(self) -> None:
-        if self._still_sent or self._latest_frame is None:
+        if self._latest_frame is None:
             return
-        self._still_sent = True
-        self._queue_frame(self._latest_frame, "png", {}, time.perf_counter(), None)
+        if not self._still_sent:
+            self._still_sent = True
+            self._queue_frame(self._latest_frame, "png", {}, time.perf_counter(), None)
+        # Also when the PNG went out before (a render, then ▶): the status must not stay at "generating".
         self._encoder.submit(self._announce_still)  # after the PNG is out, so "still" means it was sent
 
     def _queue_frame(self, frame, fmt, breakdown, started, arrival, stages=None) -> None:
@@ -352,7 +382,7 @@ class StreamRunner:
 
     def _announce_still(self) -> None:
         if self._still_sent and self._running:
-            self._canvas.set_traits_threadsafe(status="still: the image has settled; paint to continue")
+            self._show_status("still: the image has settled; paint to continue")
 
     def _encode_and_send(self, seq, frame, fmt, breakdown, started, arrival, stages=None) -> None:
         repeat = not breakdown  # the settled PNG repeats the last frame: it keeps that frame's figures
@@ -439,6 +469,10 @@ class StreamRunner:
         while len(self._mirror) > len(wanted):
             pipeline.remove_layer(len(self._mirror) - 1)
             self._mirror.pop()
+        shown = {layer["id"] for layer in wanted}
+        if not shown.issuperset(self._prompt_warnings):  # a warned-about layer was removed or hidden
+            self._prompt_warnings = {key: text for key, text in self._prompt_warnings.items() if key in shown}
+            self._show_status()
 
     def _note_mask_arrival(self, arrival: float | None) -> None:
         """Keep the oldest stroke the next frame answers (since the start), for the latency figure."""
@@ -448,17 +482,22 @@ class StreamRunner:
             self._pending_arrival = arrival
 
     def _check_prompt_length(self, layer: dict) -> None:
-        """Say in the widget when a prompt is longer than the text encoder reads (the end is dropped)."""
+        """Say in the widget when a prompt is longer than the text encoder reads (the end is dropped);
+        the status line keeps saying it until that prompt changes."""
         count = getattr(getattr(self.pipeline, "model", None), "tokens_over_limit", None)
         over = count(layer["prompt"]) if count is not None else 0
+        warnings = dict(self._prompt_warnings)
         if over:
             name = layer["name"] or layer["prompt"][:30]
-            message = (
-                f"the prompt of layer {name!r} is {over} token(s) longer than the text encoder reads: "
+            warnings[layer["id"]] = (
+                f"The prompt of layer {name!r} is {over} token(s) longer than the text encoder reads: "
                 "its end is ignored. Shorten it to keep every word."
             )
-            self._canvas.send_threadsafe(*protocol.error_message(message))
-            self._canvas.set_traits_threadsafe(status=message)
+            self._canvas.send_threadsafe(*protocol.error_message(warnings[layer["id"]]))
+        elif warnings.pop(layer["id"], None) is None:
+            return
+        self._prompt_warnings = warnings
+        self._show_status()
 
     def _release_gpu_memory(self) -> None:
         try:

@@ -20,12 +20,13 @@ import numpy as np
 import traitlets as t
 
 from . import protocol
-from .canvas_state import CanvasState, check_canvas_size
+from .canvas_state import CanvasState, check_canvas_size, check_text
 
 log = logging.getLogger("semdraw_widget")
 
 HOLD_UNKNOWN_LAYER_S = 2.0  # how long a stroke may wait for its layer to arrive (see `_hold`)
 HELD_STROKE_BYTES = 16 * 1024 * 1024  # at most this much held stroke data per canvas
+SEED_LIMIT = 2**63  # the engine seeds a torch generator, which takes a signed 64-bit integer
 
 _STATIC = Path(__file__).parent / "static"
 _ESM_PATH = _STATIC / "widget.js"
@@ -34,6 +35,37 @@ _CSS_PATH = _STATIC / "widget.css"
 
 class FrontendNotBuiltError(RuntimeError):
     pass
+
+
+def check_seed(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < SEED_LIMIT:
+        raise ValueError(f"seed must be a whole number from 0 to 2**63 - 1 (got {value!r})")
+    return int(value)
+
+
+def _image_from_array(array: np.ndarray):
+    """A PIL image from an (H, W, 3) / (H, W, 4) / (H, W) array: uint8 or other integers 0..255, floats in [0, 1]."""
+    from PIL import Image
+
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
+        hint = " (channels first? pass array.transpose(1, 2, 0))" if array.ndim == 3 and array.shape[0] in (3, 4) else ""
+        raise ValueError(
+            f"a background image array must be shaped (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) grey; "
+            f"got {tuple(array.shape)}{hint}"
+        )
+    if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise ValueError(f"a background image array must hold numbers (got dtype {array.dtype})")
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+            raise ValueError(
+                "a float background image must hold values in [0, 1] (no NaN); pass uint8 for 0..255 values"
+            )
+        array = np.rint(array * 255.0)
+    elif array.min() < 0 or array.max() > 255:
+        raise ValueError(
+            f"an integer background image must hold values 0..255 (got {array.min()} to {array.max()})"
+        )
+    return Image.fromarray(array.astype(np.uint8))
 
 
 def _kernel_event_loop() -> asyncio.AbstractEventLoop | None:
@@ -80,9 +112,10 @@ class SemanticCanvas(anywidget.AnyWidget):
         (1, 512, 512)
     """
 
-    # The bundle is read at construction (see _frontend_files) so a missing build is a clear error.
-    _esm = _ESM_PATH
-    _css = _CSS_PATH
+    # Traits filled from the bundle at construction (see _frontend_files), not paths given to anywidget:
+    # anywidget reads a path when the class is defined, so a missing build would break the import itself.
+    _esm = t.Unicode().tag(sync=True)
+    _css = t.Unicode().tag(sync=True)
 
     width = t.Int(512).tag(sync=True)
     height = t.Int(512).tag(sync=True)
@@ -114,15 +147,21 @@ class SemanticCanvas(anywidget.AnyWidget):
         max_in_flight: int = 2,
         **kwargs: Any,
     ):
+        # Everything is checked (and the model loaded) before the widget exists: no half-made canvas.
         width, height = check_canvas_size(width, height)
         files = _frontend_files()
+        check_text("background prompt", background_prompt)
+        if state is not None:
+            width, height = state.width, state.height  # a given state's size wins
         if pipeline is None and (model is not None or hf_key is not None):
-            # Load before the widget exists, so a model that fails to load leaves no half-made canvas.
             from .streaming import load_pipeline
 
             pipeline = load_pipeline(model or hf_key, device=device, width=width, height=height)
+        if pipeline is not None:
+            from .streaming import check_pipeline
+
+            check_pipeline(pipeline, width, height)
         self._state = state or CanvasState(width, height)
-        width, height = self._state.width, self._state.height  # a given state's size wins
         self._mask_callbacks: list[Callable[[str], None]] = []
         self._runner = None
         self._max_in_flight = max_in_flight
@@ -178,14 +217,27 @@ class SemanticCanvas(anywidget.AnyWidget):
             raise t.TraitError(f"unknown layer {value!r}; known layers: {known}")
         return value
 
+    @t.validate("background")
+    def _check_background(self, proposal):
+        value = proposal["value"]
+        try:
+            for key in ("prompt", "negative_prompt"):
+                check_text(f"background {key}", value.get(key, ""))
+        except ValueError as exc:
+            raise t.TraitError(str(exc)) from None
+        return value
+
     @t.observe("background")
     def _on_background(self, change):
         new = change["new"]
+        self._state.set_background(new.get("prompt", ""), new.get("negative_prompt", ""))
+
+    @t.validate("seed")
+    def _check_seed(self, proposal):
         try:
-            self._state.set_background(new.get("prompt", ""), new.get("negative_prompt", ""))
+            return check_seed(proposal["value"])
         except ValueError as exc:
-            self._report(f"background change rejected: {exc}")
-            self._sync_background_trait()
+            raise t.TraitError(str(exc)) from None
 
     def _sync_background_trait(self):
         self.background = {**self._state.background, "has_image": self._state.background_image is not None}
@@ -300,7 +352,13 @@ class SemanticCanvas(anywidget.AnyWidget):
     def _run_action(self, name: str) -> None:
         if self._runner is None:
             raise protocol.ProtocolError(f"'{name}' needs a pipeline: create the canvas with pipeline= or model=")
-        getattr(self, name)()
+        try:
+            getattr(self, name)()
+        except Exception as exc:  # the model failed (e.g. out of memory): say what to do, as the stream does
+            from .streaming import failure_hint
+
+            log.exception("the %r button failed", name)
+            self._report(f"{name} failed: {type(exc).__name__}: {exc}. {failure_hint(exc)}")
 
     def _send_everything(self, view: str | None) -> None:
         """Every mask and the background image, for the view that asked (the others skip them)."""
@@ -403,7 +461,9 @@ class SemanticCanvas(anywidget.AnyWidget):
         self._mask_callbacks.append(callback)
 
     def unobserve_masks(self, callback: Callable[[str], None]) -> None:
-        self._mask_callbacks.remove(callback)
+        """Stop calling ``callback``; like traitlets' ``unobserve``, one never added is no error."""
+        if callback in self._mask_callbacks:
+            self._mask_callbacks.remove(callback)
 
     def _on_state_mask(self, layer_id: str) -> None:
         for callback in list(self._mask_callbacks):
@@ -422,8 +482,10 @@ class SemanticCanvas(anywidget.AnyWidget):
         return None if rgb is None else Image.fromarray(rgb, "RGB")
 
     def set_background_image(self, image: Any) -> None:
-        """Set (PIL image, RGB array, or a path) or clear (None) the background image; it is scaled and
-        centre-cropped to cover the canvas."""
+        """Set or clear (None) the background image; it is scaled and centre-cropped to cover the canvas.
+
+        A PIL image, a path, or an array shaped (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) grey, holding
+        uint8 0..255 or floats in [0, 1]."""
         rgb = None
         if image is not None:
             from PIL import Image
@@ -431,7 +493,7 @@ class SemanticCanvas(anywidget.AnyWidget):
             if isinstance(image, (str, Path)):
                 image = Image.open(image)
             elif isinstance(image, np.ndarray):
-                image = Image.fromarray(np.asarray(image, dtype=np.uint8))
+                image = _image_from_array(image)
             rgb = protocol.fit_image(image, self.width, self.height)
         self._state.set_background_image(rgb)
         self.send_threadsafe(*protocol.background_message(self._state.background_image))
@@ -444,9 +506,15 @@ class SemanticCanvas(anywidget.AnyWidget):
 
     @classmethod
     def load(cls, path: str | Path, **kwargs: Any) -> "SemanticCanvas":
-        """Open a scene saved with `save`; keyword arguments go to the constructor (e.g. pipeline=)."""
+        """Open a scene saved with `save`; keyword arguments go to the constructor (e.g. pipeline=) and
+        win over the scene's settings (e.g. seed=)."""
         state, scene = CanvasState.read_scene(path)
-        canvas = cls(state.width, state.height, state=state, seed=scene.get("seed", 2024), **kwargs)
+        if "seed" not in kwargs:
+            try:
+                kwargs["seed"] = check_seed(scene.get("seed", 2024))
+            except ValueError as exc:
+                raise ValueError(f"{path} is damaged: its {exc}") from None
+        canvas = cls(state.width, state.height, state=state, **kwargs)
         if scene.get("active_layer") in state.layer_ids:
             canvas.active_layer = scene["active_layer"]
         return canvas
@@ -454,12 +522,13 @@ class SemanticCanvas(anywidget.AnyWidget):
     # ---- live generation ----------------------------------------------------------------------
     def attach_pipeline(self, pipeline: Any = None, *, model: str | None = None, device: Any = None) -> None:
         """Connect a StreamMultiDiffusion (or build one from ``model``) to this canvas."""
-        from .streaming import StreamRunner, load_pipeline
+        from .streaming import StreamRunner, check_pipeline, load_pipeline
 
-        if self._runner is not None:
-            self._runner.close()
         if pipeline is None:
             pipeline = load_pipeline(model, device=device, width=self.width, height=self.height)
+        check_pipeline(pipeline, self.width, self.height)  # a wrong one leaves the current pipeline working
+        if self._runner is not None:
+            self._runner.close()
         self.notice = getattr(pipeline, "notice", "")
         self._runner = StreamRunner(pipeline, self, max_in_flight=self._max_in_flight)
         self.has_pipeline = True

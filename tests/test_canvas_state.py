@@ -1,8 +1,12 @@
+import json
+import zipfile
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from semdraw_widget.canvas_state import CanvasState, check_canvas_size, to_coverage
+from semdraw_widget.canvas_state import CanvasState, check_canvas_size
+from semdraw_widget.coverage import to_coverage
 from semdraw_widget.protocol import MaskPatch
 
 
@@ -39,18 +43,26 @@ def test_layers_masks_and_label_map():
         (np.ones((4, 8), bool), 255),
         (np.full((4, 8), 7, np.uint8), 7),
         (np.full((1, 4, 8), 0.5, np.float64), 128),
+        (np.ones((4, 8), np.int64), 255),  # other integers are fractions, like floats
         (Image.new("L", (8, 4), 200), 200),
         (Image.new("RGBA", (8, 4), (0, 0, 0, 60)), 60),
+        (Image.new("F", (8, 4), 0.5), 128),  # float pixels are fractions, not grey levels
+        (Image.new("I", (8, 4), 1), 255),
     ],
 )
 def test_masks_are_accepted_in_the_usual_forms(mask, expected):
-    coverage = to_coverage(mask, 8, 4)
+    coverage = to_coverage(mask, 4, 8)
     assert coverage.dtype == np.uint8 and coverage.shape == (4, 8) and (coverage == expected).all()
 
 
-def test_torch_masks_are_accepted():
+def test_torch_masks_keep_their_dtype_rules():
     torch = pytest.importorskip("torch")
-    assert (to_coverage(torch.ones(4, 8), 8, 4) == 255).all()
+    assert (to_coverage(torch.ones(4, 8), 4, 8) == 255).all()
+    assert (to_coverage(torch.full((4, 8), 200, dtype=torch.uint8), 4, 8) == 200).all()  # 0..255, as numpy uint8
+    assert (to_coverage(torch.ones(4, 8, dtype=torch.uint8), 4, 8) == 1).all()  # 1/255, not full coverage
+    assert (to_coverage(torch.ones(1, 4, 8, dtype=torch.bool), 4, 8) == 255).all()
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        to_coverage(torch.full((4, 8), 2.0), 4, 8)
 
 
 @pytest.mark.parametrize(
@@ -58,13 +70,25 @@ def test_torch_masks_are_accepted():
     [
         (np.ones((8, 4)), r"\(height, width\) = \(4, 8\)"),
         (np.full((4, 8), 2.0), r"\[0, 1\]"),
+        (np.full((4, 8), -0.5), r"\[0, 1\]"),
+        (np.full((4, 8), 255, np.int16), "pass uint8 for 0..255"),
         (np.full((4, 8), np.nan), "NaN"),
-        (np.full((4, 8), "x"), "numbers"),
+        (np.full((4, 8), np.inf), "infinite"),
+        (np.full((4, 8), "x"), "real numbers"),
+        (Image.new("I", (8, 4), 255), r"\[0, 1\]"),
     ],
 )
 def test_bad_masks_get_clear_errors(mask, needle):
     with pytest.raises(ValueError, match=needle):
-        to_coverage(mask, 8, 4)
+        to_coverage(mask, 4, 8)
+
+
+def test_canvas_state_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, semdraw_widget.canvas_state as c; c.CanvasState(8, 8); assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_bad_input_leaves_the_state_unchanged():
@@ -84,8 +108,13 @@ def test_bad_input_leaves_the_state_unchanged():
         state.set_layers([{"id": a, "colour": "#ffffff"}])
     with pytest.raises(ValueError, match="characters long"):
         state.update_layer(a, prompt="x" * 5000)
-    assert state.layers == before[0] and state.revision == before[2]
+    with pytest.raises(ValueError, match="id cannot change"):
+        state.update_layer(a, id="renamed")
+    with pytest.raises(ValueError, match="^background negative_prompt is 3000"):
+        state.set_background("changed", "x" * 3000)
+    assert state.layers == before[0] and state.revision == before[2] and state.background["prompt"] == ""
     np.testing.assert_array_equal(state.masks, before[1])
+    assert state.update_layer(a, id=a, name="same id")["id"] == a  # naming its own id is no change
 
 
 def test_set_layers_keeps_masks_of_surviving_ids_and_adds_empty_ones():
@@ -144,3 +173,48 @@ def test_loading_something_else_is_a_clear_error(tmp_path):
     bogus.write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a saved semdraw scene"):
         CanvasState.read_scene(bogus)
+
+
+def _rewrite(path, tmp_path, scene=None, drop=(), replace=None):
+    """A copy of the saved scene at `path` with scene.json edited, members dropped or replaced."""
+    out = tmp_path / "edited.semdraw"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(out, "w") as target:
+        for name in source.namelist():
+            data = source.read(name)
+            if name == "scene.json" and scene is not None:
+                data = json.dumps(scene(json.loads(data)))
+            if name in (replace or {}):
+                data = replace[name]
+            if name not in drop:
+                target.writestr(name, data)
+    return out
+
+
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (dict(scene=lambda s: [s]), "scene.json holds a list"),
+        (dict(scene=lambda s: {**s, "format": "other"}), "format 'other'"),
+        (dict(scene=lambda s: {**s, "version": "1"}), "version"),
+        (dict(scene=lambda s: {**s, "version": 99}), "newer semdraw_widget"),
+        (dict(scene=lambda s: {k: v for k, v in s.items() if k != "width"}), "lacks width"),
+        (dict(scene=lambda s: {k: v for k, v in s.items() if k != "layers"}), "lacks layers"),
+        (dict(scene=lambda s: {**s, "width": 20}), "multiple of 8"),
+        (dict(scene=lambda s: {**s, "layers": {"a": 1}}), "list of dicts"),
+        (dict(scene=lambda s: {**s, "background": None}), "background must be a dict"),
+        (dict(scene=lambda s: {**s, "background": {"prompt": 5}}), "background prompt must be a string"),
+        (dict(drop=("masks/L.png",)), "masks/L.png is missing"),
+        (dict(replace={"masks/L.png": b"junk"}), "masks/L.png is not a readable image"),
+        (dict(drop=("background.png",)), "background.png is missing"),
+        (dict(replace={"scene.json": b"{"}), "not valid JSON"),
+        (dict(drop=("scene.json",)), "scene.json is missing"),
+    ],
+)
+def test_damaged_or_foreign_scenes_are_clear_errors_naming_the_file(tmp_path, edit, needle):
+    state = CanvasState(16, 8)
+    state.add_layer("a", id="L")
+    state.set_background_image(np.zeros((8, 16, 3), np.uint8))
+    path = _rewrite(state.save(tmp_path / "scene.semdraw"), tmp_path, **edit)
+    with pytest.raises(ValueError, match=needle) as error:
+        CanvasState.read_scene(path)
+    assert str(path) in str(error.value)

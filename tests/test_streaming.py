@@ -185,6 +185,44 @@ def test_pipeline_and_canvas_sizes_must_match(make_canvas, pipe):
         make_canvas(SIZE * 2, SIZE, pipeline=pipe)
 
 
+def test_a_one_shot_pipeline_is_refused_up_front(make_canvas, live, monkeypatch):
+    from semdraw_widget import SemanticCanvas, StableMultiDiffusionPipeline
+
+    oneshot = StableMultiDiffusionPipeline("cpu", hf_key="tiny")
+    canvas = live()
+    with pytest.raises(TypeError, match="needs a streaming pipeline.*StreamMultiDiffusion"):
+        canvas.attach_pipeline(oneshot)
+    assert canvas.step() is not None  # the canvas keeps its working pipeline
+    built = []
+    monkeypatch.setattr(SemanticCanvas, "open", lambda self: built.append(self))  # the widget's comm opens here
+    with pytest.raises(TypeError, match="needs a streaming pipeline.*StreamMultiDiffusion"):
+        make_canvas(SIZE, SIZE, pipeline=oneshot)
+    assert not built  # refused before any widget existed
+
+
+def test_a_failed_step_or_render_button_says_what_to_do_and_frees_memory(live, pipe, monkeypatch):
+    import torch
+
+    canvas = live()
+    canvas.add_layer("an apple")
+    released = []
+    monkeypatch.setattr(canvas._runner, "_release_gpu_memory", lambda: released.append(1))
+
+    def out_of_memory(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(type(pipe), "__call__", out_of_memory)
+    for action in ("step", "render"):
+        canvas._handle_custom_msg({"type": "action", "name": action}, [])
+        assert canvas.status.startswith(f"{action} failed: OutOfMemoryError")
+        assert "The GPU ran out of memory: use fewer layers" in canvas.status
+        assert "ran out of memory" in canvas.sent.of_type("error")[-1][0]["message"]
+    assert len(released) == 2
+    with pytest.raises(torch.OutOfMemoryError):
+        canvas.step()  # from Python it raises, and still frees the cached memory
+    assert len(released) == 3
+
+
 def test_two_canvases_can_share_one_pipeline(live):
     full, empty = live(), live()
     a = full.add_layer("an apple")
@@ -267,6 +305,22 @@ def test_an_overlong_prompt_is_reported_in_the_widget(live):
     errors = [content["message"] for content, _ in canvas.sent.of_type("error")]
     assert any("longer than the text encoder reads" in message for message in errors)
     assert "Shorten it" in canvas.status
+
+
+def test_the_overlong_prompt_warning_stays_until_the_prompt_changes(live):
+    canvas = live()
+    layer = canvas.add_layer("a red apple " * 40)
+    paint(canvas, layer)
+    with pytest.warns(UserWarning, match="tokens long"):
+        canvas.render()
+    assert canvas.status.startswith("rendered") and "Shorten it" in canvas.status  # not hidden by the next status
+    canvas.start()  # the scene is settled already: the status says "still", not "generating"
+    wait_until(lambda: canvas.status.startswith("still"))
+    assert "Shorten it" in canvas.status
+    canvas.update_layer(layer, prompt="a red apple")
+    wait_until(lambda: canvas.status.startswith("still") and "Shorten it" not in canvas.status)
+    canvas.stop()
+    assert canvas.status == "paused"
 
 
 def test_an_unrelated_event_loop_is_not_used_for_sending(pipe):

@@ -1,4 +1,9 @@
+import os
+import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,6 +44,7 @@ def test_deflated_strokes_and_observers(make_canvas):
     canvas.unobserve_masks(seen.append)
     from_browser(canvas, *stroke_message(layer, 0, 0, 1, 1))
     assert seen == [layer]
+    canvas.unobserve_masks(seen.append)  # one not (or no longer) observing: no error, as traitlets' unobserve
 
 
 @pytest.mark.parametrize(
@@ -239,10 +245,101 @@ def test_save_and_load_keep_prompts_settings_and_masks(make_canvas, tmp_path):
         loaded.close()
 
 
-def test_missing_front_end_is_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(widget_module, "_ESM_PATH", tmp_path / "widget.js")
-    with pytest.raises(widget_module.FrontendNotBuiltError, match="npm run build"):
-        widget_module.SemanticCanvas()
+def test_missing_front_end_is_a_clear_error(tmp_path):
+    """A source checkout without the JS build: the import works, and making a canvas says how to build.
+    The package is copied without its static/ folder; the real build is left alone (others use it)."""
+    package = Path(widget_module.__file__).parent
+    shutil.copytree(package, tmp_path / package.name, ignore=shutil.ignore_patterns("static", "__pycache__"))
+    script = (
+        "import semdraw_widget\n"
+        "try:\n"
+        "    semdraw_widget.SemanticCanvas()\n"
+        "except semdraw_widget.FrontendNotBuiltError as exc:\n"
+        "    print('raised:', exc)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("raised:") and "npm run build" in result.stdout
+    assert str(tmp_path / package.name) in result.stdout  # the copy was used, not the installed package
+
+
+def test_a_layer_id_cannot_change(make_canvas):
+    canvas = make_canvas(width=16, height=16)
+    layer = canvas.add_layer("a")
+    with pytest.raises(ValueError, match="id cannot change"):
+        canvas.update_layer(layer, id="new")
+    assert canvas.state.layer_ids == [layer] and canvas.masks.shape == (1, 16, 16)  # masks still readable
+
+
+def test_load_lets_keyword_arguments_win_and_rejects_a_bad_seed(make_canvas, tmp_path):
+    import json
+    import zipfile
+
+    canvas = make_canvas(width=16, height=16, seed=7)
+    path = canvas.save(tmp_path / "scene.semdraw")
+    loaded = widget_module.SemanticCanvas.load(path, seed=3)
+    assert loaded.seed == 3
+    loaded.close()
+    bad = tmp_path / "bad.semdraw"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(bad, "w") as target:
+        target.writestr("scene.json", json.dumps({**json.loads(source.read("scene.json")), "seed": "abc"}))
+    with pytest.raises(ValueError, match=r"bad.semdraw is damaged: its seed must be a whole number"):
+        widget_module.SemanticCanvas.load(bad)
+
+
+def test_the_seed_is_range_checked(make_canvas):
+    canvas = make_canvas(width=16, height=16, seed=2**63 - 1)
+    for bad in (2**80, 2**63, -1):
+        with pytest.raises(traitlets.TraitError, match=r"0 to 2\*\*63 - 1"):
+            canvas.seed = bad
+    canvas.set_state({"seed": 2**64})  # from a view: reported and sent back, not raised
+    assert canvas.seed == 2**63 - 1 and "ignored a change of 'seed'" in canvas.status
+
+
+def test_a_bad_background_prompt_is_an_error_not_a_status(make_canvas):
+    with pytest.raises(ValueError, match="^background prompt is 3000 characters long"):
+        make_canvas(width=16, height=16, background_prompt="x" * 3000)
+    canvas = make_canvas(width=16, height=16, background_prompt="a meadow")
+    with pytest.raises(traitlets.TraitError, match="^background negative_prompt must be a string"):
+        canvas.background = {**canvas.background, "negative_prompt": None}
+    assert canvas.background["prompt"] == canvas.state.background["prompt"] == "a meadow"
+    canvas.set_state({"background": {"prompt": "x" * 3000, "negative_prompt": ""}})  # from a view: reported
+    assert canvas.state.background["prompt"] == "a meadow" and "characters long" in canvas.status
+
+
+@pytest.mark.parametrize(
+    "array, expected",
+    [
+        (np.full((16, 16, 3), 0.5), 128),  # floats in [0, 1] are scaled, not cast to black
+        (np.full((16, 16, 3), 0.5, np.float32), 128),
+        (np.full((16, 16, 3), 200, np.uint8), 200),
+        (np.full((16, 16, 3), 200, np.int64), 200),
+        (np.full((16, 16, 4), 90, np.uint8), 90),
+        (np.full((16, 16), 1.0), 255),
+    ],
+)
+def test_background_image_arrays(make_canvas, array, expected):
+    canvas = make_canvas(width=16, height=16)
+    canvas.set_background_image(array)
+    assert (np.asarray(canvas.background_image) == expected).all()
+
+
+@pytest.mark.parametrize(
+    "array, needle",
+    [
+        (np.zeros((3, 16, 16), np.uint8), r"\(H, W, 3\).*channels first"),
+        (np.zeros((16, 16, 2), np.uint8), r"\(H, W, 4\) RGBA or \(H, W\) grey; got \(16, 16, 2\)"),
+        (np.full((16, 16, 3), np.nan), r"\[0, 1\] \(no NaN\)"),
+        (np.full((16, 16, 3), 2.0), r"\[0, 1\]"),
+        (np.full((16, 16, 3), 300, np.int64), "0..255"),
+    ],
+)
+def test_bad_background_image_arrays_are_clear_errors(make_canvas, array, needle):
+    canvas = make_canvas(width=16, height=16)
+    with pytest.raises(ValueError, match=needle):
+        canvas.set_background_image(array)
+    assert canvas.background_image is None
 
 
 def test_canvas_over_an_existing_state(make_canvas):

@@ -18,9 +18,10 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ..coverage import to_fraction
 
 MASK_TYPES = ("discrete", "semi-continuous", "continuous")
 
@@ -28,30 +29,11 @@ MASK_TYPES = ("discrete", "semi-continuous", "continuous")
 def to_mask_tensor(mask: Any, height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """One layer's coverage as a float32 (H, W) tensor in [0, 1] on `device`.
 
-    Accepts numpy arrays or torch tensors (bool; uint8 as 0..255 coverage; floats as 0..1) shaped
-    (H, W) or (1, H, W), and PIL images (any mode; converted to 8-bit grey, 255 = covered).
+    Accepts what the canvas accepts, under the same rules (`semdraw_widget.coverage`): bool, uint8
+    (0..255 coverage) or other integer / float (a fraction in [0, 1]) arrays and torch tensors, and PIL
+    images (alpha when the mode has one), shaped (H, W) or (1, H, W).
     """
-    if hasattr(mask, "convert") and hasattr(mask, "size"):  # PIL image
-        mask = np.asarray(mask.convert("L"))
-    if isinstance(mask, np.ndarray):
-        mask = torch.from_numpy(np.array(mask))  # a copy: the caller may keep painting into its array
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"a mask must be a numpy array, torch tensor or PIL image (got {type(mask).__name__})")
-    if mask.dim() == 3 and mask.shape[0] == 1:
-        mask = mask[0]
-    if tuple(mask.shape) != (height, width):
-        raise ValueError(
-            f"mask has shape {tuple(mask.shape)}; expected (H, W) = ({height}, {width}) or (1, {height}, {width})"
-        )
-    if mask.dtype == torch.bool:
-        mask = mask.to(torch.float32)
-    elif mask.dtype == torch.uint8:
-        mask = mask.to(torch.float32) / 255.0
-    elif mask.is_floating_point():
-        mask = mask.to(torch.float32).clamp(0.0, 1.0)
-    else:
-        raise TypeError(f"mask dtype {mask.dtype} is not supported (use bool, uint8 0..255 or float 0..1)")
-    return mask.to(device)
+    return torch.from_numpy(to_fraction(mask, height, width)).to(device)
 
 
 def cover_decay(masks: torch.Tensor, cover_alpha: float) -> torch.Tensor:

@@ -15,19 +15,50 @@ def test_mask_conversion_accepts_the_documented_inputs():
     boolean = np.zeros((1, 8, 16), dtype=bool)
     boolean[0, 2, 3] = True
     out = regions.to_mask_tensor(boolean, 8, 16)
-    assert out.shape == (8, 16) and out.sum() == 1 and out[2, 3] == 1
-    assert torch.equal(regions.to_mask_tensor(torch.full((8, 16), 2.0), 8, 16), torch.ones(8, 16))
+    assert out.shape == (8, 16) and out.dtype == torch.float32 and out.sum() == 1 and out[2, 3] == 1
+    assert torch.equal(regions.to_mask_tensor(torch.full((8, 16), 0.3), 8, 16), torch.full((8, 16), 0.3))  # not 8-bit
     pil = Image.fromarray(np.full((8, 16), 255, dtype=np.uint8))
     assert torch.equal(regions.to_mask_tensor(pil, 8, 16), torch.ones(8, 16))
 
 
+@pytest.mark.parametrize(
+    "mask, expected",
+    [
+        (torch.full((8, 16), 200, dtype=torch.uint8), 200 / 255),  # 0..255 like numpy uint8
+        (torch.ones(8, 16, dtype=torch.uint8), 1 / 255),
+        (np.ones((8, 16), np.int32), 1.0),  # other integers are fractions, as on the canvas
+        (Image.new("RGBA", (16, 8), (255, 255, 255, 60)), 60 / 255),  # alpha, as on the canvas
+        (Image.new("F", (16, 8), 0.5), 0.5),
+        (torch.full((1, 8, 16), 0.25, dtype=torch.bfloat16), 0.25),
+    ],
+)
+def test_masks_follow_the_canvas_rules(mask, expected):
+    from semdraw_widget.coverage import to_coverage
+
+    out = regions.to_mask_tensor(mask, 8, 16)
+    assert torch.allclose(out, torch.full((8, 16), expected))
+    assert (to_coverage(mask, 8, 16) == round(expected * 255)).all()  # the canvas reads the same coverage
+
+
+@pytest.mark.parametrize(
+    "mask, needle",
+    [
+        (np.full((8, 16), np.nan), "NaN"),  # would give black frames
+        (torch.full((8, 16), 2.0), r"\[0, 1\]"),  # not clamped: a mistake upstream
+        (np.full((8, 16), -1, np.int64), r"\[0, 1\]"),
+        (np.full((8, 16), None), "real numbers"),
+    ],
+)
+def test_bad_masks_are_rejected_as_on_the_canvas(mask, needle):
+    with pytest.raises(ValueError, match=needle):
+        regions.to_mask_tensor(mask, 8, 16)
+
+
 def test_wrong_mask_shape_names_the_expected_shape():
-    with pytest.raises(ValueError, match=r"\(H, W\) = \(8, 16\)"):
+    with pytest.raises(ValueError, match=r"\(height, width\) = \(8, 16\)"):
         regions.to_mask_tensor(np.zeros((16, 8)), 8, 16)
-    with pytest.raises(ValueError, match="expected"):
+    with pytest.raises(ValueError, match=r"\(1, 8, 16\)"):
         regions.to_mask_tensor(np.zeros((2, 8, 16)), 8, 16)
-    with pytest.raises(TypeError):
-        regions.to_mask_tensor(np.zeros((8, 16), dtype=np.int32), 8, 16)
 
 
 def test_cover_decay_multiplies_only_where_a_higher_layer_covers():

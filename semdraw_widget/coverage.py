@@ -1,0 +1,82 @@
+"""The one set of rules for reading a mask a person hands over, shared by the canvas and the engine.
+
+A mask is a numpy array, a torch tensor or a PIL image shaped (H, W) or (1, H, W):
+
+- bool: a hard mask (True = covered);
+- uint8: coverage 0..255, the bytes the browser paints;
+- any other integer or float type: the covered fraction in [0, 1] (NaN, infinities and values outside
+  [0, 1] are errors, never clamped: they are a mistake upstream, and NaN would turn frames black);
+- PIL images: the alpha channel when the mode has one; "F" and "I" modes hold numbers and follow the
+  array rules; other modes are read as 8-bit grey.
+
+numpy only: the canvas uses these rules without torch, and torch tensors are recognised by their methods.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def _as_array(mask: Any) -> np.ndarray:
+    if hasattr(mask, "getbands"):  # a PIL image, without importing PIL here
+        if "A" in mask.getbands():
+            return np.asarray(mask.getchannel("A"))
+        if mask.mode.startswith(("F", "I")):  # 32-bit float / integer (and 16-bit) pixels are numbers
+            return np.asarray(mask)
+        return np.asarray(mask.convert("L"))
+    if hasattr(mask, "detach") and hasattr(mask, "numpy"):  # a torch tensor, without importing torch here
+        tensor = mask.detach().cpu()
+        if tensor.is_floating_point():  # numpy has no bfloat16; a float is a fraction either way
+            tensor = tensor.float()
+        return tensor.numpy()
+    return np.asarray(mask)
+
+
+def _checked(mask: Any, height: int, width: int) -> np.ndarray:
+    """The mask as an (H, W) array of its own dtype, checked against the rules above."""
+    array = _as_array(mask)
+    if array.dtype != np.bool_ and not np.issubdtype(array.dtype, np.integer) and not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(
+            f"a mask must hold booleans or real numbers (got {type(mask).__name__} of dtype {array.dtype}); "
+            "pass a bool, uint8 or float array, a torch tensor or a PIL image"
+        )
+    if array.ndim == 3 and array.shape[0] == 1:
+        array = array[0]
+    if array.shape != (height, width):
+        raise ValueError(
+            f"a mask must have shape (height, width) = ({height}, {width}), or (1, {height}, {width}); "
+            f"got {tuple(array.shape)}. Resize it to the canvas size first."
+        )
+    if array.dtype == np.bool_ or array.dtype == np.uint8:
+        return array
+    if not np.isfinite(array).all():
+        raise ValueError(
+            "a mask holds NaN or infinite values; replace them (e.g. np.nan_to_num(mask)) with coverage in [0, 1]"
+        )
+    low, high = array.min(), array.max()
+    if low < 0 or high > 1:
+        raise ValueError(
+            f"a {array.dtype} mask must hold the covered fraction in [0, 1] (got values from {low} to {high}); "
+            "pass uint8 for 0..255 coverage, bool for a hard mask, or scale it (e.g. mask / mask.max())"
+        )
+    return array
+
+
+def to_fraction(mask: Any, height: int, width: int) -> np.ndarray:
+    """float32 (H, W) in [0, 1]: the covered fraction of each pixel (a new array, never the caller's)."""
+    array = _checked(mask, height, width)
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    return array.astype(np.float32)
+
+
+def to_coverage(mask: Any, height: int, width: int) -> np.ndarray:
+    """uint8 (H, W) coverage 0..255 (a new array, never the caller's)."""
+    array = _checked(mask, height, width)
+    if array.dtype == np.uint8:
+        return array.copy()
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    return np.rint(array.astype(np.float64) * 255.0).astype(np.uint8)
