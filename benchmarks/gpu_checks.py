@@ -16,7 +16,6 @@ import time
 import traceback
 
 import numpy as np
-import torch
 
 
 def _scene(stream, layers: int = 2):

@@ -19,12 +19,12 @@ from typing import Any, Callable
 import numpy as np
 
 from .coverage import to_coverage
+from .limits import LAYER_SETTING_LIMITS, check_number
 
 SCENE_FORMAT = "semdraw-scene"
 SCENE_VERSION = 1
 MAX_SIDE = 4096
 MAX_PROMPT_CHARS = 2000
-MAX_MASK_BLUR = 256  # pixels; js/src/palette.js NUMBER_RANGES holds the same limits for the browser
 
 LAYER_DEFAULTS: dict[str, Any] = {
     "name": "",
@@ -58,13 +58,6 @@ def check_canvas_size(width: Any, height: Any) -> tuple[int, int]:
 
 def new_layer_id() -> str:
     return "l" + secrets.token_hex(4)
-
-
-def _check_number(key: str, value: Any, high: float, what: str = "a number") -> float:
-    """A layer setting that must be a real number (not a bool) between 0 and ``high``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= high:
-        raise ValueError(f"layer {key} must be {what} between 0 and {high:g} (got {value!r})")
-    return float(value)
 
 
 def check_text(what: str, value: Any) -> str:
@@ -102,9 +95,9 @@ def normalize_layer(spec: dict, index: int = 0) -> dict:
     for key in ("name", "prompt", "negative_prompt"):
         layer[key] = check_text(f"layer {key}", layer[key])
     layer["color"] = _check_color(layer["color"])
-    for key in ("prompt_strength", "mask_strength"):
-        layer[key] = _check_number(key, layer[key], 1.0)
-    layer["mask_blur"] = _check_number("mask_blur", layer["mask_blur"], MAX_MASK_BLUR, "a number of pixels")
+    for key in ("prompt_strength", "mask_strength", "mask_blur"):
+        what = "a number of pixels" if key == "mask_blur" else "a number"
+        layer[key] = check_number(f"layer {key}", layer[key], LAYER_SETTING_LIMITS[key], what)
     if not isinstance(layer["visible"], bool):
         raise ValueError(f"layer visible must be True or False (got {layer['visible']!r})")
     return layer

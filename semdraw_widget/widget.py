@@ -21,12 +21,12 @@ import traitlets as t
 
 from . import protocol
 from .canvas_state import CanvasState, check_canvas_size, check_text
+from .limits import check_seed
 
 log = logging.getLogger("semdraw_widget")
 
 HOLD_UNKNOWN_LAYER_S = 2.0  # how long a stroke may wait for its layer to arrive (see `_hold`)
 HELD_STROKE_BYTES = 16 * 1024 * 1024  # at most this much held stroke data per canvas
-SEED_LIMIT = 2**63  # the engine seeds a torch generator, which takes a signed 64-bit integer
 
 _STATIC = Path(__file__).parent / "static"
 _ESM_PATH = _STATIC / "widget.js"
@@ -35,12 +35,6 @@ _CSS_PATH = _STATIC / "widget.css"
 
 class FrontendNotBuiltError(RuntimeError):
     pass
-
-
-def check_seed(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < SEED_LIMIT:
-        raise ValueError(f"seed must be a whole number from 0 to 2**63 - 1 (got {value!r})")
-    return int(value)
 
 
 def _image_from_array(array: np.ndarray):

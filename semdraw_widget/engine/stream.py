@@ -26,7 +26,6 @@ weight at that slot is left out of the model call (`blend.live_items`).
 
 from __future__ import annotations
 
-import numbers
 import time
 from typing import Any, Sequence
 
@@ -36,13 +35,9 @@ import torch
 from .accel import AcceleratedPredictor, compile_mode
 from .blend import Guidance, RegionScene, cat_cond, denoise, per_layer, slot_noise
 from .models import pipeline_model
+from ..limits import LAYER_SETTING_LIMITS, check_number, check_seed
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
-# The largest value of each layer setting, as the canvas has them (canvas_state.normalize_layer; mask_std
-# is its mask_blur, at most MAX_MASK_BLUR pixels). The blur pads a mask by 3 std on every side, so an
-# unbounded std would make the next frame allocate without bound.
-LAYER_SETTING_LIMITS = {"prompt_strength": 1.0, "mask_strength": 1.0, "mask_std": 256.0}
-SEED_LIMIT = 2**63  # seeds are non-negative int64s, a range every torch generator takes
 
 
 def check_size(name: str, value: int, multiple: int = 8) -> int:
@@ -58,22 +53,13 @@ def check_size(name: str, value: int, multiple: int = 8) -> int:
 def check_layer_setting(setting: str, value: Any, name: str | None = None) -> float:
     """A layer setting (a key of LAYER_SETTING_LIMITS) as a float in [0, its limit]; NaN, infinities and
     other values raise, naming the argument as `name` (the setting itself by default)."""
-    high = LAYER_SETTING_LIMITS[setting]
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= high:
-        raise ValueError(f"{name or setting} must be a number between 0 and {high:g} (got {value!r})")
-    return float(value)
+    return check_number(name or setting, value, LAYER_SETTING_LIMITS[setting])
 
 
 def per_layer_setting(setting: str, values: Any, count: int, default: float | None = None) -> list:
     """`blend.per_layer` for a layer setting given as `setting + "s"` (one value, or one per layer), each checked."""
     name = f"{setting}s"
     return [None if value is None else check_layer_setting(setting, value, name) for value in per_layer(values, count, name, default)]
-
-
-def check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < SEED_LIMIT:
-        raise ValueError(f"seed must be a whole number from 0 to 2**63 - 1 (got {seed!r})")
-    return int(seed)
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,28 @@
+"""The ranges a person's settings must lie in, checked the same way by the canvas and the engine.
+
+Neither torch nor the widget stack is imported here: the canvas checks without torch, the engine
+without the widget. js/src/palette.js NUMBER_RANGES holds the same layer limits for the browser.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+MAX_MASK_BLUR = 256  # pixels; the blur pads a mask by 3 std on every side, so it must stay bounded
+# The largest value of each layer setting (the engine's mask_std is the canvas's mask_blur).
+LAYER_SETTING_LIMITS = {"prompt_strength": 1.0, "mask_strength": 1.0, "mask_blur": MAX_MASK_BLUR, "mask_std": MAX_MASK_BLUR}
+SEED_LIMIT = 2**63  # seeds are non-negative int64s, a range every torch generator takes
+
+
+def check_number(name: str, value: Any, high: float, what: str = "a number") -> float:
+    """A real number (not a bool) between 0 and ``high``, as a float; NaN and infinities are errors too."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= high:
+        raise ValueError(f"{name} must be {what} between 0 and {high:g} (got {value!r})")
+    return float(value)
+
+
+def check_seed(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < SEED_LIMIT:
+        raise ValueError(f"seed must be a whole number from 0 to 2**63 - 1 (got {value!r})")
+    return int(value)
