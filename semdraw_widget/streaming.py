@@ -63,7 +63,7 @@ def load_pipeline(model: str | None = None, device: Any = None, width: int = 512
     """Load the streaming pipeline the notebook asks for, and say plainly what was loaded.
 
     ``model``: a hub id, a local diffusers folder, a ``.safetensors`` file, ``"tiny"``, or None/"auto".
-    ``SEMDRAW_MODEL`` in the environment overrides it. "auto" means SD 1.5 + LCM-LoRA + TAESD on a CUDA
+    ``SEMDRAW_MODEL`` in the environment overrides it, and the notice says so. "auto" means SD 1.5 + LCM-LoRA + TAESD on a CUDA
     GPU, and the tiny model where that cannot be had (no GPU, no weights) -- never silently: the
     returned pipeline's ``notice`` says why, and the canvas shows it as a banner. A model asked for by
     name that cannot be loaded raises. On CUDA the pipeline replays the model from CUDA graphs
@@ -73,12 +73,18 @@ def load_pipeline(model: str | None = None, device: Any = None, width: int = 512
 
     from .engine import StreamMultiDiffusion
 
-    choice = os.environ.get("SEMDRAW_MODEL") or model or "auto"
+    forced = os.environ.get("SEMDRAW_MODEL")
+    choice = forced or model or "auto"
+    # The environment forces the choice (CI runs the notebooks on the tiny model), but never silently.
+    overridden = f"SEMDRAW_MODEL={forced} replaces the model asked for ({model})." if forced and model not in (None, "auto", forced) else ""
+    if overridden:
+        log.warning(overridden)
     if str(device or _default_device(torch)).startswith("cuda"):
         kwargs.setdefault("compile", True)  # CUDA graphs: exact, under a second to capture per layer count
     if choice != "auto":
         pipeline = StreamMultiDiffusion(device or _default_device(torch), hf_key=choice, width=width, height=height, **kwargs)
-        pipeline.notice = TINY_NOTICE.format(hub=DEFAULT_HUB_MODEL) if choice.startswith("tiny") else ""
+        tiny = TINY_NOTICE.format(hub=DEFAULT_HUB_MODEL) if choice.startswith("tiny") else ""
+        pipeline.notice = " ".join(part for part in (tiny, overridden) if part)
         return pipeline
     reason = "no CUDA GPU is visible to this kernel"
     if torch.cuda.is_available():

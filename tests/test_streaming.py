@@ -271,6 +271,11 @@ def test_model_choice_is_never_silent(make_canvas, monkeypatch, tmp_path):
     monkeypatch.setenv("SEMDRAW_MODEL", str(tmp_path / "missing-model"))
     with pytest.raises(Exception, match="missing-model"):
         make_canvas(SIZE, SIZE, model="auto")
+    # the environment forces its choice over one asked for by name, and says so
+    monkeypatch.setenv("SEMDRAW_MODEL", "tiny")
+    forced = load_pipeline("tiny-xl", width=SIZE, height=SIZE)
+    assert forced.model.name == "sd15" and "SEMDRAW_MODEL=tiny replaces the model asked for (tiny-xl)" in forced.notice
+    assert "replaces" not in load_pipeline("tiny", width=SIZE, height=SIZE).notice
 
 
 def test_a_gpu_pipeline_gets_cuda_graphs_unless_told_otherwise(monkeypatch):
