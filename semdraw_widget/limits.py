@@ -22,6 +22,13 @@ def check_number(name: str, value: Any, high: float, what: str = "a number") -> 
     return float(value)
 
 
+def check_max_in_flight(value: Any) -> int:
+    """How many frames may wait for the browser's acknowledgement: a whole number, at least 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"max_in_flight must be a whole number of frames, at least 1 (got {value!r})")
+    return int(value)
+
+
 def check_seed(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < SEED_LIMIT:
         raise ValueError(f"seed must be a whole number from 0 to 2**63 - 1 (got {value!r})")

@@ -21,7 +21,7 @@ import traitlets as t
 
 from . import protocol
 from .canvas_state import CanvasState, check_canvas_size, check_text
-from .limits import check_seed
+from .limits import check_max_in_flight, check_seed
 
 log = logging.getLogger("semdraw_widget")
 
@@ -143,6 +143,7 @@ class SemanticCanvas(anywidget.AnyWidget):
     ):
         # Everything is checked (and the model loaded) before the widget exists: no half-made canvas.
         width, height = check_canvas_size(width, height)
+        max_in_flight = check_max_in_flight(max_in_flight)
         files = _frontend_files()
         check_text("background prompt", background_prompt)
         if state is not None:

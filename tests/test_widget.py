@@ -359,3 +359,9 @@ def test_strokes_are_echoed_to_the_other_views(make_canvas):
     assert echo["origin"] == "peer" and echo["view"] == "v1"  # the painting view skips its own echo
     patch = protocol.decode_mask_message(echo, echo_buffers, 16, 16)
     assert (patch.x, patch.y, patch.w, patch.h) == (2, 3, 4, 5) and (patch.data == 200).all()
+
+
+@pytest.mark.parametrize("max_in_flight", [0, -1, 1.5, True, "2"])
+def test_a_bad_max_in_flight_is_refused_before_any_model_loads(make_canvas, max_in_flight):
+    with pytest.raises(ValueError, match="max_in_flight must be a whole number of frames, at least 1"):
+        make_canvas(16, 16, model="a-model-that-would-fail-to-load", max_in_flight=max_in_flight)
