@@ -188,20 +188,21 @@ class StableMultiDiffusionPipeline:
         # host, and each step's batch has its own device index of live items; none of that belongs in the loop.
         crops = [batch.crop(*window) for window in windows] if len(windows) > 1 else [batch]
         per_step = [[crop.select(i) for i in range(len(steps))] for crop in crops]
-        x = noise[:1]
+        x = eps = noise[:1]  # eps: the noise x was made with (guidance's residual and bootstrapping use it)
         for i in range(len(steps)):
             step = steps.select(slice(i, i + 1))
             if len(windows) == 1:
-                x0 = denoise(self.model, step, x, per_step[0][i], background, scene.guidance, noise[i:i + 1], leak)
+                x0 = denoise(self.model, step, x, per_step[0][i], background, scene.guidance, eps, leak)
             else:
                 x0 = torch.zeros_like(x)
                 for (top, bottom, left, right), weight, window_steps in zip(windows, weights, per_step):
                     part = (..., slice(top, bottom), slice(left, right))
                     x0[part] += weight[top:bottom, left:right] * denoise(
-                        self.model, step, x[part], window_steps[i], background[part], scene.guidance, noise[i:i + 1][part], leak,
+                        self.model, step, x[part], window_steps[i], background[part], scene.guidance, eps[part], leak,
                     )
             if i + 1 < len(steps):
-                x = steps.select(slice(i + 1, i + 2)).add_noise(x0, step.carried_noise(x, x0, noise[i + 1:i + 2]))
+                eps = step.carried_noise(x, x0, noise[i + 1:i + 2])
+                x = steps.select(slice(i + 1, i + 2)).add_noise(x0, eps)
         return x0
 
 

@@ -334,7 +334,8 @@ class StreamMultiDiffusion:
         self._restart_buffer()
 
     def _restart_buffer(self) -> None:
-        self._buffer = self._renoise.add_noise(self._scene.background_latent, self._noise[1:])
+        self._carried = self._noise[1:]  # the noise each buffered latent was made with (see `_step`)
+        self._buffer = self._renoise.add_noise(self._scene.background_latent, self._carried)
         self._still_frames = 0
 
     def flush(self) -> None:
@@ -478,11 +479,13 @@ class StreamMultiDiffusion:
         batch = scene.batch()
         if self.profile:
             self._timer.start()
-        noise = self._noise
+        first = self._noise[:1]
         if self.fresh_noise:
-            first = torch.randn(noise[:1].shape, generator=self._generator, device=self.device, dtype=self.dtype)
-            noise = torch.cat([first, noise[1:]])
-        x_t = torch.cat([noise[:1], self._buffer])
+            first = torch.randn(first.shape, generator=self._generator, device=self.device, dtype=self.dtype)
+        x_t = torch.cat([first, self._buffer])
+        # What each slot's latent was made with: guidance's residual and bootstrapping use it. For LCM that
+        # is the fixed seeded noise; an Euler sampler's slots carry the noise their predecessors implied.
+        noise = torch.cat([first, self._carried])
         background = scene.background_latent
         if batch is None:
             x0 = background.expand_as(x_t)
@@ -490,7 +493,8 @@ class StreamMultiDiffusion:
             timer = self._timer if self.profile else None
             x0 = denoise(self.predictor, self.steps, x_t, batch, background, scene.guidance, noise, timer=timer)
             self.unet_calls += 1
-        self._buffer = self._renoise.add_noise(x0[:-1], self._leaving.carried_noise(x_t[:-1], x0[:-1], noise[1:]))
+        self._carried = self._leaving.carried_noise(x_t[:-1], x0[:-1], self._noise[1:])
+        self._buffer = self._renoise.add_noise(x0[:-1], self._carried)
         if self.profile:
             self._timer.mark("blend")
         self._still_frames += 1

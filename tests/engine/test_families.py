@@ -217,6 +217,37 @@ def test_one_full_layer_is_sampled_exactly_as_diffusers_euler_samples_it(model):
     assert torch.allclose(ours, x, atol=1e-4, rtol=1e-4), (ours - x).abs().max()
 
 
+def test_each_slot_is_told_the_noise_its_latent_was_made_with(model, monkeypatch):
+    """Guidance's residual and the bootstrapped background use "the noise each slot's latent was made with"
+    (`blend.denoise`). For an Euler family that is the noise carried from the slot before, not the seeded noise."""
+    from semdraw_widget.engine import oneshot, stream as stream_module
+
+    calls = []
+
+    def recording(real):
+        def denoise(family, steps, x_t, batch, background, guidance, noise, *args, **kwargs):
+            x0 = real(family, steps, x_t, batch, background, guidance, noise, *args, **kwargs)
+            calls.append((steps, x_t, noise, x0))
+            return x0
+        return denoise
+
+    monkeypatch.setattr(stream_module, "denoise", recording(stream_module.denoise))
+    stream = scene(stream_of(model, cfg_type="self", guidance_scale=2.0, bootstrap_steps=2))
+    run(stream, 3)
+    for (_, _, _, before), (steps, x_t, noise, _) in zip(calls, calls[1:]):  # slot i+1 now came from slot i then
+        made = steps.select(slice(1, None)).add_noise(before[:-1], noise[1:])
+        assert torch.allclose(x_t[1:], made, atol=1e-4)
+
+    calls.clear()
+    monkeypatch.setattr(oneshot, "denoise", recording(oneshot.denoise))
+    StableMultiDiffusionPipeline("cpu", model=model)(
+        ["a red apple"], masks=[APPLE], cfg_type="self", guidance_scale=2.0, bootstrap_steps=2, height=SIZE, width=SIZE,
+        output_type="latent",
+    )
+    for (_, _, _, before), (step, x, noise, _) in zip(calls, calls[1:]):
+        assert torch.allclose(x, step.add_noise(before, noise), atol=1e-4)
+
+
 # ---- detection, defaults, loading ------------------------------------------------------------------
 def test_family_is_detected_from_the_checkpoint(tmp_path):
     from safetensors.torch import save_file
