@@ -6,8 +6,9 @@ A mask is a numpy array, a torch tensor or a PIL image shaped (H, W) or (1, H, W
 - uint8: coverage 0..255, the bytes the browser paints;
 - any other integer or float type: the covered fraction in [0, 1] (NaN, infinities and values outside
   [0, 1] are errors, never clamped: they are a mistake upstream, and NaN would turn frames black);
-- PIL images: the alpha channel when the mode has one; "F" and "I" modes hold numbers and follow the
-  array rules; other modes are read as 8-bit grey.
+- PIL images: the alpha channel when it says something (a painted layer exported with transparency);
+  a fully opaque image is read as 8-bit grey, like one without alpha (a black-and-white mask saved as
+  RGBA); "F" and "I" modes hold numbers and follow the array rules.
 
 numpy only: the canvas uses these rules without torch, and torch tensors are recognised by their methods.
 """
@@ -22,7 +23,9 @@ import numpy as np
 def _as_array(mask: Any) -> np.ndarray:
     if hasattr(mask, "getbands"):  # a PIL image, without importing PIL here
         if "A" in mask.getbands():
-            return np.asarray(mask.getchannel("A"))
+            alpha = np.asarray(mask.getchannel("A"))
+            if alpha.min() < 255:
+                return alpha
         if mask.mode.startswith(("F", "I")):  # 32-bit float / integer (and 16-bit) pixels are numbers
             return np.asarray(mask)
         return np.asarray(mask.convert("L"))

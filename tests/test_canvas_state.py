@@ -46,6 +46,7 @@ def test_layers_masks_and_label_map():
         (np.ones((4, 8), np.int64), 255),  # other integers are fractions, like floats
         (Image.new("L", (8, 4), 200), 200),
         (Image.new("RGBA", (8, 4), (0, 0, 0, 60)), 60),
+        (Image.new("RGBA", (8, 4), (200, 200, 200, 255)), 200),  # fully opaque: its grey, not its alpha
         (Image.new("F", (8, 4), 0.5), 128),  # float pixels are fractions, not grey levels
         (Image.new("I", (8, 4), 1), 255),
     ],
