@@ -1,4 +1,5 @@
-"""The one set of rules for reading a mask a person hands over, shared by the canvas and the engine.
+"""The one set of rules for reading a mask (and a background image array) a person hands over, shared by
+the canvas and the engine.
 
 A mask is a numpy array, a torch tensor or a PIL image shaped (H, W) or (1, H, W):
 
@@ -83,3 +84,28 @@ def to_coverage(mask: Any, height: int, width: int) -> np.ndarray:
     if array.dtype == np.bool_:
         return array.astype(np.uint8) * 255
     return np.rint(array.astype(np.float64) * 255.0).astype(np.uint8)
+
+
+def image_from_array(array: np.ndarray):
+    """A PIL image from an (H, W, 3) / (H, W, 4) / (H, W) array: uint8 or other integers 0..255, floats in [0, 1]."""
+    from PIL import Image
+
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
+        hint = " (channels first? pass array.transpose(1, 2, 0))" if array.ndim == 3 and array.shape[0] in (3, 4) else ""
+        raise ValueError(
+            f"a background image array must be shaped (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) grey; "
+            f"got {tuple(array.shape)}{hint}"
+        )
+    if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise ValueError(f"a background image array must hold numbers (got dtype {array.dtype})")
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+            raise ValueError(
+                "a float background image must hold values in [0, 1] (no NaN); pass uint8 for 0..255 values"
+            )
+        array = np.rint(array * 255.0)
+    elif array.min() < 0 or array.max() > 255:
+        raise ValueError(
+            f"an integer background image must hold values 0..255 (got {array.min()} to {array.max()})"
+        )
+    return Image.fromarray(array.astype(np.uint8))

@@ -21,6 +21,7 @@ import traitlets as t
 
 from . import protocol
 from .canvas_state import CanvasState, check_canvas_size, check_text
+from .coverage import image_from_array
 from .limits import check_max_in_flight, check_seed
 
 log = logging.getLogger("semdraw_widget")
@@ -35,31 +36,6 @@ _CSS_PATH = _STATIC / "widget.css"
 
 class FrontendNotBuiltError(RuntimeError):
     pass
-
-
-def _image_from_array(array: np.ndarray):
-    """A PIL image from an (H, W, 3) / (H, W, 4) / (H, W) array: uint8 or other integers 0..255, floats in [0, 1]."""
-    from PIL import Image
-
-    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
-        hint = " (channels first? pass array.transpose(1, 2, 0))" if array.ndim == 3 and array.shape[0] in (3, 4) else ""
-        raise ValueError(
-            f"a background image array must be shaped (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) grey; "
-            f"got {tuple(array.shape)}{hint}"
-        )
-    if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-        raise ValueError(f"a background image array must hold numbers (got dtype {array.dtype})")
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
-            raise ValueError(
-                "a float background image must hold values in [0, 1] (no NaN); pass uint8 for 0..255 values"
-            )
-        array = np.rint(array * 255.0)
-    elif array.min() < 0 or array.max() > 255:
-        raise ValueError(
-            f"an integer background image must hold values 0..255 (got {array.min()} to {array.max()})"
-        )
-    return Image.fromarray(array.astype(np.uint8))
 
 
 def _kernel_event_loop() -> asyncio.AbstractEventLoop | None:
@@ -488,7 +464,7 @@ class SemanticCanvas(anywidget.AnyWidget):
             if isinstance(image, (str, Path)):
                 image = Image.open(image)
             elif isinstance(image, np.ndarray):
-                image = _image_from_array(image)
+                image = image_from_array(image)
             rgb = protocol.fit_image(image, self.width, self.height)
         self._state.set_background_image(rgb)
         self.send_threadsafe(*protocol.background_message(self._state.background_image))

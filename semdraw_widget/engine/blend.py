@@ -31,6 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..coverage import image_from_array
 from . import regions
 from .schedulers import SlotSteps
 
@@ -394,16 +395,15 @@ class RegionScene:
 
 
 def _image_tensor(image: Any, height: int, width: int) -> torch.Tensor:
-    """PIL image, uint8 HxWx3 array, or float (3, H, W) / (1, 3, H, W) tensor in [0, 1] -> (1, 3, H, W) float."""
+    """PIL image, array (the canvas's rules: `coverage.image_from_array`), or float (3, H, W) / (1, 3, H, W)
+    tensor in [0, 1] -> (1, 3, H, W) float. Images and arrays are resized to the canvas."""
+    if isinstance(image, np.ndarray):
+        image = image_from_array(image)
     if hasattr(image, "convert") and hasattr(image, "size"):
         from PIL import Image
 
-        image = np.asarray(image.convert("RGB").resize((width, height), Image.BICUBIC))
-    if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] not in (3, 4):
-            raise ValueError(f"a background image array must be (H, W, 3) uint8 (got shape {image.shape})")
-        tensor = torch.from_numpy(np.ascontiguousarray(image[..., :3])).permute(2, 0, 1).float()
-        image = tensor / 255.0 if image.dtype == np.uint8 else tensor
+        rgb = np.asarray(image.convert("RGB").resize((width, height), Image.BICUBIC))
+        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255.0
     if not isinstance(image, torch.Tensor):
         raise TypeError(f"background image must be a PIL image, numpy array or torch tensor (got {type(image).__name__})")
     image = image if image.dim() == 4 else image[None]

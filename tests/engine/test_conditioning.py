@@ -52,3 +52,18 @@ def test_self_guidance_is_blind_to_the_centring_roll(make_stream, monkeypatch):
 
     rolled, unrolled = frames(roll=True), frames(roll=False)
     assert torch.allclose(rolled, unrolled, atol=1e-5), (rolled - unrolled).abs().max()
+
+
+def test_a_background_image_array_follows_the_canvas_rules(make_stream):
+    """The engine reads background arrays as the canvas does: floats in [0, 1], integers 0..255, checked."""
+    as_uint8, as_float, as_int = make_stream(), make_stream(), make_stream()
+    green = np.zeros((SIZE, SIZE, 3), np.uint8)
+    green[..., 1] = 200
+    as_uint8.update_background(image=green)
+    as_float.update_background(image=green / 255.0)
+    as_int.update_background(image=green.astype(np.int64))
+    assert torch.allclose(as_uint8._scene.background_image, as_float._scene.background_image, atol=1e-5)
+    assert torch.equal(as_uint8._scene.background_image, as_int._scene.background_image)
+    for bad in (np.full((SIZE, SIZE, 3), np.nan), np.full((SIZE, SIZE, 3), 300), np.zeros((3, SIZE, SIZE))):
+        with pytest.raises(ValueError, match="background image"):
+            make_stream().update_background(image=bad)
