@@ -31,7 +31,6 @@ from typing import Any
 
 from . import protocol
 from .engine.stream import HostFrame, device_event
-from .limits import check_max_in_flight
 
 log = logging.getLogger("semdraw_widget")
 
@@ -132,9 +131,9 @@ class StreamRunner:
     """Drives one canvas's frames from a StreamMultiDiffusion-like pipeline."""
 
     def __init__(self, pipeline: Any, canvas: Any, max_in_flight: int = 2, jpeg_quality: int = 85):
-        check_pipeline(pipeline, canvas.width, canvas.height)
+        # the canvas checked both (`attach_pipeline`, its constructor) before it closed the runner it had
         self.pipeline = pipeline
-        self.max_in_flight = check_max_in_flight(max_in_flight)
+        self.max_in_flight = max_in_flight
         self.jpeg_quality = jpeg_quality
         self._canvas = canvas
         self._state = canvas.state

@@ -57,8 +57,11 @@ def check_t_index_list(t_index_list: Sequence[int], num_steps: int) -> tuple[int
     return indices
 
 
-def spread_indices(num_inference_steps: int, num_steps: int) -> tuple[int, ...]:
-    """N indices spread evenly over a `num_steps`-step schedule, starting at its noisiest step."""
+def spread_indices(num_inference_steps: int | None, num_steps: int, default: int) -> tuple[int, ...]:
+    """N indices spread evenly over a `num_steps`-step schedule, starting at its noisiest step (N = `default`
+    when None)."""
+    if num_inference_steps is None:
+        num_inference_steps = default
     if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, numbers.Integral) or not 1 <= num_inference_steps <= num_steps:
         raise ValueError(
             f"num_inference_steps must be a whole number in 1..{num_steps} (got {num_inference_steps!r}); "
@@ -144,7 +147,7 @@ class LCMSchedule:
     @classmethod
     def default_indices(cls, num_inference_steps: int | None = None) -> tuple[int, ...]:
         """LCM's evenly spread indices for an N-step run (5 steps: 0, 10, 20, 30, 40 -> t = 999 ... 199)."""
-        return spread_indices(cls.default_inference_steps if num_inference_steps is None else num_inference_steps, cls.num_steps)
+        return spread_indices(num_inference_steps, cls.num_steps, cls.default_inference_steps)
 
     def boundary(self, t: int) -> tuple[float, float]:
         scaled = t * self.timestep_scaling
@@ -177,7 +180,7 @@ class EulerTrailingSchedule:
         self.timesteps = [round(n - i * n / self.num_steps) - 1 for i in range(self.num_steps)]
 
     def default_indices(self, num_inference_steps: int | None = None) -> tuple[int, ...]:
-        return spread_indices(self.default_inference_steps if num_inference_steps is None else num_inference_steps, self.num_steps)
+        return spread_indices(num_inference_steps, self.num_steps, self.default_inference_steps)
 
     def sigmas(self, indices: Sequence[int]) -> torch.Tensor:
         """Euler's sigma = sqrt((1 - abar) / abar) at the given slots (float64, for reference and tests)."""
@@ -232,7 +235,7 @@ class FlowMatchSchedule:
         return self.shift * sigma / (1.0 + (self.shift - 1.0) * sigma)
 
     def default_indices(self, num_inference_steps: int | None = None) -> tuple[int, ...]:
-        return spread_indices(self.default_inference_steps if num_inference_steps is None else num_inference_steps, self.num_steps)
+        return spread_indices(num_inference_steps, self.num_steps, self.default_inference_steps)
 
     def prepare(self, t_index_list: Sequence[int], device: torch.device, dtype: torch.dtype) -> FlowSlotSteps:
         indices = check_t_index_list(t_index_list, self.num_steps)
