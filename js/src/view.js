@@ -28,7 +28,14 @@ const PEN_ERASER_BUTTON = 32; // PointerEvent.buttons bit of a pen's eraser end
 // JupyterLab (Lumino) leaves keys alone inside an element with these, so B, E, Z or a notebook's
 // single-key commands (A, D D, X, ...) never edit the notebook while someone paints.
 const SUPPRESS_SHORTCUTS = ["data-lm-suppress-shortcuts", "data-p-suppress-shortcuts"];
-const MODIFIER_KEYS = new Set(["Control", "Shift", "Alt", "Meta"]);
+// The JupyterLab keys people reach for while painting: run the cell, save, the command palette. Other
+// combinations stay with the widget or its text fields (Ctrl+Z there is the field's undo, not the notebook's).
+const forJupyter = (e) => {
+  const accel = e.ctrlKey || e.metaKey;
+  return (e.key === "Enter" && (accel || e.shiftKey || e.altKey)) ||
+    (accel && !e.altKey && (e.key === "s" || e.key === "S")) ||
+    (accel && e.shiftKey && (e.key === "c" || e.key === "C"));
+};
 
 const clampBrush = (size) => Math.max(1, Math.min(MAX_BRUSH, size));
 
@@ -730,29 +737,27 @@ export class SemdrawView {
   }
 
   onKey(e) {
-    const key = e.key;
-    const mod = e.ctrlKey || e.metaKey;
-    const combination = (mod || e.altKey || (e.shiftKey && key === "Enter")) && !MODIFIER_KEYS.has(key);
-    // Text fields keep their own keys (typing, their own undo).
-    if (!isTyping(e.target) && this.runShortcut(key, mod, e)) {
-      e.preventDefault();
-      e.stopPropagation();
-    } else if (combination) {
-      // A combination the widget does not use (Ctrl+S, Shift+Enter, ...) is JupyterLab's: JupyterLab 4
-      // reads the attributes when the key reaches the document, after this handler. The next key that
-      // comes here suppresses them again before anything reads them; the timer covers the time between.
+    if (forJupyter(e)) {
+      // JupyterLab 4 reads the attributes when the key reaches the document, after this handler. The next
+      // key that comes here suppresses them again before anything reads them; the timer covers the time between.
       this.suppressShortcuts(false);
       this.later(() => this.suppressShortcuts(true), 0);
+    } else if (!isTyping(e.target) && this.runShortcut(e)) {
+      // text fields keep their own keys (typing, their own undo)
+      e.preventDefault();
+      e.stopPropagation();
     }
   }
 
-  /** The widget's own shortcuts; true when `key` was one. */
-  runShortcut(key, mod, e) {
+  /** The widget's own shortcuts; true when the key was one. */
+  runShortcut(e) {
+    const key = e.key;
+    const mod = e.ctrlKey || e.metaKey;
     if (mod && !e.altKey && (key === "z" || key === "Z")) {
       if (e.shiftKey) this.redo();
       else this.undo();
     } else if (mod && !e.altKey && (key === "y" || key === "Y")) this.redo();
-    else if (mod || e.altKey || e.shiftKey && key === "Enter") return false;
+    else if (mod || e.altKey) return false;
     else if (key === "b" || key === "B") this.set("tool", "brush");
     else if (key === "e" || key === "E") this.set("tool", "eraser");
     else if (key === "[" || key === "]") {

@@ -111,9 +111,19 @@ def test_jupyterlab_keys_still_work_while_plain_keys_stay_with_the_canvas(open_n
     page.keyboard.press("Control+s")
     wait_until(lambda: "docmanager:save" in page.evaluate("window.__commands"), timeout=10,
                what="Ctrl+S to save the notebook while a prompt field has focus")
+    for key in ("a", "d", "d", "Control+a", "Control+z", "Control+x"):  # typing and editing stay in the field
+        page.keyboard.press(key)
+    page.wait_for_timeout(300)
+    assert not [c for c in page.evaluate("window.__commands") if c.startswith("notebook:")]
+    assert page.evaluate("() => window.jupyterapp.shell.currentWidget.content.widgets.length") == cells
     # icon buttons have names a screen reader can say
     for name in ("Undo", "Redo", "Delete layer apple", "Move layer apple up"):
         assert page.get_by_role("button", name=name, exact=True).count() == 1, name
+    # Shift+Enter runs the cell, from the widget as from anywhere in it
+    page.mouse.click(*_screen(canvas_box(page), 0.05, 0.05))
+    page.keyboard.press("Shift+Enter")
+    wait_until(lambda: "notebook:run-cell-and-select-next" in page.evaluate("window.__commands"), timeout=10,
+               what="Shift+Enter to run the cell while the widget has focus")
 
 
 def test_a_stroke_follows_the_pointer_when_the_canvas_moves_under_it(open_notebook):
