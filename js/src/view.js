@@ -14,6 +14,7 @@ import { clip, extract, intersect, nonZeroBounds, put, union } from "./rects.js"
 
 const SEND_INTERVAL_MS = 50; // ≤ 20 Hz while drawing
 const SYNC_TIMEOUT_MS = 3000; // painting waits at most this long for the kernel's masks
+const MAX_WRITES_DURING_SYNC = 4096; // edits remembered one by one while a late sync is on its way
 const MAX_BACKGROUND_BYTES = 20 * 1024 * 1024;
 const REENCODE_BACKGROUND_BYTES = 8 * 1024 * 1024; // the server's websocket cap is 10 MB
 const MAX_BRUSH = 256;
@@ -104,7 +105,15 @@ export class SemdrawView {
 
   /** Notes a local edit while a sync is on its way (see requestSync). */
   noteWrite(layer, rect) {
-    this.writtenDuringSync?.push({ layer, rect });
+    const written = this.writtenDuringSync;
+    if (!written) return;
+    written.push({ layer, rect });
+    if (written.length > MAX_WRITES_DURING_SYNC) {
+      // A kernel this slow to answer: keep one box per layer (it may keep a little stale paint, never lose new)
+      const boxes = new Map();
+      for (const w of written) boxes.set(w.layer, union(boxes.get(w.layer), w.rect));
+      this.writtenDuringSync = [...boxes].map(([id, box]) => ({ layer: id, rect: box }));
+    }
   }
 
   get(name, fallback) {
