@@ -301,23 +301,14 @@ def test_latency_counts_only_strokes_made_while_streaming(live):
     assert png["format"] == "png" and png["stats"] == last_jpeg["stats"]  # the settled copy keeps the last figures
 
 
-def test_an_overlong_prompt_is_reported_in_the_widget(live):
-    canvas = live()
-    layer = canvas.add_layer("a red apple " * 40)
-    paint(canvas, layer)
-    with pytest.warns(UserWarning, match="tokens long"):
-        canvas.step()
-    errors = [content["message"] for content, _ in canvas.sent.of_type("error")]
-    assert any("longer than the text encoder reads" in message for message in errors)
-    assert "Shorten it" in canvas.status
-
-
-def test_the_overlong_prompt_warning_stays_until_the_prompt_changes(live):
+def test_an_overlong_prompt_is_reported_and_stays_reported_until_it_changes(live):
     canvas = live()
     layer = canvas.add_layer("a red apple " * 40)
     paint(canvas, layer)
     with pytest.warns(UserWarning, match="tokens long"):
         canvas.render()
+    errors = [content["message"] for content, _ in canvas.sent.of_type("error")]
+    assert any("longer than the text encoder reads" in message for message in errors)
     assert canvas.status.startswith("rendered") and "Shorten it" in canvas.status  # not hidden by the next status
     canvas.start()  # the scene is settled already: the status says "still", not "generating"
     wait_until(lambda: canvas.status.startswith("still"))
