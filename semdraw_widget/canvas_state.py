@@ -217,7 +217,9 @@ class CanvasState:
     # ---- masks --------------------------------------------------------------------------------
     def _add_mask(self, layer_id: str) -> None:
         self._masks[layer_id] = np.zeros((self.height, self.width), np.uint8)
-        self._mask_revisions[layer_id] = 0
+        # Mask revisions come from the state's revision, so a layer that reuses a removed layer's id
+        # never repeats that layer's mask revision (the generation loop sends a mask when it changes).
+        self._mask_revisions[layer_id] = self.revision + 1
 
     def _drop_mask(self, layer_id: str) -> None:
         """Forget everything kept per layer id, so a later layer reusing the id starts clean."""
@@ -267,8 +269,11 @@ class CanvasState:
         self._notify(patch.layer)
 
     def _touch_mask(self, layer_id: str, arrival: float | None) -> None:
-        self._mask_revisions[layer_id] += 1
-        if arrival is not None:
+        """A mask changed; `arrival` is when a stroke brought it (None: set from Python, no stroke to time)."""
+        self._mask_revisions[layer_id] = self.revision + 1  # the revision _bump is about to give the state
+        if arrival is None:
+            self._mask_arrival.pop(layer_id, None)
+        else:
             self._mask_arrival[layer_id] = arrival
         self._bump()
 

@@ -151,13 +151,15 @@ class StreamRunner:
         self._last_ack_time = time.perf_counter()
         self._mirror: list[tuple[str, dict]] = []  # (layer id, settings) the engine holds, per engine layer index
         self._background_revision = -1
-        self._seed_request: int | None = None
+        self._seed = canvas.seed  # the canvas's seed, which the pipeline must use whenever this canvas drives it
+        self._seed_request: int | None = self._seed
         self._latest_frame: HostFrame | None = None
         self._previous_step: Any = None  # device event: the last frame's denoising step is done
         self._latest_message: tuple[dict, list] | None = None
         self._still_sent = False
         self._frame_times: list[float] = []
         self._pending_arrival: float | None = None
+        self._counted_arrivals: dict[str, float] = {}  # layer id -> the stroke time already counted
         self._started_at = 0.0  # strokes from before the stream started don't count as latency
         self._synced_revision: int | None = None
         self._routine_status = ""
@@ -209,7 +211,7 @@ class StreamRunner:
         self._wake.set()
 
     def request_seed(self, seed: int) -> None:
-        self._seed_request = int(seed)
+        self._seed = self._seed_request = int(seed)
         self._wake.set()
 
     def resend_latest(self) -> None:
@@ -301,29 +303,33 @@ class StreamRunner:
         self._wake.clear()
 
     def _is_still(self) -> bool:
-        """Converged and nothing new to show: no UNet calls until the next change."""
+        """Converged and nothing new to show: no UNet calls until the next change. A pipeline shared with
+        another canvas that used it last has converged on that canvas's scene, not this one's."""
+        owner = _pipeline_owner.get(self.pipeline)
         return (
             self._seed_request is None
+            and owner is not None and owner() is self
             and self._state.revision == self._synced_revision
             and bool(getattr(self.pipeline, "converged", False))
         )
 
     def _warm_up(self) -> None:
-        self._show_status("warming up: preparing the model for this number of layers (frames continue after it)")
+        self._show_status("warming up: preparing the model for this number of layers (frames continue after it)",
+                          while_running=True)
         started = time.perf_counter()
         with self._lock:
             self.pipeline.warm_up(block=False)  # a compile runs in the background; only graph captures happen here
         log.info("warm-up took %.1f s", time.perf_counter() - started)
-        if self._running:
-            self._show_status(self._generating_status())
+        self._show_status(self._generating_status(), while_running=True)
 
-    def _show_status(self, routine: str | None = None, **traits: Any) -> None:
+    def _show_status(self, routine: str | None = None, while_running: bool = False, **traits: Any) -> None:
         """Show a routine status (None: the last one again) followed by the standing prompt warnings, so
-        "generating" or "still" does not hide a warning while it holds."""
+        "generating" or "still" does not hide a warning while it holds. `while_running`: a status about the
+        stream at work, shown only if it still runs when the kernel's loop gets to it (a pause in between wins)."""
         if routine is not None:
             self._routine_status = routine
         line = " — ".join(text for text in (self._routine_status, *self._prompt_warnings.values()) if text)
-        self._canvas.set_traits_threadsafe(status=line, **traits)
+        self._canvas.set_traits_threadsafe(when=(lambda: self._running) if while_running else None, status=line, **traits)
 
     def _generating_status(self) -> str:
         error = getattr(self.pipeline, "compile_error", None)
@@ -359,8 +365,8 @@ class StreamRunner:
             arrival, self._pending_arrival = self._pending_arrival, None
             breakdown = {"sync": (synced - started) * 1e3, "generate": (generated - synced) * 1e3}
             self._queue_frame(frame, "jpeg", breakdown, started, arrival, stages)
-        if was_still and self._running:
-            self._show_status(self._generating_status())
+        if was_still:
+            self._show_status(self._generating_status(), while_running=True)
 
     def _send_still_frame(self) -> None:
         if self._latest_frame is None:
@@ -385,8 +391,8 @@ class StreamRunner:
             self._encoder.submit(self._encode_and_send, seq, frame, fmt, breakdown, started, arrival, stages)
 
     def _announce_still(self) -> None:
-        if self._still_sent and self._running:
-            self._show_status("still: the image has settled; paint to continue")
+        if self._still_sent:
+            self._show_status("still: the image has settled; paint to continue", while_running=True)
 
     def _encode_and_send(self, seq, frame, fmt, breakdown, started, arrival, stages=None) -> None:
         repeat = not breakdown  # the settled PNG repeats the last frame: it keeps that frame's figures
@@ -431,11 +437,13 @@ class StreamRunner:
             _pipeline_owner[pipeline] = weakref.ref(self)
             self._mirror = []
             self._background_revision = -1
+            self._seed_request = self._seed
             while pipeline.num_layers:
                 pipeline.remove_layer(pipeline.num_layers - 1)
         if self._seed_request is not None:
             seed, self._seed_request = self._seed_request, None
-            pipeline.reset_seed(seed)
+            if getattr(pipeline, "seed", None) != seed:
+                pipeline.reset_seed(seed)
         if snapshot.background_revision != self._background_revision:
             pipeline.update_background(
                 image=False if snapshot.background_image is None else snapshot.background_image,
@@ -464,7 +472,7 @@ class StreamRunner:
                 self._check_prompt_length(layer)
             if "mask" in changes:
                 changes["mask"] = snapshot.masks[layer["id"]]
-                self._note_mask_arrival(snapshot.mask_arrival.get(layer["id"]))
+                self._note_mask_arrival(layer["id"], snapshot.mask_arrival.get(layer["id"]))
             pipeline.update_single_layer(idx=index, **changes)
             if index < len(self._mirror):
                 self._mirror[index] = (layer["id"], settings)
@@ -478,11 +486,13 @@ class StreamRunner:
             self._prompt_warnings = {key: text for key, text in self._prompt_warnings.items() if key in shown}
             self._show_status()
 
-    def _note_mask_arrival(self, arrival: float | None) -> None:
-        """Keep the oldest stroke the next frame answers (since the start), for the latency figure."""
-        if arrival is not None and arrival >= self._started_at and (
-            self._pending_arrival is None or arrival < self._pending_arrival
-        ):
+    def _note_mask_arrival(self, layer_id: str, arrival: float | None) -> None:
+        """Keep the oldest stroke the next frame answers (since the start), for the latency figure. A stroke
+        counts once: a mask sent again (a layer shown again, reordered) answers no new stroke."""
+        if arrival is None or self._counted_arrivals.get(layer_id) == arrival:
+            return
+        self._counted_arrivals[layer_id] = arrival
+        if arrival >= self._started_at and (self._pending_arrival is None or arrival < self._pending_arrival):
             self._pending_arrival = arrival
 
     def _check_prompt_length(self, layer: dict) -> None:

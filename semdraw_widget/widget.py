@@ -369,11 +369,16 @@ class SemanticCanvas(anywidget.AnyWidget):
         if self.comm is not None:
             self.send(content, buffers)
 
-    def set_traits_threadsafe(self, **values: Any) -> None:
+    def set_traits_threadsafe(self, when: Callable[[], bool] | None = None, **values: Any) -> None:
+        """Set traits on the kernel's thread; `when` (checked there, at that moment) may call it off."""
+        def apply() -> None:
+            if when is None or when():
+                self.set_trait_values(values)
+
         if self._direct():
-            self.set_trait_values(values)
+            apply()
         else:
-            self._loop.call_soon_threadsafe(self.set_trait_values, values)
+            self._loop.call_soon_threadsafe(apply)
 
     def set_trait_values(self, values: dict) -> None:
         if self.comm is not None or self._loop is None:
@@ -498,11 +503,14 @@ class SemanticCanvas(anywidget.AnyWidget):
         if pipeline is None:
             pipeline = load_pipeline(model, device=device, width=self.width, height=self.height)
         check_pipeline(pipeline, self.width, self.height)  # a wrong one leaves the current pipeline working
+        was_running = self._runner is not None and self._runner.running
         if self._runner is not None:
             self._runner.close()
         self.notice = getattr(pipeline, "notice", "")
         self._runner = StreamRunner(pipeline, self, max_in_flight=self._max_in_flight)
         self.has_pipeline = True
+        if was_running:  # the stream goes on, on the new pipeline
+            self._runner.start()
 
     @property
     def pipeline(self):

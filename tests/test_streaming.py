@@ -23,6 +23,14 @@ def pipe():
 
 
 @pytest.fixture
+def tiny_pipelines():
+    """tiny_pipelines(n) -> n separate tiny pipelines (for canvases that share or swap them)."""
+    from semdraw_widget import StreamMultiDiffusion
+
+    return lambda count: [StreamMultiDiffusion("cpu", hf_key="tiny", height=SIZE, width=SIZE) for _ in range(count)]
+
+
+@pytest.fixture
 def live(make_canvas, pipe):
     """A canvas on the tiny pipeline whose fake browser acknowledges every frame it is sent."""
 
@@ -413,3 +421,85 @@ def test_render_from_the_browser_button(live, make_canvas):
     masks_only = make_canvas(SIZE, SIZE)
     masks_only._handle_custom_msg({"type": "action", "name": "render"}, [])
     assert "needs a pipeline" in masks_only.status and masks_only.sent.of_type("error")
+
+
+def test_the_canvas_seed_is_the_one_that_generates(make_canvas, tiny_pipelines):
+    first, second, third = tiny_pipelines(3)
+    seeded = make_canvas(SIZE, SIZE, pipeline=first, seed=7)
+    layer = seeded.add_layer("a red apple")
+    seeded.set_mask(layer, np.ones((SIZE, SIZE), bool))
+    seeded.step()
+    assert first.seed == 7  # given at creation, before the runner existed
+    seeded.attach_pipeline(second)
+    seeded.step()
+    assert second.seed == 7
+    other = make_canvas(SIZE, SIZE, pipeline=second, seed=3)  # shares the pipeline
+    other.add_layer("a blue cup")
+    other.step()
+    assert second.seed == 3
+    seeded.step()  # back to the first canvas: its own seed again
+    assert second.seed == 7
+
+
+def test_a_shared_pipeline_settled_on_another_canvas_does_not_count_as_settled_here(make_canvas, tiny_pipelines):
+    (shared,) = tiny_pipelines(1)
+    a, b = make_canvas(SIZE, SIZE, pipeline=shared), make_canvas(SIZE, SIZE, pipeline=shared)
+    for canvas, prompt in ((a, "a red apple"), (b, "a blue cup")):
+        canvas.set_mask(canvas.add_layer(prompt), np.ones((SIZE, SIZE), bool))
+    one_step = np.asarray(a.step())
+    b.render()
+    assert shared.converged
+    settled = np.asarray(a.render())
+    alone = make_canvas(SIZE, SIZE, pipeline=tiny_pipelines(1)[0])
+    alone.set_mask(alone.add_layer("a red apple"), np.ones((SIZE, SIZE), bool))
+    assert not np.array_equal(settled, one_step) and np.array_equal(settled, np.asarray(alone.render()))
+
+
+def test_attaching_a_pipeline_while_streaming_keeps_streaming(live, tiny_pipelines):
+    canvas = live()
+    canvas.set_mask(canvas.add_layer("a red apple"), np.ones((SIZE, SIZE), bool))
+    canvas.start()
+    canvas.attach_pipeline(tiny_pipelines(1)[0])
+    assert canvas.running and canvas._runner.running
+    wait_until(lambda: canvas.status.startswith("still"))
+    canvas.stop()
+
+
+def test_a_status_about_the_running_stream_is_dropped_once_it_is_paused(live):
+    canvas = live()
+    canvas.start()
+    canvas.stop()
+    canvas._runner._show_status("generating", while_running=True)  # as the stream's threads queue it
+    assert canvas.status.startswith("paused")
+
+
+def test_latency_counts_each_stroke_once(live):
+    canvas = live()
+    layer = canvas.add_layer("a red apple")
+    canvas.start()
+    paint(canvas, layer)
+    wait_until(lambda: canvas.stats.get("latency_ms") is not None and canvas.status.startswith("still"))
+    first = canvas.stats["latency_ms"]
+    time.sleep(1.0)
+    canvas.set_mask(layer, np.zeros((SIZE, SIZE), bool))  # from Python: no stroke to time
+    canvas.update_layer(layer, visible=False)
+    canvas.update_layer(layer, visible=True)  # the mask is sent again: still no new stroke
+    wait_until(lambda: canvas.status.startswith("still") and canvas._runner.frames_generated > 0)
+    time.sleep(0.3)
+    assert canvas.stats["latency_ms"] == first
+    canvas.stop()
+
+
+def test_a_layer_reusing_a_removed_layers_id_gets_its_own_mask_to_the_engine(make_canvas, tiny_pipelines):
+    (pipeline,) = tiny_pipelines(1)
+    canvas = make_canvas(SIZE, SIZE, pipeline=pipeline)
+    half = np.zeros((SIZE, SIZE), bool)
+    half[:, : SIZE // 2] = True
+    canvas.set_mask(canvas.add_layer("a red apple", id="apple"), np.ones((SIZE, SIZE), bool))
+    canvas.step()
+    canvas.remove_layer("apple")
+    canvas.add_layer("a red apple", id="apple")
+    canvas.set_mask("apple", half)
+    reference = make_canvas(SIZE, SIZE, pipeline=tiny_pipelines(1)[0])
+    reference.set_mask(reference.add_layer("a red apple", id="apple"), half)
+    assert np.array_equal(np.asarray(canvas.render()), np.asarray(reference.render()))
