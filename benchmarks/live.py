@@ -144,7 +144,7 @@ class Recorder:
         self.canvas = canvas
         self.frames: list[tuple[float, dict]] = []
         self.snapshots: list[float] = []
-        self.send_ms: list[float] = []
+        self.send_ms: list[tuple[str, float]] = []  # (format, ms) per frame sent, in sending order
         self.lock = threading.Lock()
         canvas.send = self.send
         state = canvas.state
@@ -175,7 +175,7 @@ def time_send(runner: Any, recorder: Recorder) -> None:
     def timed(content, buffers):
         started = time.perf_counter()
         original(content, buffers)
-        recorder.send_ms.append((time.perf_counter() - started) * 1e3)
+        recorder.send_ms.append((content["format"], (time.perf_counter() - started) * 1e3))
 
     runner._send_frame_message = timed
 
@@ -187,6 +187,8 @@ def percentile(values: list[float], q: float) -> float | None:
 def measure_path(pipeline: Any, layers: int, frames: int, warmup_frames: int, baseline: bool, rate_hz: float = 20.0,
                  timeout_s: float = 300.0, mask_strength: float = 1.0) -> dict:
     """Paint for `warmup_frames + frames` frames and summarise the last `frames`; then let the scene settle."""
+    if frames < 2:
+        raise ValueError(f"frames must be at least 2: frames/s is measured between frames (got {frames})")
     device = pipeline.device
     driven = StraightforwardPipeline(pipeline) if baseline else pipeline
     canvas, ids = make_canvas(driven, layers, mask_strength)
@@ -240,8 +242,8 @@ def measure_path(pipeline: Any, layers: int, frames: int, warmup_frames: int, ba
     for _, content in sent:
         for key, value in content["stats"]["breakdown"].items():
             stages.setdefault(RUNNER_KEYS.get(key, key), []).append(value)
-    send_ms = recorder.send_ms[warmup_frames:warmup_frames + frames]
-    stages["send"] = send_ms
+    # the same frames as `sent`: JPEG sends, counted from the first frame of the ready path
+    stages["send"] = [ms for fmt, ms in recorder.send_ms if fmt == "jpeg"][first + warmup_frames:first + warmup_frames + frames]
     # latency: each patch -> the first frame whose snapshot was taken after the patch was applied
     all_frames = recorder.jpeg_frames()
     with recorder.lock:
