@@ -90,8 +90,9 @@ def normalize_layer(spec: dict, index: int = 0) -> dict:
         raise ValueError(f"unknown layer field(s) {sorted(unknown)}; known: {['id', *LAYER_DEFAULTS]}")
     layer = {"id": spec.get("id") or new_layer_id(), **LAYER_DEFAULTS, "color": LAYER_COLORS[index % len(LAYER_COLORS)]}
     layer.update({k: v for k, v in spec.items() if k != "id"})
-    if not isinstance(layer["id"], str):
-        raise ValueError(f"layer id must be a string (got {layer['id']!r})")
+    if not isinstance(layer["id"], str) or not layer["id"].isprintable():
+        # printable: ids name the mask files inside a saved scene, where a NUL would cut the name short
+        raise ValueError(f"layer id must be a string of printable characters (got {layer['id']!r})")
     for key in ("name", "prompt", "negative_prompt"):
         layer[key] = check_text(f"layer {key}", layer[key])
     layer["color"] = _check_color(layer["color"])

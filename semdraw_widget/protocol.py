@@ -36,6 +36,7 @@ import numpy as np
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 #: Background images larger than this are refused before decoding.
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
+MAX_IMAGE_PIXELS = 64 * 10**6  # ... and so are images with more pixels (16 x a 2048 x 2048 canvas)
 ACTIONS = ("start", "stop", "step", "render")
 IMAGE_FORMATS = ("png", "jpeg", "webp")
 
@@ -170,8 +171,14 @@ def decode_background_image(content: dict, buffers, width: int, height: int) -> 
 
     try:
         image = Image.open(io.BytesIO(payload))
+        # A small file can hold a huge image: check its size before decoding a pixel.
+        if image.width * image.height > MAX_IMAGE_PIXELS:
+            raise ProtocolError(
+                f"background image is {image.width}x{image.height} pixels; the limit is {MAX_IMAGE_PIXELS // 10**6} "
+                f"megapixels. Downscale it to about {width}x{height} first."
+            )
         image.load()
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise ProtocolError(f"could not read the background image as {fmt} ({exc})") from None
     return fit_image(image, width, height)
 

@@ -491,7 +491,7 @@ class SemanticCanvas(anywidget.AnyWidget):
             except ValueError as exc:
                 raise ValueError(f"{path} is damaged: its {exc}") from None
         canvas = cls(state.width, state.height, state=state, **kwargs)
-        if scene.get("active_layer") in state.layer_ids:
+        if "active_layer" not in kwargs and scene.get("active_layer") in state.layer_ids:
             canvas.active_layer = scene["active_layer"]
         return canvas
 

@@ -105,6 +105,8 @@ def test_bad_input_leaves_the_state_unchanged():
         state.set_layers([{"id": a, "prompt_strength": 3}])
     with pytest.raises(ValueError, match="unique"):
         state.set_layers([{"id": a}, {"id": a}])
+    with pytest.raises(ValueError, match="printable"):  # ids name mask files in a saved scene
+        state.add_layer(id="a\x00b")
     with pytest.raises(ValueError, match="unknown layer field"):
         state.set_layers([{"id": a, "colour": "#ffffff"}])
     with pytest.raises(ValueError, match="characters long"):

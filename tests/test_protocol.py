@@ -86,3 +86,8 @@ def test_background_image_is_fitted_to_the_canvas_and_bad_files_are_rejected():
         protocol.decode_background_image({"format": "png"}, [b"garbage"], 32, 32)
     with pytest.raises(ProtocolError, match="format"):
         protocol.decode_background_image({"format": "bmp"}, [out.getvalue()], 32, 32)
+    huge = io.BytesIO()  # a small file of a huge image: refused before a pixel is decoded
+    Image.new("1", (8200, 8200)).save(huge, format="PNG")
+    assert len(huge.getvalue()) < protocol.MAX_IMAGE_BYTES
+    with pytest.raises(ProtocolError, match="8200x8200 pixels; the limit is 64 megapixels"):
+        protocol.decode_background_image({"format": "png"}, [huge.getvalue()], 32, 32)

@@ -277,13 +277,17 @@ def test_load_lets_keyword_arguments_win_and_rejects_a_bad_seed(make_canvas, tmp
     import zipfile
 
     canvas = make_canvas(width=16, height=16, seed=7)
+    first, second = canvas.add_layer("a"), canvas.add_layer("b")
+    canvas.active_layer = second
     path = canvas.save(tmp_path / "scene.semdraw")
-    loaded = widget_module.SemanticCanvas.load(path, seed=3)
-    assert loaded.seed == 3
+    loaded = widget_module.SemanticCanvas.load(path, seed=3, active_layer=first)
+    assert loaded.seed == 3 and loaded.active_layer == first
     loaded.close()
     bad = tmp_path / "bad.semdraw"
     with zipfile.ZipFile(path) as source, zipfile.ZipFile(bad, "w") as target:
-        target.writestr("scene.json", json.dumps({**json.loads(source.read("scene.json")), "seed": "abc"}))
+        for name in source.namelist():
+            data = source.read(name)
+            target.writestr(name, json.dumps({**json.loads(data), "seed": "abc"}) if name == "scene.json" else data)
     with pytest.raises(ValueError, match=r"bad.semdraw is damaged: its seed must be a whole number"):
         widget_module.SemanticCanvas.load(bad)
 
