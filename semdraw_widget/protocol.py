@@ -11,7 +11,8 @@ Browser -> kernel
     {"type": "background_image", "format"} + file bytes, or {"type": "background_image", "clear": true}
 Kernel -> browser
     {"type": "mask", ..., "origin": "python"|"sync"|"peer"} + bytes  (python-origin edits are undoable
-                                                 there; "peer" echoes a view's stroke to the other views,
+                                                 there, the bands of one edit sharing an "edit" number;
+                                                 "peer" echoes a view's stroke to the other views,
                                                  with that view's "view" id so it can skip its own)
     {"type": "frame", "seq", "format": "jpeg"|"png", "width", "height", "stats"} + encoded image
     {"type": "background_image", "format": "png"} + bytes, or {"type": "background_image", "clear": true}

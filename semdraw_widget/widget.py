@@ -9,6 +9,7 @@ every mask. With a pipeline attached, a `StreamRunner` (streaming.py) turns the 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 import time
@@ -134,6 +135,7 @@ class SemanticCanvas(anywidget.AnyWidget):
             check_pipeline(pipeline, width, height)
         self._state = state or CanvasState(width, height)
         self._mask_callbacks: list[Callable[[str], None]] = []
+        self._python_edits = itertools.count(1)
         self._runner = None
         self._max_in_flight = max_in_flight
         self._main_thread = threading.get_ident()
@@ -425,8 +427,9 @@ class SemanticCanvas(anywidget.AnyWidget):
 
         It shows in the browser at once and can be undone there."""
         coverage = self._state.set_mask(layer_id, mask)
+        edit = next(self._python_edits)  # a large mask goes in several bands: the view undoes them as one
         for content, buffers in protocol.mask_messages(layer_id, coverage, "python"):
-            self.send_threadsafe(content, buffers)
+            self.send_threadsafe({**content, "edit": edit}, buffers)
 
     def label_map(self) -> np.ndarray:
         """int64 (H, W): index of the top-most covering layer, -1 where none."""

@@ -369,3 +369,14 @@ def test_strokes_are_echoed_to_the_other_views(make_canvas):
 def test_a_bad_max_in_flight_is_refused_before_any_model_loads(make_canvas, max_in_flight):
     with pytest.raises(ValueError, match="max_in_flight must be a whole number of frames, at least 1"):
         make_canvas(16, 16, model="a-model-that-would-fail-to-load", max_in_flight=max_in_flight)
+
+
+def test_the_bands_of_one_large_set_mask_share_an_edit_number(make_canvas):
+    # 4096 x 2056 bytes is over one message's budget: two bands, which the view undoes as one step
+    canvas = make_canvas(width=4096, height=2056)
+    layer = canvas.add_layer("a")
+    canvas.sent.clear()
+    canvas.set_mask(layer, np.ones((2056, 4096), bool))
+    canvas.set_mask(layer, np.zeros((2056, 4096), bool))
+    edits = [content["edit"] for content, _ in canvas.sent.of_type("mask")]
+    assert len(edits) == 4 and edits[0] == edits[1] != edits[2] == edits[3]

@@ -33,6 +33,18 @@ export class History {
     }
   }
 
+  /** The newest undo entry, or null. */
+  get last() {
+    return this.undoStack[this.undoStack.length - 1] ?? null;
+  }
+
+  /** Replaces the newest undo entry: one edit that arrived in parts, grown by another part. */
+  replaceLast(entry) {
+    const old = this.undoStack.pop();
+    if (old) this.bytes -= size(old);
+    this.push(entry);
+  }
+
   /** The entry to undo (apply its `before`), or null. */
   undo() {
     const entry = this.undoStack.pop();

@@ -121,7 +121,8 @@ export function parseKernelMessage(content, buffers, size) {
         return { error: `mask: buffer has ${data.length} bytes, expected ${w * h}` };
       }
       const view = typeof content.view === "string" ? content.view : null;
-      return { msg: { type: "mask", layer, x, y, w, h, enc, origin, view, data } };
+      const edit = isInt(content.edit) ? content.edit : null; // ties the bands of one set_mask from Python
+      return { msg: { type: "mask", layer, x, y, w, h, enc, origin, view, edit, data } };
     }
     case "frame": {
       const { seq, format } = content;

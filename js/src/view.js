@@ -907,10 +907,7 @@ export class SemdrawView {
     if (this.destroyed || msg.x + msg.w > this.width || msg.y + msg.h > this.height) return;
     const rect = { x: msg.x, y: msg.y, w: msg.w, h: msg.h };
     const mask = this.mask(msg.layer);
-    if (msg.origin === "python") {
-      this.history.push({ layer: msg.layer, rect, before: extract(mask, this.width, rect), after: bytes.slice() });
-      this.updateUndo();
-    }
+    if (msg.origin === "python") this.recordPythonEdit(msg, rect, mask, bytes);
     // The kernel applies this view's newer edits after the snapshot a sync sends: keep them.
     const newer = msg.origin === "sync" && this.writtenDuringSync
       ? this.writtenDuringSync.filter((w) => w.layer === msg.layer).map((w) => intersect(w.rect, rect)).filter(Boolean)
@@ -919,6 +916,24 @@ export class SemdrawView {
     put(mask, this.width, rect, bytes);
     for (const [r, local] of kept) put(mask, this.width, r, local);
     this.invalidate(rect);
+  }
+
+  /** One undo step per set_mask from Python, also when a large mask arrives in several bands. */
+  recordPythonEdit(msg, rect, mask, bytes) {
+    const last = this.history.last;
+    if (msg.edit === null || last?.edit !== msg.edit || last.layer !== msg.layer) {
+      this.history.push({ layer: msg.layer, rect, before: extract(mask, this.width, rect), after: bytes.slice(), edit: msg.edit });
+    } else {
+      const whole = union(last.rect, rect);
+      const before = mask.slice();
+      put(before, this.width, last.rect, last.before);
+      const after = mask.slice();
+      put(after, this.width, rect, bytes);
+      this.history.replaceLast({
+        layer: msg.layer, rect: whole, before: extract(before, this.width, whole), after: extract(after, this.width, whole), edit: msg.edit,
+      });
+    }
+    this.updateUndo();
   }
 
   /**

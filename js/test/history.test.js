@@ -132,3 +132,14 @@ test("an undone entry that could not be applied is discarded, not redone later",
   assert.equal(history.canRedo, false);
   assert.equal(history.bytes, 0);
 });
+
+test("an edit that arrives in parts replaces its entry: one undo step, bytes counted once", () => {
+  const history = new History();
+  const part = (n) => ({ layer: "a", rect: { x: 0, y: 0, w: n, h: 1 }, before: new Uint8Array(n), after: new Uint8Array(n), edit: 7 });
+  history.push(part(4));
+  history.replaceLast(part(10));
+  assert.equal(history.last.rect.w, 10);
+  assert.equal(history.bytes, 20);
+  assert.equal(history.undo().rect.w, 10);
+  assert.equal(history.canUndo, false);
+});

@@ -154,5 +154,7 @@ test("peer masks (strokes from another view) carry the painting view's id", () =
   const { msg } = parseKernelMessage(content, [new Uint8Array([7])], SIZE);
   assert.equal(msg.origin, "peer");
   assert.equal(msg.view, "v1");
+  assert.equal(msg.edit, null);
+  assert.equal(parseKernelMessage({ ...content, origin: "python", edit: 4 }, [new Uint8Array([7])], SIZE).msg.edit, 4);
   assert.match(parseKernelMessage({ ...content, origin: "alien" }, [new Uint8Array(1)], SIZE).error, /unknown origin/);
 });

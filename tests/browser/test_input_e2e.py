@@ -83,7 +83,7 @@ def test_touch_paints_and_a_resting_palm_neither_paints_nor_blocks_the_pen(open_
     assert canvas_pixel(page, *palm)[3] == 0 and canvas_pixel(page, *cancelled)[3] == 0
     assert _value(kernel, finger) > 0.5
     # neither the palm nor the cancelled touch left an undo step: one undo removes the pen stroke
-    page.get_by_role("button", name="Undo").click()
+    page.get_by_role("button", name="Undo", exact=True).click()
     wait_until(lambda: _value(kernel, pen) == 0, timeout=20, what="undo to take the pen stroke back")
     assert _value(kernel, finger) > 0.5
 
@@ -204,3 +204,18 @@ def test_a_late_sync_does_not_wipe_paint(open_notebook, tmp_path, painter):
     wait_until(lambda: other.evaluate(alpha, list(centre)) > 0, timeout=20, what="the stroke in the other view")
     page.wait_for_timeout(1000)  # every reply to the sync has arrived
     assert views[painter].evaluate(alpha, list(centre)) > 0, f"the {painter} view lost its stroke to the late sync"
+
+
+def test_one_large_set_mask_from_python_is_one_undo_step(open_notebook):
+    # A mask over one message's budget (4096 x 2056 bytes) reaches the view in two bands.
+    nb = open_notebook(["from semdraw_widget import SemanticCanvas\n"
+                        "canvas = SemanticCanvas(width=4096, height=2056)\n"
+                        "a = canvas.add_layer('apple')\n"
+                        "canvas"])
+    page, kernel = nb.page, nb.kernel
+    kernel.execute("import numpy as np\ncanvas.set_mask(a, np.ones((2056, 4096), bool))")
+    for y in (10, 2050):  # both bands have arrived
+        wait_until(lambda: canvas_pixel(page, 100, y)[3] > 0, timeout=30, what=f"row {y} of the mask in the view")
+    page.get_by_role("button", name="Undo", exact=True).click()
+    wait_until(lambda: kernel.eval("float(canvas.get_mask(a).max())") == 0, timeout=30,
+               what="one undo to take the whole mask back in the kernel")
