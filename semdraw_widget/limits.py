@@ -15,6 +15,11 @@ LAYER_SETTING_LIMITS = {"prompt_strength": 1.0, "mask_strength": 1.0, "mask_blur
 SEED_LIMIT = 2**63  # seeds are non-negative int64s, a range every torch generator takes
 
 
+def is_whole_number(value: Any) -> bool:
+    """An integer of any kind (Python, numpy), but not a bool, which Python counts as one."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def check_number(name: str, value: Any, high: float, what: str = "a number") -> float:
     """A real number (not a bool) between 0 and ``high``, as a float; NaN and infinities are errors too."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= high:
@@ -24,12 +29,12 @@ def check_number(name: str, value: Any, high: float, what: str = "a number") -> 
 
 def check_max_in_flight(value: Any) -> int:
     """How many frames may wait for the browser's acknowledgement: a whole number, at least 1."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    if not is_whole_number(value) or value < 1:
         raise ValueError(f"max_in_flight must be a whole number of frames, at least 1 (got {value!r})")
     return int(value)
 
 
 def check_seed(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < SEED_LIMIT:
+    if not is_whole_number(value) or not 0 <= value < SEED_LIMIT:
         raise ValueError(f"seed must be a whole number from 0 to 2**63 - 1 (got {value!r})")
     return int(value)

@@ -26,11 +26,12 @@ that eps is exactly its step x_sigma' = x_sigma + (sigma' - sigma) * eps (flow: 
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+
+from ..limits import is_whole_number
 
 
 def alphas_cumprod(config: dict) -> torch.Tensor:
@@ -62,7 +63,7 @@ def spread_indices(num_inference_steps: int | None, num_steps: int, default: int
     when None)."""
     if num_inference_steps is None:
         num_inference_steps = default
-    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, numbers.Integral) or not 1 <= num_inference_steps <= num_steps:
+    if not is_whole_number(num_inference_steps) or not 1 <= num_inference_steps <= num_steps:
         raise ValueError(
             f"num_inference_steps must be a whole number in 1..{num_steps} (got {num_inference_steps!r}); "
             "leave it None for the model's default"
