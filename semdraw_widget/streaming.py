@@ -19,6 +19,7 @@ status says so.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -143,6 +144,10 @@ class StreamRunner:
         self._queue_order = threading.Lock()
         self._thread: threading.Thread | None = None  # alive exactly while running (see _loop)
         self._life = threading.Lock()
+        # Held while the flag drops and while a streamed frame is recorded, so a frame is either recorded
+        # before stop() returns or dropped. Re-entrant: stop() also runs from a SIGINT handler on the kernel's
+        # thread, possibly while that thread is inside a `with` on it.
+        self._stopping = threading.RLock()
         self._encoder = ThreadPoolExecutor(1, thread_name_prefix="semdraw-encode")
         self._running = False
         self._closed = False
@@ -189,13 +194,15 @@ class StreamRunner:
         self._wake.set()
 
     def stop(self, status: str = "paused") -> None:
-        self._running = False
+        with self._stopping:
+            self._running = False
         self._wake.set()
         self._show_status(status, running=False)
 
     def close(self) -> None:
-        self._closed = True
-        self._running = False
+        with self._stopping:
+            self._closed = True
+            self._running = False
         self._wake.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
@@ -288,7 +295,7 @@ class StreamRunner:
                 self._wait()
                 continue
             try:
-                self._produce_frame()
+                self._produce_frame(streaming=True)
                 if getattr(self.pipeline, "needs_warm_up", False):
                     self._warm_up()
             except Exception as exc:
@@ -340,7 +347,7 @@ class StreamRunner:
         return "generating"
 
     # ---- one frame ----------------------------------------------------------------------------
-    def _produce_frame(self) -> None:
+    def _produce_frame(self, streaming: bool = False) -> None:
         started = time.perf_counter()
         with self._lock:
             if self._previous_step is not None:  # read the masks as late as possible: after the last step
@@ -357,14 +364,17 @@ class StreamRunner:
             stage_timer = getattr(self.pipeline, "frame_stages", None)
             stages = stage_timer() if stage_timer is not None else None
             generated = time.perf_counter()
-            # Still under the lock: a step() beside the stream thread must not record frames out of order.
-            self._synced_revision = snapshot.revision
-            self._latest_frame = frame
-            self.frames_generated += 1
-            was_still, self._still_sent = self._still_sent, False
-            arrival, self._pending_arrival = self._pending_arrival, None
-            breakdown = {"sync": (synced - started) * 1e3, "generate": (generated - synced) * 1e3}
-            self._queue_frame(frame, "jpeg", breakdown, started, arrival, stages)
+            with self._stopping if streaming else contextlib.nullcontext():
+                if streaming and not self._running:
+                    return  # stopped while this frame was made: once stop() returns, no frame follows
+                # Still under the lock: a step() beside the stream thread must not record frames out of order.
+                self._synced_revision = snapshot.revision
+                self._latest_frame = frame
+                self.frames_generated += 1
+                was_still, self._still_sent = self._still_sent, False
+                arrival, self._pending_arrival = self._pending_arrival, None
+                breakdown = {"sync": (synced - started) * 1e3, "generate": (generated - synced) * 1e3}
+                self._queue_frame(frame, "jpeg", breakdown, started, arrival, stages)
         if was_still:
             self._show_status(self._generating_status(), while_running=True)
 

@@ -503,3 +503,32 @@ def test_a_layer_reusing_a_removed_layers_id_gets_its_own_mask_to_the_engine(mak
     reference = make_canvas(SIZE, SIZE, pipeline=tiny_pipelines(1)[0])
     reference.set_mask(reference.add_layer("a red apple", id="apple"), half)
     assert np.array_equal(np.asarray(canvas.render()), np.asarray(reference.render()))
+
+
+def test_no_frame_follows_a_stop_not_even_one_being_made_when_it_came(live, pipe, monkeypatch):
+    canvas = live()
+    canvas.add_layer("an apple")
+    making, release = threading.Event(), threading.Event()
+    original = type(pipe).__call__
+
+    def slow(self, *args, **kwargs):
+        if canvas._runner.frames_generated == 2:  # hold the third frame until the stop has returned
+            making.set()
+            assert release.wait(30)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(pipe), "__call__", slow)
+    paint(canvas, canvas.layers[0]["id"])
+    canvas.start()
+    assert making.wait(30)
+    canvas.stop()
+    count, queued = canvas._runner.frames_generated, canvas._runner._seq
+    release.set()
+    wait_until(lambda: not stream_threads())
+    assert canvas._runner.frames_generated == count == 2
+    wait_until(lambda: len(frames(canvas)) == queued)  # frames made before the stop still reach the view
+    time.sleep(0.2)  # the encoder had its chance to send more
+    assert [content["seq"] for content, _ in frames(canvas)] == list(range(1, queued + 1))
+    canvas.start()  # and the stream goes on from there
+    wait_until(lambda: canvas._runner.frames_generated > count)
+    canvas.stop()
