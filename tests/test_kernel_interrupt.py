@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from jupyter_client.manager import start_new_kernel
 
+from waiting import wait_until
+
 REPO = str(Path(__file__).parent.parent)
 SETUP = """
 from semdraw_widget import SemanticCanvas, StreamMultiDiffusion
@@ -42,13 +44,9 @@ def kernel():
     manager.shutdown_kernel(now=True)
 
 
-def wait_running(client, expected, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value(client, "canvas.running") == repr(expected):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"canvas.running did not become {expected}")
+def wait_running(client, expected):
+    wait_until(lambda: value(client, "canvas.running") == repr(expected), interval=0.2,
+               what=f"canvas.running to become {expected}")
 
 
 def test_interrupt_while_idle_stops_the_stream(kernel):
@@ -56,8 +54,8 @@ def test_interrupt_while_idle_stops_the_stream(kernel):
     assert run(client, SETUP)["status"] == "ok"
     wait_running(client, True)
     before = int(value(client, "canvas._runner.frames_generated"))
-    time.sleep(1.0)
-    assert int(value(client, "canvas._runner.frames_generated")) > before  # streaming while idle
+    wait_until(lambda: int(value(client, "canvas._runner.frames_generated")) > before, interval=0.2,
+               what="frames while the kernel is idle")
     manager.interrupt_kernel()
     wait_running(client, False)
     assert "interrupted" in value(client, "canvas.status")
