@@ -146,7 +146,7 @@ class StreamRunner:
         self._life = threading.Lock()
         # Held while the flag drops and while a streamed frame is recorded, so a frame is either recorded
         # before stop() returns or dropped. Re-entrant: stop() also runs from a SIGINT handler on the kernel's
-        # thread, possibly while that thread is inside a `with` on it.
+        # thread, possibly while that thread is inside stop() already.
         self._stopping = threading.RLock()
         self._encoder = ThreadPoolExecutor(1, thread_name_prefix="semdraw-encode")
         self._running = False
@@ -364,6 +364,8 @@ class StreamRunner:
             stage_timer = getattr(self.pipeline, "frame_stages", None)
             stages = stage_timer() if stage_timer is not None else None
             generated = time.perf_counter()
+            # Only plain assignments under `_stopping`: stop() may wait for it inside a SIGINT handler, on a
+            # kernel thread interrupted while holding any other lock.
             with self._stopping if streaming else contextlib.nullcontext():
                 if streaming and not self._running:
                     return  # stopped while this frame was made: once stop() returns, no frame follows
@@ -373,8 +375,8 @@ class StreamRunner:
                 self.frames_generated += 1
                 was_still, self._still_sent = self._still_sent, False
                 arrival, self._pending_arrival = self._pending_arrival, None
-                breakdown = {"sync": (synced - started) * 1e3, "generate": (generated - synced) * 1e3}
-                self._queue_frame(frame, "jpeg", breakdown, started, arrival, stages)
+            breakdown = {"sync": (synced - started) * 1e3, "generate": (generated - synced) * 1e3}
+            self._queue_frame(frame, "jpeg", breakdown, started, arrival, stages)
         if was_still:
             self._show_status(self._generating_status(), while_running=True)
 
