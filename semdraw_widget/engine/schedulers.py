@@ -18,10 +18,12 @@ Three schedules, one per family:
 - SD3 / Flash, flow matching: x_t = (1 - sigma) x0 + sigma eps, the model predicts the velocity
   v = eps - x0, so x0 = x_t - sigma * v; sigmas shifted by the scheduler's `shift` (3.0 for SD3).
 Every family re-noises a clean estimate with `add_noise` (alpha_t x0 + beta_t eps) to reach the next
-slot; the families differ in which eps (`carried_noise`). LCM draws new noise at each step: here the
-fixed, seeded per-slot noise, so a still scene settles. Euler (Lightning, Flash) is deterministic: it
-carries the noise the prediction implies, eps = (x_t - alpha_t x0) / beta_t, and re-noising x0 with
-that eps is exactly its step x_sigma' = x_sigma + (sigma' - sigma) * eps (flow: x + (sigma' - sigma) v).
+slot; the families differ in which eps (`carried_noise`). The consistency-distilled samplers, LCM and
+Flash-SD3 (whose own scheduler takes x0 = x_t - sigma v and re-noises it to the next sigma), draw new
+noise at each step: here the fixed, seeded per-slot noise, so a still scene settles (the seed project
+does the same for both). SDXL-Lightning's Euler is deterministic: it carries the noise the prediction
+implies, eps = (x_t - alpha_t x0) / beta_t, and re-noising x0 with that eps is exactly its step
+x_sigma' = x_sigma + (sigma' - sigma) * eps.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ class SlotSteps:
     c_skip: torch.Tensor
     c_out: torch.Tensor
     noise_levels: tuple[float, ...]  # beta_t per slot, for mask quantisation (host floats, used at update time)
-    deterministic: bool = False  # Euler: carry the predicted noise to the next slot (see `carried_noise`)
+    deterministic: bool = False  # Lightning's Euler: carry the predicted noise to the next slot (see `carried_noise`)
 
     def __len__(self) -> int:
         return len(self.noise_levels)
@@ -104,7 +106,7 @@ class SlotSteps:
 
     def carried_noise(self, x_t: torch.Tensor, x0: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor:
         """The noise that takes these slots' x0 on to the next slots' level: `fresh` (the seeded per-slot
-        noise) for LCM, the noise implied by x_t and x0 for a deterministic (Euler) sampler."""
+        noise) for LCM and Flash, the noise implied by x_t and x0 for SDXL-Lightning's deterministic Euler."""
         if not self.deterministic:
             return fresh
         return (x_t - _per_slot(self.alpha, x_t.dim()) * x0) / _per_slot(self.beta, x_t.dim())
@@ -246,5 +248,5 @@ class FlowMatchSchedule:
             timesteps=(sigma * self.num_train_timesteps).to(device=device, dtype=torch.float32),
             alpha=const(1.0 - sigma), beta=const(sigma),
             c_skip=torch.ones(len(indices), device=device, dtype=dtype), c_out=torch.zeros(len(indices), device=device, dtype=dtype),
-            noise_levels=tuple(float(s) for s in sigma / (1.0 + sigma**2).sqrt()), deterministic=True,
+            noise_levels=tuple(float(s) for s in sigma / (1.0 + sigma**2).sqrt()),
         )

@@ -7,7 +7,7 @@ The T slots of `t_index_list` hold T latents at decreasing noise levels. One cal
 2.-4. bootstrapping, one model call over (slots x active layers), x0 per layer, masked blend
    (`blend.denoise`);
 5. the last slot's x0 is the frame; slot i+1 <- alpha_{i+1} x0_i + beta_{i+1} eps_i, where eps_i is
-   the fixed per-slot noise (LCM) or the noise x_t and x0 imply (Euler: SDXL-Lightning, Flash-SD3;
+   the fixed per-slot noise (LCM, Flash-SD3) or the noise x_t and x0 imply (SDXL-Lightning's Euler;
    `SlotSteps.carried_noise`), so a still scene converges to a still image after T frames (`converged`).
 
 Updates change only what they touch (embeddings are cached per text, a layer's masks are
@@ -484,7 +484,7 @@ class StreamMultiDiffusion:
             first = torch.randn(first.shape, generator=self._generator, device=self.device, dtype=self.dtype)
         x_t = torch.cat([first, self._buffer])
         # What each slot's latent was made with: guidance's residual and bootstrapping use it. For LCM that
-        # is the fixed seeded noise; an Euler sampler's slots carry the noise their predecessors implied.
+        # is the fixed seeded noise (also Flash); Lightning's Euler slots carry the noise their predecessors implied.
         noise = torch.cat([first, self._carried])
         background = scene.background_latent
         if batch is None:

@@ -186,10 +186,11 @@ def test_flow_matching_schedule_and_step_match_a_hand_computed_example():
     assert steps.noise_levels == pytest.approx([s / (1 + s * s) ** 0.5 for s in by_hand])
 
 
-def test_one_full_layer_is_sampled_exactly_as_diffusers_euler_samples_it(model):
+def test_one_full_layer_is_sampled_exactly_as_the_familys_own_sampler_samples_it(model):
     """One unblurred full-canvas layer, all of its prompt, no bootstrapping: the region sampler reduces to the
-    family's own sampler. Lightning and Flash are deterministic Euler samplers: each step carries the noise the
-    model predicted, not new noise (an LCM-style re-noising would give another image)."""
+    family's own sampler. Lightning is a deterministic Euler sampler: each step carries the noise the model
+    predicted. Flash-SD3 is a consistency sampler (as LCM): each step takes x0 = x - sigma v and re-noises it
+    to the next sigma, with the seeded noise of that slot (its own scheduler draws fresh noise there)."""
     from semdraw_widget.engine.blend import slot_noise
 
     prompt, seed = "a violet teapot", 5
@@ -199,7 +200,8 @@ def test_one_full_layer_is_sampled_exactly_as_diffusers_euler_samples_it(model):
                height=SIZE, width=SIZE, output_type="latent")
 
     steps = model.schedule.prepare(model.schedule.default_indices(), CPU, torch.float32)
-    x = slot_noise(seed, (len(steps), model.latent_channels, SIZE // 8, SIZE // 8), CPU, torch.float32)[:1]
+    noise = slot_noise(seed, (len(steps), model.latent_channels, SIZE // 8, SIZE // 8), CPU, torch.float32)
+    x = noise[:1]
     cond = model.encode_prompts([prompt])
     if model.name == "sdxl":
         reference = EulerDiscreteScheduler(**DEFAULT_SCHEDULER_CONFIG, timestep_spacing="trailing")
@@ -207,13 +209,16 @@ def test_one_full_layer_is_sampled_exactly_as_diffusers_euler_samples_it(model):
         # Euler's x_sigma for x_t = noise, where the engine starts (diffusers' own start, sigma_max * noise,
         # is 0.2% smaller); the model reads it scaled back to x_t
         x = x * (reference.sigmas[0] ** 2 + 1) ** 0.5
+        for i, t in enumerate(reference.timesteps):
+            prediction = model.predict(reference.scale_model_input(x, t), steps.timesteps[i:i + 1], cond)
+            x = reference.step(prediction, t, x).prev_sample
     else:
         reference = FlowMatchEulerDiscreteScheduler(shift=3.0)
         reference.set_timesteps(len(steps))
-    for i, t in enumerate(reference.timesteps):
-        prediction = model.predict(reference.scale_model_input(x, t) if model.name == "sdxl" else x,
-                                   steps.timesteps[i:i + 1], cond)
-        x = reference.step(prediction, t, x).prev_sample
+        for i, t in enumerate(reference.timesteps):
+            x0 = x - reference.sigmas[i] * model.predict(x, steps.timesteps[i:i + 1], cond)
+            last = i + 1 == len(reference.timesteps)
+            x = x0 if last else reference.scale_noise(x0, reference.timesteps[i + 1:i + 2], noise[i + 1:i + 2])
     assert torch.allclose(ours, x, atol=1e-4, rtol=1e-4), (ours - x).abs().max()
 
 
