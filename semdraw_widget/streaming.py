@@ -112,6 +112,14 @@ def failure_hint(exc: BaseException) -> str:
     return "See the kernel log for the traceback; fix the cause, then try again."
 
 
+def pipeline_notice(pipeline: Any) -> str:
+    """What the widget's banner says about a pipeline: how it was chosen (`load_pipeline`) and what its model
+    loader has to say (e.g. a removed hub repository read from its maintained copy)."""
+    model = getattr(pipeline, "model", None)
+    parts = (getattr(pipeline, "notice", ""), getattr(model, "notice", ""))
+    return " ".join(dict.fromkeys(part for part in parts if part))
+
+
 def check_pipeline(pipeline: Any, width: int, height: int) -> None:
     """A canvas needs a streaming pipeline of its own size."""
     if not callable(getattr(pipeline, "update_single_layer", None)):

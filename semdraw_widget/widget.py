@@ -501,7 +501,7 @@ class SemanticCanvas(anywidget.AnyWidget):
     # ---- live generation ----------------------------------------------------------------------
     def attach_pipeline(self, pipeline: Any = None, *, model: str | None = None, device: Any = None) -> None:
         """Connect a StreamMultiDiffusion (or build one from ``model``) to this canvas."""
-        from .streaming import StreamRunner, check_pipeline, load_pipeline
+        from .streaming import StreamRunner, check_pipeline, load_pipeline, pipeline_notice
 
         if pipeline is None:
             pipeline = load_pipeline(model, device=device, width=self.width, height=self.height)
@@ -509,7 +509,7 @@ class SemanticCanvas(anywidget.AnyWidget):
         was_running = self._runner is not None and self._runner.running
         if self._runner is not None:
             self._runner.close()
-        self.notice = getattr(pipeline, "notice", "")
+        self.notice = pipeline_notice(pipeline)
         self._runner = StreamRunner(pipeline, self, max_in_flight=self._max_in_flight)
         self.has_pipeline = True
         if was_running:  # the stream goes on, on the new pipeline

@@ -20,14 +20,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+log = logging.getLogger("semdraw_widget")
 DEFAULT_HF_KEY = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_LORA_KEY = "latent-consistency/lcm-lora-sdv1-5"
 DEFAULT_TAESD_KEY = "madebyollin/taesd"
@@ -38,15 +41,19 @@ DEFAULT_SCHEDULER_CONFIG = {
     "beta_schedule": "scaled_linear",
     "num_train_timesteps": 1000,
 }
-# What a hub snapshot of an SD 1.5 model must hold for this engine (named in ModelNotFoundError).
-SD15_FILES = {
-    "unet": "unet/diffusion_pytorch_model.safetensors",
-    "text_encoder": "text_encoder/model.safetensors",
-    "tokenizer": "tokenizer/vocab.json",
-    "vae": "vae/diffusion_pytorch_model.safetensors",
-    "scheduler": "scheduler/scheduler_config.json",
+# How each component of a diffusers repository is stored, for the files named in ModelNotFoundError:
+# a model's weights-file stem (diffusers' or transformers' name), or None for a folder read whole.
+DIFFUSERS_WEIGHTS, TRANSFORMERS_WEIGHTS, SHARDED_WEIGHTS = "diffusion_pytorch_model", "model", "model-*"
+CONFIG_ONLY = "config.json"  # a model built from its config, its weights coming from elsewhere
+SD15_PARTS = {
+    "unet": DIFFUSERS_WEIGHTS,
+    "text_encoder": TRANSFORMERS_WEIGHTS,
+    "tokenizer": None,
+    "vae": DIFFUSERS_WEIGHTS,
+    "scheduler": None,
 }
-
+# Removed from the hub (runwayml deleted its repositories in 2024); a maintained copy holds the same files.
+REMOVED_REPOS = {"runwayml/stable-diffusion-v1-5": "stable-diffusion-v1-5/stable-diffusion-v1-5"}
 
 FAMILY_TITLES = {"sd15": "SD 1.5", "sd2": "SD 2.x", "sdxl": "SDXL", "sd3": "SD3"}
 # sd_version spellings (the seed project's "1.5" / "xl" / "3") and family names.
@@ -71,6 +78,7 @@ class SD15Components:
     unet: Any
     vae: Any
     scheduler_config: dict
+    notice: str = ""  # something the user should know about what was loaded (shown by the widget)
 
 
 def resolve_device(device: Any) -> torch.device:
@@ -92,8 +100,28 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def hub_call(load, repo_id: str, files: list[str], what: str, hint: str = ""):
-    """Try the hub cache first, then the hub itself (unless offline); say what is missing otherwise."""
+def repo_files(parts: dict[str, str | None], dtype: torch.dtype | None = None, pipeline: bool = True) -> list[str]:
+    """The files (globs for folders read whole) that loading these components reads from a hub repository:
+    each model's config and weights (the fp16 variant in float16), tokenizer and scheduler folders, and a
+    pipeline repository's model_index.json (read to tell the family). Subfolder "" is the repository root."""
+    variant = ".fp16" if dtype == torch.float16 else ""
+    files = ["model_index.json"] if pipeline else []
+    for subfolder, stem in parts.items():
+        folder = f"{subfolder}/" if subfolder else ""
+        if stem is None:
+            files.append(f"{folder}*")
+        elif stem == CONFIG_ONLY:
+            files.append(f"{folder}config.json")
+        elif stem == SHARDED_WEIGHTS:  # T5: shards named by an index file
+            files += [f"{folder}*.json", f"{folder}model*{variant}.safetensors" if variant else f"{folder}model-*.safetensors"]
+        else:
+            files += [f"{folder}config.json", f"{folder}{stem}{variant}.safetensors"]
+    return files
+
+
+def hub_call(load, repo_id: str, files: list[str], what: str, hint: str = "", option: str = "hf_key"):
+    """Try the hub cache first, then the hub itself (unless offline); say what is missing otherwise.
+    `files` are what `hf download` needs; `option` is the argument through which a local copy can be given."""
     try:
         return load(local_files_only=True)
     except (OSError, ValueError) as cached_error:
@@ -101,29 +129,47 @@ def hub_call(load, repo_id: str, files: list[str], what: str, hint: str = ""):
             try:
                 return load(local_files_only=False)
             except (OSError, ValueError) as error:
-                raise _not_found(repo_id, files, what, error, hint) from error
-        raise _not_found(repo_id, files, what, cached_error, hint) from cached_error
+                raise _not_found(repo_id, files, what, error, hint, option) from error
+        raise _not_found(repo_id, files, what, cached_error, hint, option) from cached_error
 
 
-def _not_found(repo_id: str, files: list[str], what: str, error: BaseException, hint: str = "") -> ModelNotFoundError:
+LOCAL_ALTERNATIVES = {
+    "hf_key": "pass a local diffusers folder or a single .safetensors file as hf_key; or set SEMDRAW_MODEL=tiny "
+    "(hf_key='tiny') for the offline random-weight miniature",
+    "lora_key": "pass a local LoRA file or folder as lora_key; or lora_key=None to load the model without it",
+    "taesd_key": "pass a local TAESD folder as taesd_key; or use_tiny_vae=False to decode with the model's own VAE",
+}
+
+
+def _not_found(
+    repo_id: str, files: list[str], what: str, error: BaseException, hint: str = "", option: str = "hf_key"
+) -> ModelNotFoundError:
     from huggingface_hub import try_to_load_from_cache
 
     missing = []
     for name in files:
+        if "*" in name:  # a folder read whole: not one file to look up
+            continue
         try:
             cached = try_to_load_from_cache(repo_id, name)
         except Exception:  # an id that is not a valid repo name has nothing cached
             cached = None
         if not isinstance(cached, str):
             missing.append(name)
-    why = "the hub is unreachable or HF_HUB_OFFLINE is set" if _offline() else f"download failed: {type(error).__name__}"
+    if _offline():
+        why = "the hub is unreachable or HF_HUB_OFFLINE is set"
+    else:
+        first_line = next(iter(str(error).strip().splitlines()), "")
+        why = f"download failed: {type(error).__name__}{': ' + first_line if first_line else ''}"
+    arguments = " ".join(f'"{name}"' if "*" in name else name for name in files)
+    variant_note = " (a repository without fp16 files: the same names without `.fp16`)" if any(".fp16" in f for f in files) else ""
+    alternative = LOCAL_ALTERNATIVES.get(option, f"pass a local folder or file as {option}")
     return ModelNotFoundError(
         f"{what} {repo_id!r} is not in the Hugging Face cache and could not be downloaded ({why}). "
-        f"Missing: {', '.join(missing) or 'the files of this repository'}. To fix: run "
-        f"`huggingface-cli login` if the repository is gated, then `huggingface-cli download {repo_id}` on a "
-        f"machine with network access (or copy the cache over); or pass a local diffusers folder or a "
-        f"single .safetensors file as hf_key; or set SEMDRAW_MODEL=tiny (hf_key='tiny') for the offline "
-        f"random-weight miniature.{' ' + hint if hint else ''}"
+        f"Missing: {', '.join(missing) or 'the files of this repository'}. To fix: on a machine with network access "
+        f"run `hf auth login` if the repository is gated, then `hf download {repo_id} {arguments}`{variant_note} "
+        f"(older huggingface_hub: `huggingface-cli login` and `huggingface-cli download` with the same arguments), "
+        f"or copy the cache over; or {alternative}.{' ' + hint if hint else ''}"
     )
 
 
@@ -131,11 +177,12 @@ def is_local(key: str) -> bool:
     return key.startswith((".", "/", "~")) or os.path.exists(os.path.expanduser(key)) or key.endswith(SINGLE_FILE_SUFFIXES)
 
 
-def check_pickle(path: Path, allow_pickle: bool) -> None:
+def check_pickle(path: Path, allow_pickle: bool, what: str = "checkpoint") -> None:
     if path.suffix in PICKLE_SUFFIXES and not allow_pickle:
         raise UnsafeCheckpointError(
-            f"{path} is a pickled checkpoint: opening it can run arbitrary code hidden in the file. "
-            "Convert it to .safetensors, or pass allow_pickle=True if you trust its source."
+            f"{path} is a pickled {what} ({path.suffix}): pickles are not opened by default, because opening one can "
+            "run arbitrary code hidden in the file. Convert it to .safetensors, or pass allow_pickle=True if you "
+            "trust its source."
         )
 
 
@@ -224,16 +271,17 @@ def _family_of_file(file: Path) -> str:
 
 
 def _family_of_hub_id(repo_id: str) -> str:
-    from huggingface_hub import try_to_load_from_cache
-
+    """From the repository's model_index.json (cache first, then the hub unless offline): fine-tunes such as
+    SG161222/RealVisXL_V4.0 or segmind/SSD-1B do not say their family in their name. The name decides only
+    when model_index.json cannot be had."""
     try:
-        cached = try_to_load_from_cache(repo_id, "model_index.json")
-    except Exception:  # not a valid repo name: nothing cached
-        cached = None
-    if isinstance(cached, str):
-        found = _family_of_pipeline_class(json.loads(Path(cached).read_text()).get("_class_name", ""))
-        if found:
-            return found
+        index = hub_call(lambda **kw: _hub_file(repo_id, "model_index.json", **kw), repo_id, ["model_index.json"], "Model")
+        found = _family_of_pipeline_class(json.loads(Path(index).read_text()).get("_class_name", ""))
+    except (ModelNotFoundError, ValueError):  # unreachable, no model_index.json, or not JSON
+        found = None
+    if found:
+        return found
+    log.info("family of %s guessed from its name (its model_index.json could not be read)", repo_id)
     return _family_of_name(repo_id)
 
 
@@ -257,7 +305,7 @@ def load_sd15(
     config: str | None = None,
     allow_pickle: bool = False,
 ) -> SD15Components:
-    """Load SD 1.5 components for `hf_key`, fuse the LoRA (LCM-LoRA by default) and pick the autoencoder."""
+    """Load SD 1.5 components for `hf_key` in `dtype`, fuse the LoRA (LCM-LoRA by default) and pick the autoencoder."""
     if hf_key == "tiny":
         from .models.tiny import tiny_model_dir
 
@@ -265,27 +313,45 @@ def load_sd15(
         hf_key = str(root / "sd15")
         lora_key = str(root / "lcm-lora") if lora_key == DEFAULT_LORA_KEY else lora_key
         taesd_key = str(root / "taesd") if taesd_key == DEFAULT_TAESD_KEY else taesd_key
-    hf_key = str(hf_key)
+    hf_key, notice = replace_removed_repo(str(hf_key))
+    config = replace_removed_repo(config)[0] if config else None
     path = Path(os.path.expanduser(hf_key))
     check_pickle(path, allow_pickle)
     if path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES:
-        parts = _load_single_file(path, config or DEFAULT_HF_KEY, use_tiny_vae)
+        parts = _load_single_file(path, config or DEFAULT_HF_KEY, use_tiny_vae, dtype)
     elif path.is_dir():
-        parts = _load_folder(path, use_tiny_vae)
+        parts = _load_folder(path, use_tiny_vae, dtype)
     elif is_local(hf_key):
         raise ModelNotFoundError(
-            f"{hf_key!r} does not exist: expected a diffusers folder (with {', '.join(SD15_FILES.values())}) or a "
+            f"{hf_key!r} does not exist: expected a diffusers folder (with {', '.join(SD15_PARTS)}/) or a "
             "single .safetensors file. Check the path, pass a hub id, or set SEMDRAW_MODEL=tiny for the offline miniature."
         )
     else:
-        parts = _load_hub(hf_key, use_tiny_vae)
+        parts = _load_parts(hf_key, use_tiny_vae, dtype)
     tokenizer, text_encoder, unet, vae, scheduler_config = parts
     if use_tiny_vae:
         vae = load_taesd(taesd_key)
     if lora_key:
-        _fuse_lora(str(lora_key), tokenizer, text_encoder, unet, vae, scheduler_config)
+        _fuse_lora(str(lora_key), tokenizer, text_encoder, unet, vae, scheduler_config, allow_pickle)
     to_device([text_encoder, unet, vae], device, dtype, "SD 1.5")
-    return SD15Components(tokenizer, text_encoder, unet, vae, scheduler_config)
+    return SD15Components(tokenizer, text_encoder, unet, vae, scheduler_config, notice)
+
+
+def replace_removed_repo(hf_key: str) -> tuple[str, str]:
+    """(the hub id to load, a notice or ""): a repository removed from the hub is read from its maintained copy,
+    unless it is a local folder or still in this machine's hub cache."""
+    new = REMOVED_REPOS.get(hf_key)
+    if new is None or os.path.exists(os.path.expanduser(hf_key)) or _in_cache(hf_key):
+        return hf_key, ""
+    notice = f"{hf_key!r} was removed from the Hugging Face hub in 2024; loading its maintained copy {new!r} instead."
+    log.warning(notice)
+    return new, notice
+
+
+def _in_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return any(isinstance(try_to_load_from_cache(repo_id, name), str) for name in ("model_index.json", "unet/config.json"))
 
 
 def to_device(modules: list, device: torch.device, dtype: torch.dtype, what: str) -> None:
@@ -303,30 +369,24 @@ def to_device(modules: list, device: torch.device, dtype: torch.dtype, what: str
         raise
 
 
-def _load_folder(folder: Path, use_tiny_vae: bool):
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    missing = [name for part, name in SD15_FILES.items() if not (folder / part).is_dir() and not (part == "vae" and use_tiny_vae)]
+def _load_folder(folder: Path, use_tiny_vae: bool, dtype: torch.dtype):
+    missing = [f"{part}/" for part in SD15_PARTS if not (folder / part).is_dir() and not (part == "vae" and use_tiny_vae)]
     if missing:
         raise ModelNotFoundError(f"{folder} is not a complete diffusers SD 1.5 folder: missing {', '.join(missing)}")
-    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
-    text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder")
-    unet = UNet2DConditionModel.from_pretrained(folder / "unet")
-    vae = None if use_tiny_vae else AutoencoderKL.from_pretrained(folder / "vae")
-    return tokenizer, text_encoder, unet, vae, read_scheduler_config(str(folder), DEFAULT_SCHEDULER_CONFIG, [])
+    return _load_parts(str(folder), use_tiny_vae, dtype)
 
 
-def _load_hub(repo_id: str, use_tiny_vae: bool):
+def _load_parts(source: str, use_tiny_vae: bool, dtype: torch.dtype):
+    """The components of a diffusers folder or hub id, in `dtype`."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    files = [f for part, f in SD15_FILES.items() if not (part == "vae" and use_tiny_vae)]
-    unet = load_part(UNet2DConditionModel, repo_id, "unet", files)
-    tokenizer = load_part(CLIPTokenizer, repo_id, "tokenizer", files)
-    text_encoder = load_part(CLIPTextModel, repo_id, "text_encoder", files)
-    vae = None if use_tiny_vae else load_part(AutoencoderKL, repo_id, "vae", files)
-    return tokenizer, text_encoder, unet, vae, read_scheduler_config(repo_id, DEFAULT_SCHEDULER_CONFIG, files)
+    files = repo_files({part: stem for part, stem in SD15_PARTS.items() if not (part == "vae" and use_tiny_vae)}, dtype)
+    unet = load_part(UNet2DConditionModel, source, "unet", files, dtype=dtype)
+    tokenizer = load_part(CLIPTokenizer, source, "tokenizer", files)
+    text_encoder = load_part(CLIPTextModel, source, "text_encoder", files, dtype=dtype)
+    vae = None if use_tiny_vae else load_part(AutoencoderKL, source, "vae", files, dtype=dtype)
+    return tokenizer, text_encoder, unet, vae, read_scheduler_config(source, DEFAULT_SCHEDULER_CONFIG, files)
 
 
 def _hub_file(repo_id: str, filename: str, local_files_only: bool) -> str:
@@ -335,7 +395,7 @@ def _hub_file(repo_id: str, filename: str, local_files_only: bool) -> str:
     return hf_hub_download(repo_id, filename, local_files_only=local_files_only)
 
 
-def _load_single_file(file: Path, config: str, use_tiny_vae: bool):
+def _load_single_file(file: Path, config: str, use_tiny_vae: bool, dtype: torch.dtype):
     """One original-layout checkpoint: UNet (and full VAE) converted by diffusers, CLIP by prefix.
 
     `config` names where the component configs (and tokenizer) come from: a local diffusers folder
@@ -350,42 +410,86 @@ def _load_single_file(file: Path, config: str, use_tiny_vae: bool):
         checkpoint = torch.load(str(file), map_location="cpu", weights_only=False)
         checkpoint = checkpoint.get("state_dict", checkpoint)
     local = Path(os.path.expanduser(config)).is_dir()
-    files = [SD15_FILES["tokenizer"], "text_encoder/config.json", "unet/config.json"]
+    prefix = "cond_stage_model.transformer."
+    text_state = {k[len(prefix):]: v for k, v in checkpoint.items() if k.startswith(prefix)}
+    # configs only, but the text encoder's weights too when the file has none
+    files = ["unet/config.json", "tokenizer/*", "text_encoder/config.json"] + ([] if text_state else ["text_encoder/model.safetensors"])
 
     def from_config(load):
         if local:
             return load(local_files_only=True)
-        return hub_call(load, config, files, "Config repository")
+        return hub_call(load, config, files, "Config repository", option="config")
 
-    unet = from_config(lambda **kw: UNet2DConditionModel.from_single_file(checkpoint, config=config, subfolder="unet", **kw))
+    unet = from_config(
+        lambda **kw: UNet2DConditionModel.from_single_file(checkpoint, config=config, subfolder="unet", torch_dtype=dtype, **kw)
+    )
     vae = None if use_tiny_vae else from_config(
-        lambda **kw: AutoencoderKL.from_single_file(checkpoint, config=config, subfolder="vae", **kw)
+        lambda **kw: AutoencoderKL.from_single_file(checkpoint, config=config, subfolder="vae", torch_dtype=dtype, **kw)
     )
     tokenizer = from_config(lambda **kw: CLIPTokenizer.from_pretrained(config, subfolder="tokenizer", **kw))
-    prefix = "cond_stage_model.transformer."
-    text_state = {k[len(prefix):]: v for k, v in checkpoint.items() if k.startswith(prefix)}
     if text_state:
         text_config = from_config(lambda **kw: CLIPTextConfig.from_pretrained(config, subfolder="text_encoder", **kw))
         text_encoder = CLIPTextModel(text_config)
-        text_state.pop("text_model.embeddings.position_ids", None)
-        result = text_encoder.load_state_dict(text_state, strict=False)
+        result = text_encoder.load_state_dict(fit_clip_keys(text_state, text_encoder), strict=False)
         if result.missing_keys:
-            raise ValueError(f"{file}: text encoder weights incomplete, missing {result.missing_keys[:5]}")
+            raise ValueError(
+                f"{file}: its text encoder (cond_stage_model.transformer.*) does not fit the CLIP text encoder of {config!r}: "
+                f"missing {result.missing_keys[:5]}. Is it an SD 1.5 checkpoint? For SD 2.x or SDXL files pass the "
+                "matching sd_version and config."
+            )
+        text_encoder.to(dtype)
     else:
-        text_encoder = from_config(lambda **kw: CLIPTextModel.from_pretrained(config, subfolder="text_encoder", **kw))
+        text_encoder = from_config(
+            lambda **kw: CLIPTextModel.from_pretrained(config, subfolder="text_encoder", torch_dtype=dtype, **kw)
+        )
     # a hub config repository's scheduler is not fetched: the SD 1.5 defaults are its values
     scheduler_config = read_scheduler_config(config, DEFAULT_SCHEDULER_CONFIG, []) if local else dict(DEFAULT_SCHEDULER_CONFIG)
     return tokenizer, text_encoder, unet, vae, scheduler_config
 
 
-def load_part(cls, source: str, subfolder: str, files: list[str], what: str = "Model", hint: str = "", **kwargs):
-    """One component (`cls.from_pretrained`) from a local diffusers folder or a hub id's `subfolder`."""
+def fit_clip_keys(state: dict[str, torch.Tensor], model) -> dict[str, torch.Tensor]:
+    """A CLIP text-encoder state dict renamed to `model`'s own layout. Original checkpoints (and transformers
+    < 5.6) nest everything under `text_model.`; transformers >= 5.6 flattened CLIPTextModel (its keys start at
+    `embeddings.`), while CLIPTextModelWithProjection still nests. Whichever layout either side has, each key
+    is matched with or without that prefix. `position_ids` (a buffer some files carry) is dropped."""
+    own = set(model.state_dict())
+    fitted = {}
+    for key, value in state.items():
+        bare = key.removeprefix("text_model.")
+        if bare.endswith("position_ids"):
+            continue
+        fitted[next((k for k in (bare, "text_model." + bare) if k in own), key)] = value
+    return fitted
+
+
+def load_part(
+    cls, source: str, subfolder: str, files: list[str], what: str = "Model", hint: str = "",
+    dtype: torch.dtype | None = None, option: str = "hf_key", **kwargs,
+):
+    """One component (`cls.from_pretrained`) from a local diffusers folder or a hub id's `subfolder` ("": the root).
+
+    A model (`dtype` given) is built in `dtype`; in float16 its `fp16` variant files are preferred (half the
+    download and memory), and the plain files read when the repository or folder has none (most fine-tunes),
+    cast while loading."""
+    if dtype is not None:
+        kwargs["torch_dtype"] = dtype  # both libraries' name for it in every supported version
+
+    def load(path, **kw):
+        if dtype == torch.float16:
+            try:
+                with diffusers_quiet():  # diffusers logs the missing variant before raising
+                    return cls.from_pretrained(path, variant="fp16", **kwargs, **kw)
+            except (OSError, ValueError):
+                pass
+        return cls.from_pretrained(path, **kwargs, **kw)
+
     folder = Path(os.path.expanduser(source))
     if folder.is_dir():
         if not (folder / subfolder).is_dir():
-            raise ModelNotFoundError(f"{folder} is not a complete diffusers folder: missing {subfolder}/ (needs {', '.join(files)})")
-        return cls.from_pretrained(folder / subfolder, **kwargs)
-    return hub_call(lambda **kw: cls.from_pretrained(source, subfolder=subfolder, **kwargs, **kw), source, files, what, hint)
+            raise ModelNotFoundError(f"{folder} is not a complete diffusers folder: missing {subfolder}/")
+        return load(folder / subfolder)
+    where = {"subfolder": subfolder} if subfolder else {}
+    return hub_call(lambda **kw: load(source, **where, **kw), source, files, what, hint, option)
 
 
 def read_scheduler_config(source: str, defaults: dict, files: list[str], hint: str = "") -> dict:
@@ -398,7 +502,7 @@ def read_scheduler_config(source: str, defaults: dict, files: list[str], hint: s
     return {**defaults, **json.loads(Path(cached).read_text())}
 
 
-def local_file(key: str, default_weight_name: str, what: str, hint: str = "") -> Path:
+def local_file(key: str, default_weight_name: str, what: str, hint: str = "", option: str = "lora_key") -> Path:
     """A weights file named by a local file, a folder (holding `default_weight_name`, or a single
     .safetensors file), a hub id (its `default_weight_name`) or "owner/repo/file.safetensors" (that file
     of a hub repository)."""
@@ -408,16 +512,21 @@ def local_file(key: str, default_weight_name: str, what: str, hint: str = "") ->
     if path.is_dir():
         candidates = [path / default_weight_name] if (path / default_weight_name).is_file() else sorted(path.glob("*.safetensors"))
         if len(candidates) != 1:
-            raise ModelNotFoundError(f"{what} folder {key!r} has no {default_weight_name} (nor a single .safetensors file)")
+            raise ModelNotFoundError(
+                f"{what} folder {key!r} has no {default_weight_name} (nor a single .safetensors file): pass the file itself as {option}"
+            )
         return candidates[0]
     parts = key.split("/")
     if not key.startswith((".", "/", "~")) and len(parts) >= 3:
         repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:])
     elif is_local(key):
-        raise ModelNotFoundError(f"{what} {key!r} does not exist (expected a folder with {default_weight_name} or a .safetensors file)")
+        raise ModelNotFoundError(
+            f"{what} {key!r} (given as {option}) does not exist: expected a folder with {default_weight_name}, a "
+            ".safetensors file, a hub id or owner/repo/file.safetensors"
+        )
     else:
         repo_id, filename = key, default_weight_name
-    return Path(hub_call(lambda **kw: _hub_file(repo_id, filename, **kw), repo_id, [filename], what, hint))
+    return Path(hub_call(lambda **kw: _hub_file(repo_id, filename, **kw), repo_id, [filename], what, hint, option))
 
 
 def lora_family(state: dict[str, torch.Tensor]) -> str | None:
@@ -454,9 +563,15 @@ def check_lora_family(state: dict[str, torch.Tensor], family: str, lora_key: str
         )
 
 
-def read_lora(lora_key: str, family: str, suggestion: str) -> dict[str, torch.Tensor]:
-    """A LoRA's state dict (file, folder, hub id or "owner/repo/file"), checked against the family."""
-    state = load_safetensors(local_file(lora_key, LORA_WEIGHT_NAME, "LoRA"), "LoRA")
+def read_lora(lora_key: str, family: str, suggestion: str, allow_pickle: bool = False, hint: str = "") -> dict[str, torch.Tensor]:
+    """A LoRA's state dict (file, folder, hub id or "owner/repo/file"), checked against the family. A pickled
+    LoRA (.bin, .pt) is read only with `allow_pickle=True`, and then as tensors only (torch's weights_only)."""
+    file = local_file(lora_key, LORA_WEIGHT_NAME, "LoRA", hint)
+    check_pickle(file, allow_pickle, "LoRA")
+    if file.suffix in PICKLE_SUFFIXES:
+        state = torch.load(str(file), map_location="cpu", weights_only=True)
+    else:
+        state = load_safetensors(file, "LoRA")
     check_lora_family(state, family, lora_key, suggestion)
     return state
 
@@ -472,28 +587,32 @@ def load_taesd(key: str):
     if Path(os.path.expanduser(key)).is_dir():
         return load(os.path.expanduser(key))
     if is_local(key):
-        raise ModelNotFoundError(f"TAESD folder {key!r} does not exist (expected config.json + weights)")
+        raise ModelNotFoundError(
+            f"TAESD folder {key!r} (given as taesd_key) does not exist: expected a folder with config.json and "
+            "diffusion_pytorch_model.safetensors, or a hub id"
+        )
     files = ["config.json", "diffusion_pytorch_model.safetensors"]
-    return hub_call(lambda **kw: load(key, **kw), key, files, "TAESD")
+    return hub_call(lambda **kw: load(key, **kw), key, files, "TAESD", option="taesd_key")
 
 
-def _fuse_lora(lora_key: str, tokenizer, text_encoder, unet, vae, scheduler_config: dict) -> None:
+def _fuse_lora(lora_key: str, tokenizer, text_encoder, unet, vae, scheduler_config: dict, allow_pickle: bool = False) -> None:
     """Load a LoRA (hub id, folder or file) through diffusers and fuse it into the weights for good."""
     from diffusers import LCMScheduler, StableDiffusionPipeline
 
-    state = read_lora(lora_key, "sd15", DEFAULT_LORA_KEY)
+    state = read_lora(lora_key, "sd15", DEFAULT_LORA_KEY, allow_pickle)
     shell = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
         scheduler=LCMScheduler.from_config(scheduler_config),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
-    fuse_lora_into(shell, state)
+    fuse_lora_into(shell, state, lora_key)
 
 
 @contextlib.contextmanager
 def diffusers_quiet():
     """Silence diffusers' warnings for a moment: ones this module has already checked for (a UNet-only
-    LoRA has no text-encoder keys: read_lora checked its family) or that do not apply."""
+    LoRA has no text-encoder keys: read_lora checked its family; unmatched LoRA layers: fuse_lora_into
+    counts them) or that do not apply."""
     from diffusers.utils import logging as diffusers_logging
 
     level = diffusers_logging.get_verbosity()
@@ -504,9 +623,29 @@ def diffusers_quiet():
         diffusers_logging.set_verbosity(level)
 
 
-def fuse_lora_into(shell, state: dict[str, torch.Tensor]) -> None:
-    """Load a LoRA state dict through a diffusers pipeline shell and fuse it into the weights for good."""
+LORA_DOWN_KEY = re.compile(r"(lora_down|lora_A|lora\.down)\.weight$")  # one per adapted layer, in every LoRA layout
+
+
+def fuse_lora_into(shell, state: dict[str, torch.Tensor], lora_key: str) -> None:
+    """Load a LoRA state dict through a diffusers pipeline shell and fuse it into the weights for good.
+
+    A LoRA whose layer names partly fit nothing in the model would be applied in part and silently (diffusers
+    logs the unmatched keys, among warnings that do not matter here): count the layers that took it, and
+    warn when some did not."""
+    wanted = sum(1 for key in state if LORA_DOWN_KEY.search(key))
     with diffusers_quiet():
         shell.load_lora_weights(state, adapter_name="accelerator")
+    modules = [m for m in shell.components.values() if isinstance(m, torch.nn.Module)]
+    adapted = sum(
+        1 for module in modules for layer in module.modules()
+        if isinstance(getattr(layer, "lora_A", None), torch.nn.ModuleDict) and "accelerator" in layer.lora_A
+    )
+    if adapted < wanted:
+        warnings.warn(
+            f"LoRA {lora_key!r}: {wanted - adapted} of its {wanted} layers match no layer of this model and were "
+            "skipped, so it is applied only in part. Check that it is made for this model and saved in a layout "
+            "diffusers reads (kohya or diffusers), or pass lora_key=None to load the model without it.",
+            stacklevel=2,
+        )
     shell.fuse_lora(lora_scale=1.0)
     shell.unload_lora_weights()

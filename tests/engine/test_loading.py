@@ -56,7 +56,8 @@ def test_missing_weights_offline_give_the_documented_error(monkeypatch, tmp_path
     with pytest.raises(ModelNotFoundError) as error:
         load_model("semdraw-tests/no-such-model", lora_key=None)
     message = str(error.value)
-    for expected in ("semdraw-tests/no-such-model", "unet/diffusion_pytorch_model.safetensors", "huggingface-cli", "SEMDRAW_MODEL=tiny"):
+    for expected in ("semdraw-tests/no-such-model", "unet/diffusion_pytorch_model.safetensors", "`hf download semdraw-tests/no-such-model ",
+                     "huggingface-cli download", "SEMDRAW_MODEL=tiny"):
         assert expected in message
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         load_model(str(tmp_path / "nowhere"), lora_key=None)

@@ -35,6 +35,7 @@ class LatentFamily:
     """Base of the family adapters (see `models/__init__.py` for the interface they complete)."""
 
     embedding_cache_size = 256
+    notice = ""  # what the user should know about what was loaded (e.g. a replaced hub id); "" when nothing
 
     def __init__(self, vae, device: torch.device, dtype: torch.dtype):
         self.vae = vae

@@ -34,6 +34,7 @@ class SD15(LatentFamily):
         self.text_encoder = components.text_encoder
         self.unet = components.unet
         self.schedule = LCMSchedule(components.scheduler_config)
+        self.notice = components.notice
 
     @classmethod
     def load(

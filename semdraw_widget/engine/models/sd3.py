@@ -15,11 +15,16 @@ x0 = x_t - sigma v.
 The transformer patches the latent in 2x2 blocks; a canvas whose latent side is odd (a multiple of
 8 but not of 16 pixels) is padded by one latent row/column for the model call and cropped back.
 
-The SD3 weights are gated on the hub: accept the licence on the model page, then `huggingface-cli login`.
+The SD3 weights are gated on the hub: accept the licence on the model page, then `hf auth login`
+(`huggingface-cli login` with huggingface_hub < 1.0).
+
+LoRAs: a PEFT adapter (Flash-SD3's layout: adapter_config.json + adapter_model.safetensors) is merged
+through PEFT; a diffusers or kohya LoRA file (pytorch_lora_weights.safetensors) through diffusers.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,23 +37,25 @@ from .. import loading
 from ..schedulers import FlowMatchSchedule
 from .base import Conditioning, LatentFamily
 
+log = logging.getLogger("semdraw_widget")
 DEFAULT_SD3_KEY = "stabilityai/stable-diffusion-3-medium-diffusers"
 DEFAULT_SD3_LORA_KEY = "jasperai/flash-sd3"
 DEFAULT_TAESD3_KEY = "madebyollin/taesd3"
 PEFT_FILES = ["adapter_config.json", "adapter_model.safetensors"]
 T5_MAX_LENGTH = 256
-SD3_FILES = {
-    "transformer": "transformer/config.json",
-    "text_encoder": "text_encoder/config.json",
-    "text_encoder_2": "text_encoder_2/config.json",
-    "tokenizer": "tokenizer/vocab.json",
-    "tokenizer_2": "tokenizer_2/vocab.json",
-    "vae": "vae/config.json",
-    "scheduler": "scheduler/scheduler_config.json",
+SD3_PARTS = {  # the components read from an SD3 repository (see loading.repo_files)
+    "transformer": loading.DIFFUSERS_WEIGHTS,
+    "text_encoder": loading.TRANSFORMERS_WEIGHTS,
+    "text_encoder_2": loading.TRANSFORMERS_WEIGHTS,
+    "tokenizer": None,
+    "tokenizer_2": None,
+    "vae": loading.DIFFUSERS_WEIGHTS,
+    "scheduler": None,
 }
+T5_PARTS = {"text_encoder_3": loading.SHARDED_WEIGHTS, "tokenizer_3": None}
 GATED_HINT = (
     "Stable Diffusion 3 weights are gated: open https://huggingface.co/{repo} while logged in and accept its licence, "
-    "then run `huggingface-cli login` (or set HF_TOKEN) on this machine."
+    "then run `hf auth login` (older huggingface_hub: `huggingface-cli login`), or set HF_TOKEN, on this machine."
 )
 DEFAULT_SCHEDULER = {"num_train_timesteps": 1000, "shift": 3.0}
 
@@ -113,11 +120,11 @@ class SD3(LatentFamily):
             hf_key = str(root / "sd3")
             lora_key = str(root / "flash-lora") if lora_key == DEFAULT_SD3_LORA_KEY else lora_key
             taesd_key = str(root / "taesd3") if taesd_key == DEFAULT_TAESD3_KEY else taesd_key
-        parts = _load_components(hf_key, config, allow_pickle, need_vae=not use_tiny_vae, use_t5=use_t5)
+        parts = _load_components(hf_key, config, allow_pickle, need_vae=not use_tiny_vae, use_t5=use_t5, dtype=dtype)
         if use_tiny_vae:
             parts.vae = loading.load_taesd(taesd_key)
         if lora_key:
-            parts.transformer = _merge_peft_lora(parts.transformer, str(lora_key))
+            parts.transformer = _apply_lora(parts, str(lora_key), allow_pickle)
         modules = [parts.text_encoder, parts.text_encoder_2, parts.transformer, parts.vae]
         loading.to_device(modules + ([parts.text_encoder_3] if use_t5 else []), device, dtype, "SD3")
         return cls(parts, device, dtype)
@@ -158,28 +165,31 @@ class SD3(LatentFamily):
         return out[..., :h, :w]
 
 
-def _load_components(hf_key: str, config: str | None, allow_pickle: bool, need_vae: bool, use_t5: bool) -> SD3Components:
+def _load_components(hf_key: str, config: str | None, allow_pickle: bool, need_vae: bool, use_t5: bool, dtype) -> SD3Components:
     from diffusers import AutoencoderKL, SD3Transformer2DModel
     from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
     path = Path(os.path.expanduser(hf_key))
     loading.check_pickle(path, allow_pickle)
     if path.is_file():
-        return _load_single_file(path, config or DEFAULT_SD3_KEY, use_t5)
+        return _load_single_file(path, config or DEFAULT_SD3_KEY, use_t5, dtype)
     if loading.is_local(hf_key) and not path.is_dir():
         raise loading.ModelNotFoundError(
-            f"{hf_key!r} does not exist: expected an SD3 diffusers folder (with {', '.join(SD3_FILES.values())}) or a "
+            f"{hf_key!r} does not exist: expected an SD3 diffusers folder (with {', '.join(SD3_PARTS)}/) or a "
             "single .safetensors file. Check the path, pass a hub id, or use hf_key='tiny-3' for the offline miniature."
         )
-    files = list(SD3_FILES.values())
+    parts = {**SD3_PARTS, **(T5_PARTS if use_t5 else {})}
+    if not need_vae:
+        del parts["vae"]
+    files = loading.repo_files(parts, dtype)
     hint = GATED_HINT.format(repo=hf_key)
 
-    def part(cls, subfolder):
-        return loading.load_part(cls, hf_key, subfolder, files, hint=hint)
+    def part(cls, subfolder, weights=True):
+        return loading.load_part(cls, hf_key, subfolder, files, hint=hint, dtype=dtype if weights else None)
 
-    parts = SD3Components(
-        tokenizer=part(CLIPTokenizer, "tokenizer"),
-        tokenizer_2=part(CLIPTokenizer, "tokenizer_2"),
+    components = SD3Components(
+        tokenizer=part(CLIPTokenizer, "tokenizer", weights=False),
+        tokenizer_2=part(CLIPTokenizer, "tokenizer_2", weights=False),
         text_encoder=part(CLIPTextModelWithProjection, "text_encoder"),
         text_encoder_2=part(CLIPTextModelWithProjection, "text_encoder_2"),
         transformer=part(SD3Transformer2DModel, "transformer"),
@@ -189,12 +199,12 @@ def _load_components(hf_key: str, config: str | None, allow_pickle: bool, need_v
     if use_t5:
         from transformers import T5EncoderModel, T5TokenizerFast
 
-        parts.tokenizer_3 = part(T5TokenizerFast, "tokenizer_3")
-        parts.text_encoder_3 = part(T5EncoderModel, "text_encoder_3")
-    return parts
+        components.tokenizer_3 = part(T5TokenizerFast, "tokenizer_3", weights=False)
+        components.text_encoder_3 = part(T5EncoderModel, "text_encoder_3")
+    return components
 
 
-def _load_single_file(file: Path, config: str, use_t5: bool) -> SD3Components:
+def _load_single_file(file: Path, config: str, use_t5: bool, dtype) -> SD3Components:
     """An original-layout SD3 checkpoint (e.g. sd3_medium_incl_clips.safetensors) through diffusers'
     single-file loader; `config` (a folder or hub id) supplies configs and tokenizers."""
     from diffusers import StableDiffusion3Pipeline
@@ -203,39 +213,63 @@ def _load_single_file(file: Path, config: str, use_t5: bool) -> SD3Components:
     skip_t5 = {} if use_t5 else {"text_encoder_3": None, "tokenizer_3": None}
 
     def load(**kw):
-        return StableDiffusion3Pipeline.from_single_file(str(file), config=config, **skip_t5, **kw)
+        return StableDiffusion3Pipeline.from_single_file(str(file), config=config, torch_dtype=dtype, **skip_t5, **kw)
 
     hint = GATED_HINT.format(repo=config)
-    pipe = load(local_files_only=True) if local else loading.hub_call(load, config, list(SD3_FILES.values()), "Config repository", hint)
+    config_parts = {part: loading.CONFIG_ONLY if stem else None for part, stem in {**SD3_PARTS, **(T5_PARTS if use_t5 else {})}.items()}
+    files = loading.repo_files(config_parts)
+    pipe = load(local_files_only=True) if local else loading.hub_call(load, config, files, "Config repository", hint, option="config")
     return SD3Components(
         pipe.tokenizer, pipe.tokenizer_2, pipe.text_encoder, pipe.text_encoder_2, pipe.transformer, pipe.vae,
         {**DEFAULT_SCHEDULER, **dict(pipe.scheduler.config)}, pipe.tokenizer_3, pipe.text_encoder_3,
     )
 
 
-def _merge_peft_lora(transformer, lora_key: str):
+def _apply_lora(parts: SD3Components, lora_key: str, allow_pickle: bool):
+    """The transformer with the LoRA merged: a PEFT adapter (Flash-SD3's layout) through PEFT, any other LoRA
+    file (diffusers or kohya layout, e.g. a hub repository's pytorch_lora_weights.safetensors) through diffusers."""
+    folder = _peft_folder(lora_key)
+    if folder is not None:
+        return _merge_peft_lora(parts.transformer, folder, lora_key)
+    from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
+
+    hint = (
+        f"SD3 LoRAs are read as a PEFT adapter ({' + '.join(PEFT_FILES)}, like {DEFAULT_SD3_LORA_KEY}) or as a "
+        f"diffusers LoRA file ({loading.LORA_WEIGHT_NAME}); {lora_key!r} has neither in the cache or on the hub."
+    )
+    state = loading.read_lora(lora_key, "sd3", DEFAULT_SD3_LORA_KEY, allow_pickle, hint)
+    shell = StableDiffusion3Pipeline(
+        transformer=parts.transformer, scheduler=FlowMatchEulerDiscreteScheduler.from_config(parts.scheduler_config),
+        vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer, text_encoder_2=parts.text_encoder_2,
+        tokenizer_2=parts.tokenizer_2, text_encoder_3=parts.text_encoder_3, tokenizer_3=parts.tokenizer_3,
+    )
+    loading.fuse_lora_into(shell, state, lora_key)
+    return parts.transformer
+
+
+def _merge_peft_lora(transformer, folder: Path, lora_key: str):
     """Merge a PEFT LoRA adapter (Flash-SD3's layout: adapter_config.json + adapter_model.safetensors)."""
     from peft import PeftModel
 
-    folder = _peft_folder(lora_key)
     loading.check_lora_family(loading.load_safetensors(folder / PEFT_FILES[1], "LoRA"), "sd3", lora_key, DEFAULT_SD3_LORA_KEY)
     return PeftModel.from_pretrained(transformer, str(folder)).merge_and_unload()
 
 
-def _peft_folder(lora_key: str) -> Path:
-    """The local folder of a PEFT adapter given as a folder or a hub id (both files fetched through the cache)."""
+def _peft_folder(lora_key: str) -> Path | None:
+    """The local folder of a PEFT adapter given as a folder or a hub id (both files fetched through the cache),
+    or None when `lora_key` names some other LoRA: a file, a folder without adapter_config.json, a hub file
+    (owner/repo/file.safetensors), or a hub repository without adapter_config.json."""
     path = Path(os.path.expanduser(lora_key))
-    if path.is_dir() and (path / PEFT_FILES[0]).is_file():
-        return path
-    if path.exists():  # some other LoRA layout: name its family if it is not SD3's, else say what is expected
-        loading.check_lora_family(
-            loading.load_safetensors(loading.local_file(lora_key, loading.LORA_WEIGHT_NAME, "LoRA"), "LoRA"), "sd3", lora_key,
-            DEFAULT_SD3_LORA_KEY,
-        )
-        raise ValueError(
-            f"LoRA {lora_key!r} is not a PEFT adapter: SD3 LoRAs are read in the layout of {DEFAULT_SD3_LORA_KEY} "
-            f"(a folder or hub repository with {' and '.join(PEFT_FILES)})."
-        )
-    if loading.is_local(lora_key):
-        raise loading.ModelNotFoundError(f"LoRA folder {lora_key!r} does not exist (expected {' and '.join(PEFT_FILES)})")
-    return [loading.local_file(f"{lora_key}/{name}", name, "LoRA") for name in PEFT_FILES][0].parent
+    if path.is_file() and path.name == PEFT_FILES[1]:  # the weights file of a PEFT adapter folder
+        path = path.parent
+    if path.exists() or loading.is_local(lora_key):
+        return path if path.is_dir() and (path / PEFT_FILES[0]).is_file() else None
+    if len(lora_key.split("/")) != 2:
+        return None
+    try:
+        config = loading.local_file(f"{lora_key}/{PEFT_FILES[0]}", PEFT_FILES[0], "LoRA")
+    except loading.ModelNotFoundError:
+        # no PEFT adapter to be had: read as a diffusers LoRA repository, whose error then says what is missing
+        log.info("LoRA %s: no %s in the cache or on the hub, reading it as a diffusers LoRA", lora_key, PEFT_FILES[0])
+        return None
+    return [config, loading.local_file(f"{lora_key}/{PEFT_FILES[1]}", PEFT_FILES[1], "LoRA")][0].parent

@@ -35,15 +35,17 @@ DEFAULT_XL_LORA_KEY = f"{LIGHTNING_REPO}/sdxl_lightning_4step_lora.safetensors"
 LIGHTNING_UNET_KEY = f"{LIGHTNING_REPO}/sdxl_lightning_4step_unet.safetensors"
 DEFAULT_TAESDXL_KEY = "madebyollin/taesdxl"
 FP16_FIX_VAE_KEY = "madebyollin/sdxl-vae-fp16-fix"
-XL_FILES = {
-    "unet": "unet/config.json",
-    "text_encoder": "text_encoder/config.json",
-    "text_encoder_2": "text_encoder_2/config.json",
-    "tokenizer": "tokenizer/vocab.json",
-    "tokenizer_2": "tokenizer_2/vocab.json",
-    "vae": "vae/config.json",
-    "scheduler": "scheduler/scheduler_config.json",
+XL_PARTS = {  # the components read from an SDXL repository (see loading.repo_files)
+    "unet": loading.DIFFUSERS_WEIGHTS,
+    "text_encoder": loading.TRANSFORMERS_WEIGHTS,
+    "text_encoder_2": loading.TRANSFORMERS_WEIGHTS,
+    "tokenizer": None,
+    "tokenizer_2": None,
+    "vae": loading.DIFFUSERS_WEIGHTS,
+    "scheduler": None,
 }
+# what a single-file checkpoint needs from its config repository
+XL_CONFIG_FILES = ["model_index.json", *(f"{part}/*" if part.startswith(("tokenizer", "scheduler")) else f"{part}/config.json" for part in XL_PARTS)]
 
 
 @dataclass
@@ -109,26 +111,25 @@ class SDXL(LatentFamily):
             lora_key = str(root / "lightning-lora" / Path(DEFAULT_XL_LORA_KEY).name) if lora_key == DEFAULT_XL_LORA_KEY else lora_key
             unet_key = str(root / "lightning-unet" / Path(LIGHTNING_UNET_KEY).name) if unet_key == LIGHTNING_UNET_KEY else unet_key
             taesd_key = str(root / "taesdxl") if taesd_key == DEFAULT_TAESDXL_KEY else taesd_key
-        parts = _load_components(hf_key, config, allow_pickle, need_vae=not use_tiny_vae and not vae_key)
+        parts = _load_components(hf_key, config, allow_pickle, need_vae=not use_tiny_vae and not vae_key, need_unet=not unet_key, dtype=dtype)
         if unet_key:
-            unet_file = loading.local_file(unet_key, "diffusion_pytorch_model.safetensors", "UNet")
-            parts.unet.load_state_dict(loading.load_safetensors(unet_file, "UNet"))
+            parts.unet = _swap_unet(parts.unet, hf_key, unet_key, dtype)
         if use_tiny_vae:
             parts.vae = loading.load_taesd(taesd_key)
         elif vae_key:
             from diffusers import AutoencoderKL
 
-            parts.vae = _load_vae(AutoencoderKL, vae_key)
+            parts.vae = _load_vae(AutoencoderKL, vae_key, dtype)
         if lora_key:
             from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
 
-            state = loading.read_lora(str(lora_key), "sdxl", DEFAULT_XL_LORA_KEY)
+            state = loading.read_lora(str(lora_key), "sdxl", DEFAULT_XL_LORA_KEY, allow_pickle)
             shell = StableDiffusionXLPipeline(
                 vae=parts.vae, text_encoder=parts.text_encoder, text_encoder_2=parts.text_encoder_2,
                 tokenizer=parts.tokenizer, tokenizer_2=parts.tokenizer_2, unet=parts.unet,
                 scheduler=EulerDiscreteScheduler.from_config(parts.scheduler_config),
             )
-            loading.fuse_lora_into(shell, state)
+            loading.fuse_lora_into(shell, state, str(lora_key))
         loading.to_device([parts.text_encoder, parts.text_encoder_2, parts.unet], device, dtype, "SDXL")
         overflows = dtype == torch.float16 and getattr(parts.vae.config, "force_upcast", False)
         loading.to_device([parts.vae], device, torch.float32 if overflows else dtype, "SDXL")
@@ -161,33 +162,69 @@ class SDXL(LatentFamily):
         )[0]
 
 
-def _load_components(hf_key: str, config: str | None, allow_pickle: bool, need_vae: bool) -> SDXLComponents:
+def _load_components(hf_key: str, config: str | None, allow_pickle: bool, need_vae: bool, need_unet: bool, dtype) -> SDXLComponents:
+    """The components of a folder, hub id or single file, in `dtype`. Without `need_unet` (a UNet file replaces
+    it) a folder's or hub id's UNet is left out (None): its weights are neither downloaded nor held."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     path = Path(os.path.expanduser(hf_key))
     loading.check_pickle(path, allow_pickle)
     if path.is_file():
-        return _load_single_file(path, config or DEFAULT_XL_KEY)
+        return _load_single_file(path, config or DEFAULT_XL_KEY, dtype)
     if loading.is_local(hf_key) and not path.is_dir():
         raise loading.ModelNotFoundError(
-            f"{hf_key!r} does not exist: expected an SDXL diffusers folder (with {', '.join(XL_FILES.values())}) or a "
+            f"{hf_key!r} does not exist: expected an SDXL diffusers folder (with {', '.join(XL_PARTS)}/) or a "
             "single .safetensors file. Check the path, pass a hub id, or use hf_key='tiny-xl' for the offline miniature."
         )
-    files = list(XL_FILES.values())
+    parts = {**XL_PARTS, "unet": XL_PARTS["unet"] if need_unet else loading.CONFIG_ONLY}
+    if not need_vae:
+        del parts["vae"]
+    files = loading.repo_files(parts, dtype)
     defaults = {**loading.DEFAULT_SCHEDULER_CONFIG, "prediction_type": "epsilon"}
     return SDXLComponents(
         tokenizer=loading.load_part(CLIPTokenizer, hf_key, "tokenizer", files),
         tokenizer_2=loading.load_part(CLIPTokenizer, hf_key, "tokenizer_2", files),
-        text_encoder=loading.load_part(CLIPTextModel, hf_key, "text_encoder", files),
-        text_encoder_2=loading.load_part(CLIPTextModelWithProjection, hf_key, "text_encoder_2", files),
-        unet=loading.load_part(UNet2DConditionModel, hf_key, "unet", files),
-        vae=loading.load_part(AutoencoderKL, hf_key, "vae", files) if need_vae else None,
+        text_encoder=loading.load_part(CLIPTextModel, hf_key, "text_encoder", files, dtype=dtype),
+        text_encoder_2=loading.load_part(CLIPTextModelWithProjection, hf_key, "text_encoder_2", files, dtype=dtype),
+        unet=loading.load_part(UNet2DConditionModel, hf_key, "unet", files, dtype=dtype) if need_unet else None,
+        vae=loading.load_part(AutoencoderKL, hf_key, "vae", files, dtype=dtype) if need_vae else None,
         scheduler_config=loading.read_scheduler_config(hf_key, defaults, files),
     )
 
 
-def _load_single_file(file: Path, config: str) -> SDXLComponents:
+def _swap_unet(unet, hf_key: str, unet_key: str, dtype):
+    """The UNet of `unet_key`'s file (e.g. SDXL-Lightning's distilled UNet), with `hf_key`'s UNet config. A folder's
+    or hub id's UNet was not loaded (None): it is built empty from its config and takes the file's tensors as they are."""
+    from accelerate import init_empty_weights
+    from diffusers import UNet2DConditionModel
+
+    unet_file = loading.local_file(unet_key, "diffusion_pytorch_model.safetensors", "UNet", option="unet_key")
+    state = loading.load_safetensors(unet_file, "UNet")
+    if unet is None:
+        with init_empty_weights():
+            unet = UNet2DConditionModel.from_config(_unet_config(hf_key))
+    try:
+        unet.load_state_dict(state, assign=True)
+    except RuntimeError as error:
+        raise ValueError(
+            f"UNet file {str(unet_file)!r} (unet_key) does not fit the SDXL UNet of {hf_key!r}: "
+            f"{str(error).splitlines()[0]} Pass a full SDXL UNet file (e.g. unet_key='lightning')."
+        ) from error
+    return unet
+
+
+def _unet_config(hf_key: str) -> dict:
+    from diffusers import UNet2DConditionModel
+
+    folder = Path(os.path.expanduser(hf_key))
+    if folder.is_dir():
+        return UNet2DConditionModel.load_config(folder / "unet")
+    files = loading.repo_files({"unet": loading.CONFIG_ONLY})
+    return loading.hub_call(lambda **kw: UNet2DConditionModel.load_config(hf_key, subfolder="unet", **kw), hf_key, files, "Model")
+
+
+def _load_single_file(file: Path, config: str, dtype) -> SDXLComponents:
     """An original-layout (SGM) SDXL checkpoint through diffusers' single-file loader, which also converts
     the OpenCLIP-bigG text encoder; `config` (a folder or hub id) supplies configs and tokenizers."""
     from diffusers import StableDiffusionXLPipeline
@@ -195,18 +232,20 @@ def _load_single_file(file: Path, config: str) -> SDXLComponents:
     local = Path(os.path.expanduser(config)).is_dir()
 
     def load(**kw):
-        return StableDiffusionXLPipeline.from_single_file(str(file), config=config, **kw)
+        return StableDiffusionXLPipeline.from_single_file(str(file), config=config, torch_dtype=dtype, **kw)
 
-    pipe = load(local_files_only=True) if local else loading.hub_call(load, config, list(XL_FILES.values()), "Config repository")
+    pipe = load(local_files_only=True) if local else loading.hub_call(load, config, XL_CONFIG_FILES, "Config repository", option="config")
     scheduler_config = {**loading.DEFAULT_SCHEDULER_CONFIG, **dict(pipe.scheduler.config)}
     return SDXLComponents(
         pipe.tokenizer, pipe.tokenizer_2, pipe.text_encoder, pipe.text_encoder_2, pipe.unet, pipe.vae, scheduler_config
     )
 
 
-def _load_vae(cls, key: str):
-    folder = Path(os.path.expanduser(key))
-    if folder.is_dir():
-        return cls.from_pretrained(folder)
-    files = ["config.json", "diffusion_pytorch_model.safetensors"]
-    return loading.hub_call(lambda **kw: cls.from_pretrained(key, **kw), key, files, "VAE")
+def _load_vae(cls, key: str, dtype):
+    """A VAE (`vae_key`) from a folder or hub id, in `dtype`."""
+    if loading.is_local(key) and not Path(os.path.expanduser(key)).is_dir():
+        raise loading.ModelNotFoundError(
+            f"VAE folder {key!r} (given as vae_key) does not exist: expected a folder with config.json and weights, or a hub id"
+        )
+    files = loading.repo_files({"": loading.DIFFUSERS_WEIGHTS}, dtype, pipeline=False)
+    return loading.load_part(cls, key, "", files, "VAE", dtype=dtype, option="vae_key")

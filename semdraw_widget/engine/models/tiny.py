@@ -316,7 +316,9 @@ def write_single_file(path: str | os.PathLike) -> Path:
     """Write the miniature's UNet and text encoder as one original-layout (LDM) `.safetensors` file.
 
     This is how single-file SD 1.5 checkpoints are laid out (`model.diffusion_model.*`,
-    `cond_stage_model.transformer.*`); loading it back goes through diffusers' own converter.
+    `cond_stage_model.transformer.text_model.*`, with the `position_ids` buffer many real files carry),
+    whatever layout the installed transformers saves CLIPTextModel in (5.6 flattened it: `embeddings.*`);
+    loading it back goes through diffusers' own converter.
     """
     from safetensors.torch import load_file, save_file
 
@@ -324,7 +326,8 @@ def write_single_file(path: str | os.PathLike) -> Path:
     unet_state = load_file(str(base / "unet" / "diffusion_pytorch_model.safetensors"))
     text_state = load_file(str(base / "text_encoder" / "model.safetensors"))
     tensors = {LDM_UNET_PREFIX + k: v for k, v in _unet_to_ldm(unet_state).items()}
-    tensors.update({LDM_TEXT_PREFIX + k: v for k, v in text_state.items()})
+    tensors.update({f"{LDM_TEXT_PREFIX}text_model.{k.removeprefix('text_model.')}": v for k, v in text_state.items()})
+    tensors[f"{LDM_TEXT_PREFIX}text_model.embeddings.position_ids"] = torch.arange(TEXT_CONFIG["max_position_embeddings"])[None]
     path = Path(path)
     save_file(tensors, str(path))
     return path

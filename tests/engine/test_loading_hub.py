@@ -1,0 +1,255 @@
+"""Loading as real users meet it: hub ids read through a fake Hugging Face cache (no network), real
+single-file layouts, fp16 variants, family detection from model_index.json, and the LoRA edge cases."""
+
+import shutil
+import warnings
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from semdraw_widget.engine import ModelNotFoundError, UnsafeCheckpointError, load_model
+from semdraw_widget.engine import loading
+from semdraw_widget.engine.loading import detect_family, fit_clip_keys
+from semdraw_widget.engine.models import tiny as tiny_module
+
+SNAPSHOT = "0" * 40
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache in tmp_path, offline; add(repo_id, folder) puts a repository in it."""
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def add(repo_id, folder):
+        repo = cache / f"models--{repo_id.replace('/', '--')}"
+        shutil.copytree(folder, repo / "snapshots" / SNAPSHOT)
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / "main").write_text(SNAPSHOT)
+        return repo / "snapshots" / SNAPSHOT
+
+    return add
+
+
+@pytest.fixture(scope="module")
+def root():
+    return tiny_module.tiny_model_dir()
+
+
+def state_of(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def same(a, b):
+    return set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---- 1. single files in the real layout ----------------------------------------------------------
+def test_single_file_text_encoder_keys_fit_either_clip_layout():
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
+                            vocab_size=10, max_position_embeddings=7, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    for cls in (CLIPTextModel, CLIPTextModelWithProjection):  # flattened in transformers >= 5.6, and nested
+        model = cls(config)
+        own = model.state_dict()
+        bare = {k.removeprefix("text_model."): v for k, v in own.items()}
+        nested = {"text_model." + k: v for k, v in bare.items() if not k.startswith("text_projection")}
+        nested.update({k: v for k, v in bare.items() if k.startswith("text_projection")})
+        for layout in (bare, nested, {**nested, "text_model.embeddings.position_ids": torch.arange(7)[None]}):
+            fitted = fit_clip_keys(layout, model)
+            assert not model.load_state_dict(fitted, strict=False).missing_keys
+            assert set(fitted) <= set(own)
+
+
+def test_real_sd15_single_file_layout_loads(root, tmp_path):
+    file = tiny_module.write_single_file(tmp_path / "civitai-style.safetensors")
+    keys = list(load_file(str(file)))
+    assert any(k.startswith("cond_stage_model.transformer.text_model.embeddings.") for k in keys)  # as real files have
+    assert not any(k.startswith("cond_stage_model.transformer.embeddings.") for k in keys)
+    single = load_model(str(file), config=str(root / "sd15"), lora_key=None, taesd_key=str(root / "taesd"))
+    folder = load_model(str(root / "sd15"), lora_key=None, taesd_key=str(root / "taesd"))
+    assert same(single.text_encoder.state_dict(), folder.text_encoder.state_dict())
+    # a file converted by a tool that wrote the flattened layout loads too
+    flat = {k.replace("transformer.text_model.", "transformer."): v for k, v in load_file(str(file)).items()}
+    save_file(flat, str(tmp_path / "flat.safetensors"))
+    again = load_model(str(tmp_path / "flat.safetensors"), config=str(root / "sd15"), lora_key=None, taesd_key=str(root / "taesd"))
+    assert same(again.text_encoder.state_dict(), folder.text_encoder.state_dict())
+
+
+# ---- 2. what the not-found messages tell people to run -------------------------------------------
+def test_not_found_names_the_hf_commands_and_only_the_needed_files(hub_cache, root):
+    with pytest.raises(ModelNotFoundError) as error:
+        load_model("semdraw-tests/no-such-model", lora_key=None, dtype=torch.float16)
+    message = str(error.value)
+    assert "`hf auth login`" in message and "`huggingface-cli login`" in message
+    assert "`hf download semdraw-tests/no-such-model model_index.json unet/config.json unet/diffusion_pytorch_model.fp16.safetensors" in message
+    assert '"tokenizer/*"' in message and "text_encoder/model.fp16.safetensors" in message and "without `.fp16`" in message
+    assert "vae/" not in message  # TAESD decodes: the full VAE is not needed
+    assert "`huggingface-cli download` with the same arguments" in message
+    with pytest.raises(ModelNotFoundError) as error:
+        load_model("semdraw-tests/no-such-model", lora_key=None, use_tiny_vae=False)
+    assert "vae/diffusion_pytorch_model.safetensors" in str(error.value) and ".fp16" not in str(error.value)
+
+
+def test_not_found_says_why_and_which_option_takes_a_local_copy(hub_cache, root, monkeypatch):
+    def refuse(**kw):
+        raise OSError("401 Client Error: access to the repository is restricted\nmore detail")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with pytest.raises(ModelNotFoundError) as error:
+        loading.hub_call(refuse, "someone/model", ["x.safetensors"], "Model")
+    assert "download failed: OSError: 401 Client Error: access to the repository is restricted" in str(error.value)
+    assert "more detail" not in str(error.value)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError, match="as taesd_key") as error:
+        load_model("tiny", taesd_key="semdraw-tests/no-taesd")
+    assert "as hf_key" not in str(error.value)
+    with pytest.raises(ModelNotFoundError, match="as lora_key") as error:
+        load_model("tiny", lora_key="semdraw-tests/no-lora")
+    assert "as hf_key" not in str(error.value)
+
+
+# ---- 3. the seed project's default hub id ----------------------------------------------------------
+def test_removed_runwayml_id_reads_the_maintained_copy_and_says_so(hub_cache, root, caplog):
+    hub_cache("stable-diffusion-v1-5/stable-diffusion-v1-5", root / "sd15")
+    with caplog.at_level("WARNING", logger="semdraw_widget"):
+        model = load_model("runwayml/stable-diffusion-v1-5", lora_key=None, taesd_key=str(root / "taesd"))
+    assert model.name == "sd15" and "removed from the Hugging Face hub" in model.notice
+    assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in caplog.text
+    hub_cache("runwayml/stable-diffusion-v1-5", root / "sd15")  # still cached here: used as it is
+    assert load_model("runwayml/stable-diffusion-v1-5", lora_key=None, taesd_key=str(root / "taesd")).notice == ""
+
+
+# ---- 4. dtype and fp16 variants ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def variant_folder(root, tmp_path_factory):
+    """A copy of the tiny SD 1.5 folder that also holds fp16 variant files with other weights."""
+    from diffusers import UNet2DConditionModel
+
+    folder = tmp_path_factory.mktemp("variant") / "sd15"
+    shutil.copytree(root / "sd15", folder)
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet")
+    with torch.no_grad():
+        for parameter in unet.parameters():
+            parameter.add_(1.0)
+    unet.to(torch.float16).save_pretrained(folder / "unet", variant="fp16")
+    return folder
+
+
+def test_fp16_prefers_the_variant_files_and_falls_back_to_the_plain_ones(variant_folder, root, hub_cache, monkeypatch):
+    from diffusers import UNet2DConditionModel
+
+    variant = load_file(str(variant_folder / "unet" / "diffusion_pytorch_model.fp16.safetensors"))
+    plain = load_file(str(variant_folder / "unet" / "diffusion_pytorch_model.safetensors"))
+    calls = []
+    real = UNet2DConditionModel.from_pretrained.__func__
+
+    def spy(cls, *args, **kwargs):
+        calls.append(kwargs)
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(UNet2DConditionModel, "from_pretrained", classmethod(spy))
+    common = dict(lora_key=None, taesd_key=str(root / "taesd"))
+    half = load_model(str(variant_folder), dtype=torch.float16, **common).unet.state_dict()
+    assert all(torch.equal(half[k], variant[k]) for k in variant) and calls[-1]["torch_dtype"] == torch.float16
+    full = load_model(str(variant_folder), dtype=torch.float32, **common).unet.state_dict()
+    assert all(torch.equal(full[k], plain[k]) for k in plain) and "variant" not in calls[-1]
+    # a folder and a hub repository without fp16 files: the plain ones, loaded straight in float16
+    no_variant = load_model(str(root / "sd15"), dtype=torch.float16, **common).unet.state_dict()
+    assert all(torch.equal(no_variant[k], plain[k].half()) for k in plain) and calls[-1]["torch_dtype"] == torch.float16
+    hub_cache("someone/with-variant", variant_folder)
+    hub_cache("someone/without-variant", root / "sd15")
+    from_hub = load_model("someone/with-variant", dtype=torch.float16, **common).unet.state_dict()
+    assert all(torch.equal(from_hub[k], variant[k]) for k in variant)
+    from_hub = load_model("someone/without-variant", dtype=torch.float16, **common).unet.state_dict()
+    assert all(torch.equal(from_hub[k], plain[k].half()) for k in plain)
+
+
+def test_lightning_unet_never_reads_the_base_unet_weights(hub_cache, monkeypatch):
+    from diffusers import UNet2DConditionModel
+
+    root = tiny_module.tiny_model_dir("sdxl")
+    base = hub_cache("someone/sdxl-without-unet-weights", root / "sdxl")
+    (base / "unet" / "diffusion_pytorch_model.safetensors").unlink()  # only unet/config.json is there
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the base UNet's weights were loaded")
+
+    monkeypatch.setattr(UNet2DConditionModel, "from_pretrained", forbidden)
+    lightning = root / "lightning-unet" / "sdxl_lightning_4step_unet.safetensors"
+    for key in ("someone/sdxl-without-unet-weights", str(base)):
+        model = load_model(key, unet_key=str(lightning), taesd_key=str(root / "taesdxl"))
+        assert same(model.unet.state_dict(), load_file(str(lightning)))
+    with pytest.raises(ModelNotFoundError) as error:
+        load_model("someone/not-cached-xl", family="xl", unet_key=str(lightning), lora_key=None)
+    assert "unet/config.json" in str(error.value) and "unet/diffusion_pytorch_model" not in str(error.value)
+
+
+# ---- 5. family detection from model_index.json --------------------------------------------------------
+def test_hub_family_comes_from_a_downloaded_model_index(tmp_path, monkeypatch):
+    index = tmp_path / "model_index.json"
+    index.write_text('{"_class_name": "StableDiffusionXLPipeline"}')
+    requests = []
+
+    def fake_hub(repo_id, filename, local_files_only):
+        requests.append((repo_id, filename, local_files_only))
+        if local_files_only or repo_id != "SG161222/RealVisXL_V4.0":
+            raise OSError(f"{repo_id}/{filename} is not there")
+        return str(index)
+
+    monkeypatch.setattr(loading, "_hub_file", fake_hub)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert detect_family("SG161222/RealVisXL_V4.0") == "sdxl"  # its name does not say so
+    assert ("SG161222/RealVisXL_V4.0", "model_index.json", False) in requests
+    assert detect_family("someone/unreachable-sdxl") == "sdxl"  # no model_index.json: the name decides
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    requests.clear()
+    assert detect_family("SG161222/RealVisXL_V4.0") == "sd15"  # offline and not cached: the name is all there is
+    assert all(local for _, _, local in requests)
+
+
+# ---- 7. partly matching LoRAs ---------------------------------------------------------------------------
+def test_a_lora_that_partly_fits_is_reported(root, tmp_path):
+    state = load_file(str(root / "lcm-lora" / "pytorch_lora_weights.safetensors"))
+    half = {k.replace("attn1", "attnX"): v for k, v in state.items()}  # self-attention layers: half of them
+    save_file(half, str(tmp_path / "half.safetensors"))
+    with pytest.warns(UserWarning, match=r"half\.safetensors'?: 44 of its 88 layers match no layer"):
+        load_model("tiny", lora_key=str(tmp_path / "half.safetensors"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.filterwarnings("ignore", message=".*(deprecated|torchvision).*")
+        load_model("tiny", lora_key=str(root / "lcm-lora"))
+
+
+def test_a_pickled_lora_is_refused_unless_allowed(root, tmp_path):
+    state = load_file(str(root / "lcm-lora" / "pytorch_lora_weights.safetensors"))
+    torch.save(state, str(tmp_path / "lora.bin"))
+    with pytest.raises(UnsafeCheckpointError, match=r"pickled LoRA \(\.bin\).*allow_pickle=True") as error:
+        load_model("tiny", lora_key=str(tmp_path / "lora.bin"))
+    assert "corrupt" not in str(error.value)
+    allowed = load_model("tiny", lora_key=str(tmp_path / "lora.bin"), allow_pickle=True).unet.state_dict()
+    assert same(allowed, load_model("tiny", lora_key=str(root / "lcm-lora")).unet.state_dict())
+
+
+# ---- 9. SD3 LoRAs in the diffusers layout ----------------------------------------------------------------
+def test_sd3_diffusers_lora_from_the_hub_is_merged(hub_cache, tmp_path):
+    root = tiny_module.tiny_model_dir("sd3")
+    peft_state = load_file(str(root / "flash-lora" / "adapter_model.safetensors"))
+    diffusers_state = {k.replace("base_model.model.", "transformer."): v for k, v in peft_state.items()}
+    (tmp_path / "repo").mkdir()
+    save_file(diffusers_state, str(tmp_path / "repo" / "pytorch_lora_weights.safetensors"))
+    hub_cache("someone/sd3-lora", tmp_path / "repo")
+    merged = load_model("tiny-3", lora_key="someone/sd3-lora").transformer.state_dict()
+    reference = load_model("tiny-3").transformer.state_dict()  # the same LoRA as a PEFT adapter
+    assert set(merged) == set(reference)
+    assert all(torch.allclose(merged[k], reference[k], atol=1e-6) for k in merged)
+    assert not same(merged, load_model("tiny-3", lora_key=None).transformer.state_dict())
+    with pytest.raises(ModelNotFoundError) as error:
+        load_model("tiny-3", lora_key="someone/no-such-sd3-lora")
+    message = str(error.value)
+    assert "pytorch_lora_weights.safetensors" in message and "adapter_config.json" in message and "as lora_key" in message
