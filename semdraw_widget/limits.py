@@ -13,6 +13,8 @@ MAX_MASK_BLUR = 256  # pixels; the blur pads a mask by 3 std on every side, so i
 # The largest value of each layer setting (the engine's mask_std is the canvas's mask_blur).
 LAYER_SETTING_LIMITS = {"prompt_strength": 1.0, "mask_strength": 1.0, "mask_blur": MAX_MASK_BLUR, "mask_std": MAX_MASK_BLUR}
 SEED_LIMIT = 2**63  # seeds are non-negative int64s, a range every torch generator takes
+# Classifier-free guidance: generous bounds (real use: scale 1-10, delta 0-1.5) that keep frames finite.
+GUIDANCE_LIMITS = {"guidance_scale": 100.0, "delta": 10.0}
 
 
 def is_whole_number(value: Any) -> bool:

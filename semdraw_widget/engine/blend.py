@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ..coverage import image_from_array
+from ..limits import GUIDANCE_LIMITS, check_number
 from . import regions
 from .schedulers import SlotSteps
 
@@ -98,9 +99,45 @@ def roll_items(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Guidance:
+    """Classifier-free guidance settings, checked. As in StreamDiffusion and the seed project, guidance acts
+    only at scale > 1 (`active`); at or below 1 every kind runs exactly the unguided path."""
+
     kind: str = "none"  # "none" | "full" (negative prompts, 2x batch) | "self" (StreamDiffusion's residual CFG)
-    scale: float = 1.0
-    delta: float = 1.0
+    scale: float = 1.0  # `guidance_scale`
+    delta: float = 1.0  # self-guidance's unconditional prediction is delta * the residual noise
+
+    def __post_init__(self):
+        if self.kind not in CFG_TYPES:
+            supported = ", ".join(repr(kind) for kind in CFG_TYPES)
+            raise ValueError(f"cfg_type must be one of {supported} (got {self.kind!r}); StreamDiffusion's 'initialize' is not supported")
+        for name, field_name in (("guidance_scale", "scale"), ("delta", "delta")):
+            object.__setattr__(self, field_name, check_number(name, getattr(self, field_name), GUIDANCE_LIMITS[name]))
+
+    @property
+    def active(self) -> bool:
+        """Guidance changes the prediction (scale > 1 and a kind other than "none")."""
+        return self.kind != "none" and self.scale > 1.0
+
+    @property
+    def uses_negatives(self) -> bool:
+        """Full CFG: a second model pass on the negative prompts."""
+        return self.active and self.kind == "full"
+
+    @property
+    def uses_residual(self) -> bool:
+        """Self-guidance: the residual noise stands in for the unconditional pass (`SelfResidual`)."""
+        return self.active and self.kind == "self"
+
+
+@dataclass
+class SelfResidual:
+    """Self-guidance's residual for one `denoise` call. In: `noise` (T, C, h, w), each slot's residual noise
+    S (`SlotSteps.uncond_prediction`). Out: `shift` (T, C, h, w), set by `denoise` -- the residual's x0 under
+    the guided prediction, blended like x0 (`SlotSteps.residual_shift`) -- from which the next slots' residual
+    follows (`SlotSteps.next_residual`)."""
+
+    noise: torch.Tensor
+    shift: torch.Tensor | None = None
 
 
 def live_items(masks: torch.Tensor, multiple: int = 1) -> tuple[int, ...] | None:
@@ -190,15 +227,19 @@ def denoise(
     noise: torch.Tensor,
     leak_sensitivity: float | None = None,
     timer: Any = None,
+    residual: SelfResidual | None = None,
 ) -> torch.Tensor:
     """x_t (T, C, h, w) at the slots of `steps` -> blended x0 (T, C, h, w).
 
     `background` (1, C, h, w: white or the background image's latent) fills uncovered area and is
     also the bootstrap latent. `noise` (T, C, h, w) is the noise each slot's latent was made with: it
-    noises the background for the bootstrapped slots, and is the residual for self-CFG.
+    noises the background for the bootstrapped slots. `residual` is self-guidance's, given exactly when
+    `guidance.uses_residual`; its `shift` is set here.
     `leak_sensitivity` (one-shot only) down-weights, at bootstrapped slots, where a layer's x0 still
     looks like the background. `timer.mark("unet")` follows the model call.
     """
+    if (residual is not None) != guidance.uses_residual:
+        raise ValueError("denoise takes a SelfResidual exactly when self-guidance is active")
     t, c, h, w = x_t.shape
     p, nb = batch.num_layers, batch.boot_slots
     masks = batch.masks
@@ -212,42 +253,49 @@ def denoise(
         """Roll the bootstrapped slots' items (centring their masks) or back; the rest stay put."""
         return torch.cat([roll_items(items[: nb * p], index), items[nb * p:]]) if nb else items
 
-    model_in = roll_booted(flat, batch.roll_forward)
     index = batch.live_index
-    if index is not None:  # only the items with some weight at their slot
-        model_in = model_in.index_select(0, index)
+
+    def model_items(items: torch.Tensor) -> torch.Tensor:
+        """(T*P, C, h, w) items as the model call sees them: rolled for centring, only the live ones."""
+        items = roll_booted(items, batch.roll_forward)
+        return items if index is None else items.index_select(0, index)
+
+    model_in = model_items(flat)
+    per_item_residual = None if residual is None else residual.noise[:, None].expand(t, p, c, h, w)
     if model_in.shape[0] == 0:
         out = model_in
-    elif guidance.kind == "full":
+    elif guidance.uses_negatives:
         out = family.predict(torch.cat([model_in, model_in]), batch.call_timesteps.repeat(2),
                              cat_cond([batch.call_uncond, batch.call_cond]))
         uncond, text = out.chunk(2)
         out = uncond + guidance.scale * (text - uncond)
     else:
         out = family.predict(model_in, batch.call_timesteps, batch.call_cond)
-        if guidance.kind == "self":
-            residual = guidance.delta * noise[:, None].expand(t, p, c, h, w).reshape(t * p, c, h, w)
-            residual = roll_booted(residual, batch.roll_forward)  # where the model saw that noise
-            residual = residual if index is None else residual.index_select(0, index)
-            out = residual + guidance.scale * (out - residual)
+        if residual is not None:  # the unconditional prediction where the model saw the residual (rolled, live)
+            uncond = model_items(steps.uncond_prediction(x, per_item_residual, guidance.delta).reshape(t * p, c, h, w))
+            out = uncond + guidance.scale * (out - uncond)
     if timer is not None:
         timer.mark("unet")
     if index is not None:  # left-out items predict nothing; their weight is zero, so any x0 would do
         out = flat.new_zeros(t * p, c, h, w).index_copy_(0, index, out)
-    out = roll_booted(out, batch.roll_back)
-    x0 = steps.x0(x, out.view(t, p, c, h, w))
+    out = roll_booted(out, batch.roll_back).view(t, p, c, h, w)
+    x0 = steps.x0(x, out)
     if leak_sensitivity and nb:
         leak = (x0[:nb] - background[:, None]).pow(2).mean(dim=2, keepdim=True)
         masks = torch.cat([masks[:nb] * (torch.sigmoid(leak / leak_sensitivity) * 2.0 - 1.0), masks[nb:]])
+    if residual is not None:  # uncovered area is the clean background: no shift there
+        residual.shift = blend_x0(steps.residual_shift(x, per_item_residual, out), masks)
     return blend_x0(x0, masks, background)
 
 
-def blend_x0(x0: torch.Tensor, masks: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
-    """x0 (T, P, C, h, w), weights (T, P, 1, h, w), background (1 or T, C, h, w) -> (T, C, h, w)."""
+def blend_x0(x0: torch.Tensor, masks: torch.Tensor, background: torch.Tensor | None = None) -> torch.Tensor:
+    """x0 (T, P, C, h, w), weights (T, P, 1, h, w), background (1 or T, C, h, w; None: zero) -> (T, C, h, w)."""
     total = masks.sum(dim=1)
     weighted = (masks * x0).sum(dim=1)
     mixed = torch.where(total > 0, weighted / total, torch.zeros_like(weighted))
     coverage = total.clamp(max=1.0)
+    if background is None:
+        return coverage * mixed
     return coverage * mixed + (1.0 - coverage) * background
 
 
@@ -286,8 +334,6 @@ class RegionScene:
     def __post_init__(self):
         if self.mask_type not in regions.MASK_TYPES:
             raise ValueError(f"mask_type must be one of {regions.MASK_TYPES} (got {self.mask_type!r})")
-        if self.guidance.kind not in CFG_TYPES:
-            raise ValueError(f"cfg_type must be one of {CFG_TYPES} (got {self.guidance.kind!r})")
         if self.bootstrap_steps < 0:
             raise ValueError(f"bootstrap_steps must be >= 0 (got {self.bootstrap_steps})")
         self.latent_size = (self.height // self.family.vae_scale, self.width // self.family.vae_scale)
@@ -383,7 +429,7 @@ class RegionScene:
         base = self.family.encode_prompts([self.background_prompt])
         cond = lerp_cond(base, self.family.encode_prompts([layer.prompt for layer in active]), strengths)
         uncond = None
-        if self.guidance.kind == "full":
+        if self.guidance.uses_negatives:
             negative_base = self.family.encode_prompts([self.background_negative_prompt])
             negatives = self.family.encode_prompts([layer.negative_prompt for layer in active])
             uncond = repeat_cond(lerp_cond(negative_base, negatives, strengths), t)

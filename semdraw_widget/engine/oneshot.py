@@ -2,7 +2,8 @@
 
 The same region core as the stream (`blend.py`), run slot by slot: x <- the seed's slot-0 noise;
 for each step i: bootstrapping, the model on every active layer, x0 per layer, the masked blend;
-then x <- alpha_{i+1} x0 + beta_{i+1} eps_{i+1} with the same fixed per-slot noise as the stream.
+then x <- alpha_{i+1} x0 + beta_{i+1} eps_{i+1} with the same fixed per-slot noise as the stream
+(and self-guidance's residual moves on with it as in the stream).
 With equal settings the stream's frame after T still frames is this image.
 
 Canvases larger than `tile_size` pixels are covered by half-overlapping windows whose linear-ramp
@@ -17,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .blend import Guidance, RegionScene, denoise, per_layer, slot_noise
+from .blend import Guidance, RegionScene, SelfResidual, denoise, per_layer, slot_noise
 from .models import pipeline_model
 from .stream import OUTPUT_TYPES, check_layer_setting, check_seed, check_size, per_layer_setting, to_output
 
@@ -118,16 +119,20 @@ class StableMultiDiffusionPipeline:
         tile_size: int | None = None,
         t_index_list: Sequence[int] | None = None,
         cfg_type: str | None = None,
+        delta: float = 1.0,
         bootstrap_leak_sensitivity: float | None = ...,
         output_type: str = "pil",
     ):
         """One image. `masks`: one per prompt (sequence, or a (P, H, W) / (P, 1, H, W) array);
         None gives every prompt the whole canvas. Guidance is full CFG (negative prompts) when
-        guidance_scale > 1, unless `cfg_type` says otherwise. `seed=None` draws one from torch's
-        global generator (so `torch.manual_seed` / seed_everything make runs repeatable).
+        guidance_scale > 1, unless `cfg_type` says otherwise ("self": residual guidance, whose unconditional
+        prediction is `delta` times the residual noise; no kind guides at guidance_scale <= 1).
+        `seed=None` draws one from torch's global generator (so `torch.manual_seed` / seed_everything make
+        runs repeatable).
         `num_inference_steps=None` is the family's own (5 for SD 1.5 + LCM, 4 for SDXL-Lightning and Flash-SD3)."""
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES} (got {output_type!r})")
+        guidance = Guidance("full" if cfg_type is None else cfg_type, guidance_scale, delta)
         scale = self.model.vae_scale
         size = self.model.default_size  # 512 for SD 1.5, 1024 for SDXL / SD3
         height = check_size("height", size if height is None else height, scale)
@@ -142,14 +147,12 @@ class StableMultiDiffusionPipeline:
         if t_index_list is None:
             t_index_list = self.model.schedule.default_indices(num_inference_steps)
         steps = self.model.schedule.prepare(t_index_list, self.device, self.dtype)
-        if cfg_type is None:
-            cfg_type = "full" if guidance_scale > 1.0 else "none"
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else check_seed(seed)
         if bootstrap_leak_sensitivity is ...:
             bootstrap_leak_sensitivity = self.bootstrap_leak_sensitivity
         scene = RegionScene(
             self.model, steps, height, width, mask_type=mask_type, cover_alpha=self.preprocess_mask_cover_alpha,
-            bootstrap_steps=bootstrap_steps, guidance=Guidance(cfg_type, float(guidance_scale)),
+            bootstrap_steps=bootstrap_steps, guidance=guidance,
         )
         scene.set_background(background, background_prompt, background_negative_prompt)
         for i in range(count):
@@ -188,21 +191,33 @@ class StableMultiDiffusionPipeline:
         # host, and each step's batch has its own device index of live items; none of that belongs in the loop.
         crops = [batch.crop(*window) for window in windows] if len(windows) > 1 else [batch]
         per_step = [[crop.select(i) for i in range(len(steps))] for crop in crops]
-        x = eps = noise[:1]  # eps: the noise x was made with (guidance's residual and bootstrapping use it)
+        x = eps = noise[:1]  # eps: the noise x was made with (bootstrapping uses it)
+        residual = eps if scene.guidance.uses_residual else None  # self-guidance's residual noise of x
+
+        def window_x0(step, part, batch):
+            """One window's x0 and, with self-guidance, its residual shift (None without)."""
+            state = None if residual is None else SelfResidual(residual[part])
+            x0 = denoise(self.model, step, x[part], batch, background[part], scene.guidance, eps[part], leak, residual=state)
+            return x0, None if state is None else state.shift
+
         for i in range(len(steps)):
             step = steps.select(slice(i, i + 1))
             if len(windows) == 1:
-                x0 = denoise(self.model, step, x, per_step[0][i], background, scene.guidance, eps, leak)
-            else:
-                x0 = torch.zeros_like(x)
+                x0, shift = window_x0(step, ..., per_step[0][i])
+            else:  # the windows' x0 (and residual shifts) blended with their weights
+                x0, shift = torch.zeros_like(x), None if residual is None else torch.zeros_like(x)
                 for (top, bottom, left, right), weight, window_steps in zip(windows, weights, per_step):
                     part = (..., slice(top, bottom), slice(left, right))
-                    x0[part] += weight[top:bottom, left:right] * denoise(
-                        self.model, step, x[part], window_steps[i], background[part], scene.guidance, eps[part], leak,
-                    )
+                    part_x0, part_shift = window_x0(step, part, window_steps[i])
+                    x0[part] += weight[top:bottom, left:right] * part_x0
+                    if shift is not None:
+                        shift[part] += weight[top:bottom, left:right] * part_shift
             if i + 1 < len(steps):
+                following = steps.select(slice(i + 1, i + 2))
                 eps = step.carried_noise(x, x0, noise[i + 1:i + 2])
-                x = steps.select(slice(i + 1, i + 2)).add_noise(x0, eps)
+                x = following.add_noise(x0, eps)
+                if residual is not None:
+                    residual = following.next_residual(eps, shift)
         return x0
 
 

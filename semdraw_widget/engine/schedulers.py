@@ -111,6 +111,24 @@ class SlotSteps:
             return fresh
         return (x_t - _per_slot(self.alpha, x_t.dim()) * x0) / _per_slot(self.beta, x_t.dim())
 
+    # Self-guidance (StreamDiffusion's residual CFG). Each slot keeps a residual noise S, the noise its latent
+    # is taken to hold; delta * S stands in for the unconditional noise prediction, so guidance costs no
+    # second model pass. S is not simply the noise the latent was made with: a guided step also moves x0,
+    # and the part of that move the residual accounts for goes on with the latent to the next slot.
+    def uncond_prediction(self, x_t: torch.Tensor, residual: torch.Tensor, delta: float) -> torch.Tensor:
+        """The unconditional prediction self-guidance assumes: delta * S (an eps prediction)."""
+        return delta * residual
+
+    def residual_shift(self, x_t: torch.Tensor, residual: torch.Tensor, guided: torch.Tensor) -> torch.Tensor:
+        """x0 of the residual alone (beta * S) under the guided prediction: how far guidance moved x0 in the
+        residual's terms (StreamDiffusion's delta_x); blended like x0, it feeds `next_residual`."""
+        return self.x0(_per_slot(self.beta, residual.dim()) * residual, guided)
+
+    def next_residual(self, noise: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """The residual of latents made at these slots with `noise`, from an x0 whose residual shift was
+        `shift`: the shift re-noised to this level (alpha * shift) read as noise (/ beta) on top of `noise`."""
+        return noise + _per_slot(self.alpha / self.beta, noise.dim()) * shift
+
 
 def _per_slot(values: torch.Tensor, dims: int) -> torch.Tensor:
     return values.view(-1, *([1] * (dims - 1)))
@@ -209,6 +227,24 @@ class FlowSlotSteps(SlotSteps):
     def x0(self, x_t: torch.Tensor, velocity: torch.Tensor) -> torch.Tensor:
         """x0 = x_t - sigma * v per slot."""
         return x_t - _per_slot(self.beta, x_t.dim()) * velocity
+
+    # Self-guidance on velocities. The model's eps-equivalent prediction is e = x_t + alpha v (the DDPM formula
+    # (x_t - beta e) / alpha with c_skip = 0 then gives x0 = x_t - sigma v), so StreamDiffusion's residual CFG
+    # carries over by mapping its eps terms to velocities, v = eps - x0: the unconditional velocity is
+    # delta * S less R, the clean latent x_t holds if its noise is S, and delta_x becomes
+    # beta * (S - v - R). At delta = 1 that is exactly residual CFG on e; delta scales the noise part only
+    # (not R), which keeps it finite at sigma = 1. (Treating v as eps pulls x0 to zero: anti-guidance.)
+    def residual_clean(self, x_t: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """R = (x_t - sigma S) / (1 - sigma); 0 at sigma = 1, where x_t is all noise (and is S itself)."""
+        alpha, beta = _per_slot(self.alpha, x_t.dim()), _per_slot(self.beta, x_t.dim())
+        return torch.where(alpha > 0, (x_t - beta * residual) / alpha, torch.zeros_like(x_t))
+
+    def uncond_prediction(self, x_t: torch.Tensor, residual: torch.Tensor, delta: float) -> torch.Tensor:
+        return delta * residual - self.residual_clean(x_t, residual)
+
+    def residual_shift(self, x_t: torch.Tensor, residual: torch.Tensor, guided: torch.Tensor) -> torch.Tensor:
+        beta = _per_slot(self.beta, x_t.dim())
+        return beta * (residual - guided - self.residual_clean(x_t, residual))
 
 
 class FlowMatchSchedule:

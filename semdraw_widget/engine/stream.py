@@ -9,6 +9,8 @@ The T slots of `t_index_list` hold T latents at decreasing noise levels. One cal
 5. the last slot's x0 is the frame; slot i+1 <- alpha_{i+1} x0_i + beta_{i+1} eps_i, where eps_i is
    the fixed per-slot noise (LCM, Flash-SD3) or the noise x_t and x0 imply (SDXL-Lightning's Euler;
    `SlotSteps.carried_noise`), so a still scene converges to a still image after T frames (`converged`).
+   With self-guidance, each slot's residual noise moves on with its latent as StreamDiffusion's does
+   (`SlotSteps.next_residual`).
 
 Updates change only what they touch (embeddings are cached per text, a layer's masks are
 recomputed only when its mask, its settings or the cover from layers above change) and all of
@@ -33,7 +35,7 @@ import numpy as np
 import torch
 
 from .accel import AcceleratedPredictor, compile_mode
-from .blend import Guidance, RegionScene, cat_cond, denoise, per_layer, slot_noise
+from .blend import Guidance, RegionScene, SelfResidual, cat_cond, denoise, per_layer, slot_noise
 from .models import pipeline_model
 from ..limits import LAYER_SETTING_LIMITS, check_number, check_seed
 
@@ -205,6 +207,7 @@ class StreamMultiDiffusion:
         compile: bool | str = False,
         sd_version: str | None = None,
     ):
+        guidance = Guidance(cfg_type, guidance_scale, delta)  # checked before the model loads
         self.device, self.dtype, self.model = pipeline_model(
             device, dtype, model, hf_key, sd_version, lora_key=lora_key, use_tiny_vae=use_tiny_vae,
             taesd_key=taesd_key, config=config, allow_pickle=allow_pickle,
@@ -233,7 +236,7 @@ class StreamMultiDiffusion:
         self._scene = RegionScene(
             self.model, self.steps, self._height, self._width, mask_type=mask_type,
             cover_alpha=float(preprocess_mask_cover_alpha), bootstrap_steps=int(bootstrap_steps),
-            guidance=Guidance(cfg_type, float(guidance_scale), float(delta)),
+            guidance=guidance,
         )
         if self.compile and self.predictor.uses_graphs:  # one graph per multiple of the slot count, not per item count
             self._scene.call_multiple = self.num_slots
@@ -314,7 +317,7 @@ class StreamMultiDiffusion:
             return None
         (h, w) = self._scene.latent_size
         latents = self._noise.new_zeros(batch.num_calls, self.model.latent_channels, h, w)
-        if self._scene.guidance.kind == "full":
+        if self._scene.guidance.uses_negatives:
             return torch.cat([latents, latents]), batch.call_timesteps.repeat(2), cat_cond([batch.call_uncond, batch.call_cond])
         return latents, batch.call_timesteps, batch.call_cond
 
@@ -335,6 +338,8 @@ class StreamMultiDiffusion:
 
     def _restart_buffer(self) -> None:
         self._carried = self._noise[1:]  # the noise each buffered latent was made with (see `_step`)
+        # self-guidance's residual noise of the buffered latents (None without it: no cost then)
+        self._residual = self._carried if self._scene.guidance.uses_residual else None
         self._buffer = self._renoise.add_noise(self._scene.background_latent, self._carried)
         self._still_frames = 0
 
@@ -483,18 +488,21 @@ class StreamMultiDiffusion:
         if self.fresh_noise:
             first = torch.randn(first.shape, generator=self._generator, device=self.device, dtype=self.dtype)
         x_t = torch.cat([first, self._buffer])
-        # What each slot's latent was made with: guidance's residual and bootstrapping use it. For LCM that
-        # is the fixed seeded noise (also Flash); Lightning's Euler slots carry the noise their predecessors implied.
+        # What each slot's latent was made with: bootstrapping and self-guidance's residual start from it. For
+        # LCM that is the fixed seeded noise (also Flash); Lightning's Euler slots carry the noise their predecessors implied.
         noise = torch.cat([first, self._carried])
         background = scene.background_latent
         if batch is None:
             x0 = background.expand_as(x_t)
         else:
             timer = self._timer if self.profile else None
-            x0 = denoise(self.predictor, self.steps, x_t, batch, background, scene.guidance, noise, timer=timer)
+            residual = None if self._residual is None else SelfResidual(torch.cat([first, self._residual]))
+            x0 = denoise(self.predictor, self.steps, x_t, batch, background, scene.guidance, noise, timer=timer, residual=residual)
             self.unet_calls += 1
         self._carried = self._leaving.carried_noise(x_t[:-1], x0[:-1], self._noise[1:])
         self._buffer = self._renoise.add_noise(x0[:-1], self._carried)
+        if self._residual is not None:  # what guidance moved goes on with the latents (StreamDiffusion's stock noise)
+            self._residual = self._carried if batch is None else self._renoise.next_residual(self._carried, residual.shift[:-1])
         if self.profile:
             self._timer.mark("blend")
         self._still_frames += 1
