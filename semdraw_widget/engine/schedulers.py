@@ -156,6 +156,12 @@ class LCMSchedule:
     num_steps = 50  # the 50-step LCM schedule that t_index_list indexes
 
     def __init__(self, scheduler_config: dict, timestep_scaling: float = 10.0, sigma_data: float = 0.5):
+        prediction = scheduler_config.get("prediction_type", "epsilon")
+        if prediction != "epsilon":  # e.g. an SD 2.x-v checkpoint: LCM-LoRA and the x0 formula assume epsilon
+            raise ValueError(
+                f"only epsilon-prediction SD 1.5 models are supported (this one predicts {prediction!r}, "
+                "as SD 2.x-v models do); pass an SD 1.5 checkpoint"
+            )
         self.alphas_cumprod = alphas_cumprod(scheduler_config)
         self.timestep_scaling = timestep_scaling
         self.sigma_data = sigma_data

@@ -43,3 +43,9 @@ def test_x0_and_add_noise_formulas():
 def test_t_index_list_must_be_increasing_and_in_range(bad):
     with pytest.raises(ValueError, match="t_index_list"):
         LCMSchedule(DEFAULT_SCHEDULER_CONFIG).prepare(bad, torch.device("cpu"), torch.float32)
+
+
+def test_a_v_prediction_model_is_refused_with_what_to_do():
+    with pytest.raises(ValueError, match="epsilon-prediction SD 1.5.*v_prediction.*pass an SD 1.5 checkpoint"):
+        LCMSchedule({**DEFAULT_SCHEDULER_CONFIG, "prediction_type": "v_prediction"})
+    LCMSchedule({**DEFAULT_SCHEDULER_CONFIG, "prediction_type": "epsilon"})  # the usual SD 1.5 config
