@@ -65,6 +65,8 @@ class StableMultiDiffusionPipeline:
     `sd_version` ("1.5", "xl", "3") picks the model family, detected from `hf_key` when None; the
     family sets the defaults of `hf_key`, the LoRA (`lora_key=True`), `taesd_key`, the number of steps,
     the tile size and `preprocess_mask_cover_alpha` (see `models/__init__.py`).
+    SDXL also takes `unet_key` (e.g. "lightning": SDXL-Lightning's distilled UNet instead of its LoRA) and
+    `vae_key` (e.g. "madebyollin/sdxl-vae-fp16-fix" with `use_tiny_vae=False`); SD3 takes `use_t5=True`.
     """
 
     def __init__(
@@ -84,10 +86,13 @@ class StableMultiDiffusionPipeline:
         config: str | None = None,
         model: Any = None,
         sd_version: str | None = None,
+        unet_key: str | None = None,
+        vae_key: str | None = None,
+        use_t5: bool | None = None,
     ):
         self.device, self.dtype, self.model = pipeline_model(
             device, dtype, model, hf_key, sd_version, lora_key=lora_key, use_tiny_vae=use_tiny_vae,
-            taesd_key=taesd_key, config=config, allow_pickle=allow_pickle,
+            taesd_key=taesd_key, config=config, allow_pickle=allow_pickle, unet_key=unet_key, vae_key=vae_key, use_t5=use_t5,
         )
         self.default_mask_std = check_layer_setting("mask_std", default_mask_std, "default_mask_std")
         self.default_mask_strength = check_layer_setting("mask_strength", default_mask_strength, "default_mask_strength")

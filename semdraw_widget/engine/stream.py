@@ -172,6 +172,8 @@ class StreamMultiDiffusion:
     `sd_version` ("1.5", "xl", "3") picks the model family, detected from `hf_key` when None; the
     family sets the defaults of `hf_key`, the LoRA (`lora_key=True`), `taesd_key`, `t_index_list` and
     `preprocess_mask_cover_alpha` (see `models/__init__.py`).
+    SDXL also takes `unet_key` (e.g. "lightning": SDXL-Lightning's distilled UNet instead of its LoRA) and
+    `vae_key` (e.g. "madebyollin/sdxl-vae-fp16-fix" with `use_tiny_vae=False`); SD3 takes `use_t5=True`.
 
     `compile=True` (or "cudagraph") replays the model from CUDA graphs on CUDA devices; "inductor"
     also runs it through torch.compile (on a CPU too). Until `warm_up()` has prepared the current
@@ -206,11 +208,14 @@ class StreamMultiDiffusion:
         profile: bool = False,
         compile: bool | str = False,
         sd_version: str | None = None,
+        unet_key: str | None = None,
+        vae_key: str | None = None,
+        use_t5: bool | None = None,
     ):
         guidance = Guidance(cfg_type, guidance_scale, delta)  # checked before the model loads
         self.device, self.dtype, self.model = pipeline_model(
             device, dtype, model, hf_key, sd_version, lora_key=lora_key, use_tiny_vae=use_tiny_vae,
-            taesd_key=taesd_key, config=config, allow_pickle=allow_pickle,
+            taesd_key=taesd_key, config=config, allow_pickle=allow_pickle, unet_key=unet_key, vae_key=vae_key, use_t5=use_t5,
         )
         scale = self.model.vae_scale
         size = self.model.default_size  # 512 for SD 1.5, 1024 for SDXL / SD3

@@ -77,3 +77,19 @@ def test_an_explicit_hf_key_wins_over_SEMDRAW_MODEL(monkeypatch):
     assert load_model("tiny-xl", lora_key=None).name == "sdxl"
     assert StreamMultiDiffusion("cpu", hf_key="tiny-xl", height=64, width=64).model.name == "sdxl"
     assert load_model(None, lora_key=None).name == "sd15"
+
+
+def test_family_options_reach_the_loader_through_both_pipelines():
+    from safetensors.torch import load_file
+
+    from semdraw_widget import StableMultiDiffusionPipeline
+
+    distilled = load_file(str(tiny_module.tiny_model_dir("sdxl") / "lightning-unet" / "sdxl_lightning_4step_unet.safetensors"))
+    for pipeline in (StreamMultiDiffusion("cpu", hf_key="tiny-xl", unet_key="lightning", height=64, width=64),
+                     StableMultiDiffusionPipeline("cpu", hf_key="tiny-xl", unet_key="lightning")):
+        unet = pipeline.model.unet.state_dict()
+        assert all(torch.equal(unet[k], distilled[k]) for k in distilled)
+    with pytest.raises(ValueError, match="unet_key is an option of SDXL models.*SD 1.5"):
+        StreamMultiDiffusion("cpu", hf_key="tiny", unet_key="lightning", height=64, width=64)
+    with pytest.raises(ValueError, match="use_t5 is an option of SD3 models.*SDXL"):
+        StableMultiDiffusionPipeline("cpu", hf_key="tiny-xl", use_t5=True)

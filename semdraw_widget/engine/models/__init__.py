@@ -24,12 +24,14 @@ import logging
 import os
 from typing import Any
 
-from ..loading import TINY_KEYS, detect_family, family_name
+from ..loading import FAMILY_TITLES, TINY_KEYS, detect_family, family_name
 from .sd3 import SD3
 from .sd15 import SD15
 from .sdxl import SDXL
 
 FAMILIES = {"sd15": SD15, "sdxl": SDXL, "sd3": SD3}
+# Loading options only one family has (the pipelines take them as keywords, None meaning "not given").
+FAMILY_OPTIONS = {"unet_key": "sdxl", "vae_key": "sdxl", "use_t5": "sd3"}
 log = logging.getLogger("semdraw_widget")
 TINY_FOR = {family: key for key, family in TINY_KEYS.items()}
 
@@ -53,6 +55,14 @@ def load_model(hf_key: str | None = None, device: Any = "cpu", family: str | Non
             if hf_key != "tiny" and TINY_KEYS[hf_key] != name:
                 raise ValueError(f"hf_key={hf_key!r} is the {TINY_KEYS[hf_key]} miniature, but sd_version={family!r} asks for {name}")
             hf_key = TINY_FOR[name]
+    for option, owner in FAMILY_OPTIONS.items():
+        if kwargs.get(option) is None:
+            kwargs.pop(option, None)
+        elif owner != name:
+            raise ValueError(
+                f"{option} is an option of {FAMILY_TITLES[owner]} models, but {hf_key or 'the default model'!r} is "
+                f"{FAMILY_TITLES[name]}: leave {option} out, or load an {FAMILY_TITLES[owner]} model (sd_version=...)"
+            )
     return FAMILIES[name].load(hf_key, device=device, **kwargs)
 
 
