@@ -44,6 +44,22 @@ def kernel():
     manager.shutdown_kernel(now=True)
 
 
+def cell_printed(client, msg_id, text):
+    """Read the kernel's iopub messages (frames and all) for up to a second; True once cell `msg_id` printed `text`."""
+    import queue
+
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        try:
+            msg = client.get_iopub_msg(timeout=0.2)
+        except queue.Empty:
+            continue
+        if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream"
+                and text in msg["content"]["text"]):
+            return True
+    return False
+
+
 def wait_running(client, expected):
     wait_until(lambda: value(client, "canvas.running") == repr(expected), interval=0.2,
                what=f"canvas.running to become {expected}")
@@ -69,7 +85,9 @@ def test_interrupt_while_idle_stops_the_stream(kernel):
 def test_interrupt_during_a_cell_stops_the_stream_too(kernel):
     manager, client = kernel
     assert run(client, SETUP)["status"] == "ok"
-    client.execute("import time\nwhile True: time.sleep(0.05)")
-    time.sleep(1.0)
+    msg_id = client.execute("import time\nprint('looping', flush=True)\nwhile True: time.sleep(0.05)")
+    # Interrupt only once the cell runs: a kernel slow to start it would meet the interrupt while idle (and
+    # the endless cell would then never end).
+    wait_until(lambda: cell_printed(client, msg_id, "looping"), interval=0, what="the endless cell to start")
     manager.interrupt_kernel()
     wait_running(client, False)

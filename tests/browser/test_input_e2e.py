@@ -192,14 +192,21 @@ def test_a_late_sync_does_not_wipe_paint(open_notebook, tmp_path, painter):
         # The second view opens in a panel below the notebook and each covers part of the other: paint near the top.
         on_top = "([x, y, name]) => document.elementFromPoint(x, y)?.dataset.view === name"
         assert page.evaluate(on_top, [*_screen(box, 0.5, 0.15), painter]), f"the {painter} view's canvas is covered"
-        drag(page, box, (0.2, 0.15), (0.8, 0.15))
+        centre = to_canvas(box, 0.5, 0.15, SIZE, SIZE)
+        alpha = "(c, [x, y]) => c.getContext('2d').getImageData(x, y, 1, 1).data[3]"
+
+        def painted():
+            drag(page, box, (0.2, 0.15), (0.8, 0.15))
+            return views[painter].evaluate(alpha, list(centre)) > 0
+
+        # A view still waiting for its sync ignores a stroke (it says "Loading the masks ..."), and on a busy
+        # machine its 3 s timer may fire after our 3.5 s: paint again (the kernel is still busy) until it takes one.
+        wait_until(painted, timeout=30, interval=0.5, what=f"the {painter} view to take the stroke")
         page.wait_for_timeout(300)  # the stroke's messages are on their way to the kernel
     finally:
         release_flag.touch()
         busy.join()
-    centre = to_canvas(box, 0.5, 0.15, SIZE, SIZE)
     wait_until(lambda: _value(kernel, centre) > 0.5, timeout=20, what="the stroke in the kernel")
-    alpha = "(c, [x, y]) => c.getContext('2d').getImageData(x, y, 1, 1).data[3]"
     other = views["second" if painter == "first" else "first"]
     wait_until(lambda: other.evaluate(alpha, list(centre)) > 0, timeout=20, what="the stroke in the other view")
     page.wait_for_timeout(1000)  # every reply to the sync has arrived

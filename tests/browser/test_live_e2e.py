@@ -125,7 +125,10 @@ def test_play_paint_pause(open_notebook):
     seen = _max_seq_during(page, 3.0)
     assert max(seen) <= seq_pause + 2, f"frames kept coming after pause at seq {seq_pause}: {seen}"
 
-    # A stroke while paused reaches the kernel but makes no frames.
+    # A stroke while paused reaches the kernel but makes no frames. First every frame made before the pause
+    # must have been shown (a slow page may still be decoding the last one), so none counts as "after".
+    queued = kernel.eval("canvas._runner._seq")
+    wait_until(lambda: frame_state(page)["seq"] == queued, timeout=30, what=f"the last frame before the pause ({queued})")
     settled = frame_state(page)["seq"]
     before = _mask_sum(kernel)
     drag(page, box, (0.1, 0.1), (0.3, 0.3), steps=6)
