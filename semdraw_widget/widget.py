@@ -142,6 +142,10 @@ class SemanticCanvas(anywidget.AnyWidget):
         self._held: list[tuple[Any, float]] = []  # strokes on layers the kernel has not heard of yet
         # Guards the held strokes; a browser stroke is applied or held under it, so held ones keep their order.
         self._strokes_lock = threading.RLock()
+        # Outside a kernel (a script, a benchmark) the stream's threads set traits directly, and ipywidgets'
+        # hold_sync is not thread-safe; it also makes a `when` check and its write one step, so a status
+        # queued by the stream cannot land after a pause.
+        self._traits_lock = threading.RLock()
         self._expiry_armed = False
         # The kernel's event loop: sends from the generation thread are scheduled on it.
         self._loop: asyncio.AbstractEventLoop | None = _kernel_event_loop()
@@ -374,8 +378,9 @@ class SemanticCanvas(anywidget.AnyWidget):
     def set_traits_threadsafe(self, when: Callable[[], bool] | None = None, **values: Any) -> None:
         """Set traits on the kernel's thread; `when` (checked there, at that moment) may call it off."""
         def apply() -> None:
-            if when is None or when():
-                self.set_trait_values(values)
+            with self._traits_lock:
+                if when is None or when():
+                    self.set_trait_values(values)
 
         if self._direct():
             apply()
@@ -384,7 +389,7 @@ class SemanticCanvas(anywidget.AnyWidget):
 
     def set_trait_values(self, values: dict) -> None:
         if self.comm is not None or self._loop is None:
-            with self.hold_sync():
+            with self._traits_lock, self.hold_sync():
                 for name, value in values.items():
                     setattr(self, name, value)
 

@@ -384,3 +384,30 @@ def test_the_bands_of_one_large_set_mask_share_an_edit_number(make_canvas):
     canvas.set_mask(layer, np.zeros((2056, 4096), bool))
     edits = [content["edit"] for content, _ in canvas.sent.of_type("mask")]
     assert len(edits) == 4 and edits[0] == edits[1] != edits[2] == edits[3]
+
+
+def test_traits_set_from_several_threads_outside_a_kernel_do_not_collide(make_canvas):
+    """Without a kernel loop the stream's threads set traits directly; ipywidgets' hold_sync is not
+    thread-safe ("Set changed size during iteration" at random), so the canvas serialises those writes."""
+    import threading
+
+    canvas = make_canvas(width=32, height=32)
+    errors, end = [], time.monotonic() + 2.0
+
+    def hammer(values):
+        count = 0
+        while time.monotonic() < end:
+            count += 1
+            try:
+                canvas.set_traits_threadsafe(**values(count))
+            except RuntimeError as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=hammer, args=(lambda i: {"stats": {"fps": i}},)),  # as the encoder does
+               threading.Thread(target=hammer, args=(lambda i: {"status": f"s{i}", "running": bool(i % 2)},))]
+    for thread in threads:
+        thread.start()
+    hammer(lambda i: {"status": f"main {i}"})  # as render() and stop() do on the main thread
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[:2]
