@@ -376,7 +376,7 @@ class StreamRunner:
             # kernel thread interrupted while holding any other lock.
             with self._stopping if streaming else contextlib.nullcontext():
                 if streaming and not self._running:
-                    return  # stopped while this frame was made: once stop() returns, no frame follows
+                    return  # stopped while this frame was made: after stop() returns no frame is recorded (ones recorded before may still be on their way)
                 # Still under the lock: a step() beside the stream thread must not record frames out of order.
                 self._synced_revision = snapshot.revision
                 self._latest_frame = frame
