@@ -286,7 +286,8 @@ def measure_path(pipeline: Any, layers: int, frames: int, warmup_frames: int, ba
 def settle(canvas: Any, pipeline: Any, timeout_s: float = 30.0) -> dict:
     """Stop painting, wait for the still image, then check that no model calls follow."""
     started = time.perf_counter()
-    while not canvas.status.startswith("still"):
+    # The runner's own test too: a "still" status from before the last strokes may not have been replaced yet.
+    while not (canvas._runner._is_still() and canvas.status.startswith("still")):
         if time.perf_counter() - started > timeout_s:
             return {"converged": False}
         time.sleep(0.005)
