@@ -376,7 +376,11 @@ class StreamRunner:
             # kernel thread interrupted while holding any other lock.
             with self._stopping if streaming else contextlib.nullcontext():
                 if streaming and not self._running:
-                    return  # stopped while this frame was made: after stop() returns no frame is recorded (ones recorded before may still be on their way)
+                    # Stopped while this frame was made: after stop() returns no frame is recorded (ones recorded
+                    # before may still be on their way). The pipeline moved on regardless, so the frame shown is
+                    # no longer its latest: never take the scene as settled on it (one more frame will be made).
+                    self._synced_revision = None
+                    return
                 # Still under the lock: a step() beside the stream thread must not record frames out of order.
                 self._synced_revision = snapshot.revision
                 self._latest_frame = frame

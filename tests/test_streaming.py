@@ -551,3 +551,34 @@ def test_no_frame_follows_a_stop_not_even_one_being_made_when_it_came(live, pipe
     canvas.start()  # and the stream goes on from there
     wait_until(lambda: canvas._runner.frames_generated > count)
     canvas.stop()
+
+
+def test_a_frame_dropped_at_a_stop_is_not_taken_for_the_settled_image(make_canvas, tiny_pipelines, monkeypatch):
+    """Stopping while the frame that completes convergence is being made: that frame is dropped, but the
+    pipeline has converged on it, so the scene must not count as settled on the older frame shown."""
+    stopped_pipe, twin_pipe = tiny_pipelines(2)
+    canvases = [make_canvas(SIZE, SIZE, pipeline=p) for p in (stopped_pipe, twin_pipe)]
+    for canvas in canvases:
+        canvas._runner.acknowledge = lambda seq: None  # no browser: never wait for acks
+        canvas._runner.max_in_flight = 10**9
+        paint(canvas, canvas.add_layer("a red apple"))  # the whole canvas: the last frames differ most
+    stopped, twin = canvases
+    making, release = threading.Event(), threading.Event()
+    original = type(stopped_pipe).__call__
+    last = stopped_pipe.num_slots - 1
+
+    def slow(self, *args, **kwargs):
+        if self is stopped_pipe and stopped._runner.frames_generated == last:  # the frame that converges
+            making.set()
+            assert release.wait(30)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(stopped_pipe), "__call__", slow)
+    stopped.start()
+    assert making.wait(30)
+    stopped.stop()
+    release.set()
+    wait_until(lambda: not stream_threads())
+    assert stopped._runner.frames_generated == last
+    np.testing.assert_array_equal(np.asarray(stopped.render()), np.asarray(twin.render()))
+    assert stopped.status.startswith("rendered: the image has settled")
