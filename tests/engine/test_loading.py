@@ -93,3 +93,29 @@ def test_family_options_reach_the_loader_through_both_pipelines():
         StreamMultiDiffusion("cpu", hf_key="tiny", unet_key="lightning", height=64, width=64)
     with pytest.raises(ValueError, match="use_t5 is an option of SD3 models.*SDXL"):
         StableMultiDiffusionPipeline("cpu", hf_key="tiny-xl", use_t5=True)
+
+
+def test_vae_key_and_family_options_that_would_be_ignored_say_so(tmp_path):
+    from semdraw_widget import StableMultiDiffusionPipeline
+
+    with pytest.raises(ValueError, match="vae_key takes effect with use_tiny_vae=False"):
+        load_model("tiny-xl", vae_key="madebyollin/sdxl-vae-fp16-fix")
+    single = tmp_path / "sdxl_vae.safetensors"
+    single.write_bytes(b"")
+    with pytest.raises(ValueError, match="vae_key .*sdxl_vae.safetensors' is a single file"):
+        load_model("tiny-xl", vae_key=str(single), use_tiny_vae=False, lora_key=None)
+    model = load_model("tiny-xl", lora_key=None)
+    with pytest.raises(ValueError, match="unet_key choose how a model is loaded, but model= is loaded already"):
+        StableMultiDiffusionPipeline("cpu", model=model, unet_key="lightning")
+
+
+def test_the_default_flash_lora_missing_names_its_peft_files(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from semdraw_widget.engine.models import sd3
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError, match="adapter_config.json") as error:
+        sd3._peft_folder(sd3.DEFAULT_SD3_LORA_KEY)
+    assert "pytorch_lora_weights" not in str(error.value)

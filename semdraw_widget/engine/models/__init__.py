@@ -13,7 +13,7 @@
 |------------|--------|---------------------------------------|---------------------------------------|------|---------------------|
 | "1.5"      | sd15   | UNet, LCM (eps)                       | LCM-LoRA / TAESD                      | 768  | (0, 4, 12, 25, 37)  |
 | "xl"       | sdxl   | UNet + pooled/time ids, Euler trailing | SDXL-Lightning 4-step LoRA / TAESDXL | 1024 | (0, 1, 2, 3)        |
-| "3"        | sd3    | MMDiT, flow-matching Euler (velocity) | Flash-SD3 (PEFT) / TAESD3, no T5      | 1024 | (0, 1, 2, 3)        |
+| "3"        | sd3    | MMDiT, flow matching (velocity), Flash | Flash-SD3 (PEFT) / TAESD3, no T5     | 1024 | (0, 1, 2, 3)        |
 
 All three use cover alpha 0.3. stream.py, oneshot.py and blend.py know none of this.
 """
@@ -60,7 +60,7 @@ def load_model(hf_key: str | None = None, device: Any = "cpu", family: str | Non
             kwargs.pop(option, None)
         elif owner != name:
             raise ValueError(
-                f"{option} is an option of {FAMILY_TITLES[owner]} models, but {hf_key or 'the default model'!r} is "
+                f"{option} is an option of {FAMILY_TITLES[owner]} models, but {repr(hf_key) if hf_key else 'the default model'} is "
                 f"{FAMILY_TITLES[name]}: leave {option} out, or load an {FAMILY_TITLES[owner]} model (sd_version=...)"
             )
     return FAMILIES[name].load(hf_key, device=device, **kwargs)
@@ -71,6 +71,12 @@ def pipeline_model(device: Any, dtype: Any, model: Any, hf_key: str | None, sd_v
     unless one is asked for); otherwise one is loaded for `hf_key` with `kwargs` (lora_key, taesd_key, ...)."""
     from ..loading import default_dtype, resolve_device
 
+    given = [option for option in FAMILY_OPTIONS if kwargs.get(option) is not None]
+    if model is not None and given:
+        raise ValueError(
+            f"{', '.join(given)} choose how a model is loaded, but model= is loaded already: pass them to "
+            "load_model(...) instead, or leave model out"
+        )
     device = resolve_device(device)
     dtype = dtype or (model.dtype if model is not None else default_dtype(device))
     return device, dtype, model or load_model(hf_key, device=device, dtype=dtype, family=sd_version, **kwargs)

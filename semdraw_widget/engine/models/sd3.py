@@ -7,16 +7,16 @@ that part is zeros, exactly what diffusers feeds when `text_encoder_3` is None; 
 `text_encoder_3` / `tokenizer_3` from the model instead. The pooled projections are CLIP-L's and
 CLIP-G's projected embeddings concatenated (N, 2048). Everything travels in the conditioning dict.
 
-Sampling: Flash-SD3 (`jasperai/flash-sd3`, a PEFT LoRA on the transformer, merged at load time);
-flow-matching Euler over 4 steps of the model's scheduler config (shift 3.0): timesteps 1000,
-857.69, 602.15, 8.93 (`schedulers.FlowMatchSchedule`); the transformer predicts the velocity and
-x0 = x_t - sigma v.
+Sampling: Flash-SD3 (`jasperai/flash-sd3`, a PEFT LoRA on the transformer, merged at load time), a
+consistency sampler over 4 steps of the model's flow-matching scheduler config (shift 3.0): timesteps
+1000, 857.69, 602.15, 8.93 (`schedulers.FlowMatchSchedule`); the transformer predicts the velocity,
+x0 = x_t - sigma v, and x0 is re-noised to the next step's sigma.
 
 The transformer patches the latent in 2x2 blocks; a canvas whose latent side is odd (a multiple of
 8 but not of 16 pixels) is padded by one latent row/column for the model call and cropped back.
 
 The SD3 weights are gated on the hub: accept the licence on the model page, then `hf auth login`
-(`huggingface-cli login` with huggingface_hub < 1.0).
+(`huggingface-cli login` with older huggingface_hub versions).
 
 LoRAs: a PEFT adapter (Flash-SD3's layout: adapter_config.json + adapter_model.safetensors) is merged
 through PEFT; a diffusers or kohya LoRA file (pytorch_lora_weights.safetensors) through diffusers.
@@ -269,6 +269,8 @@ def _peft_folder(lora_key: str) -> Path | None:
     try:
         config = loading.local_file(f"{lora_key}/{PEFT_FILES[0]}", PEFT_FILES[0], "LoRA")
     except loading.ModelNotFoundError:
+        if lora_key == DEFAULT_SD3_LORA_KEY:
+            raise  # Flash-SD3 is a PEFT adapter: name its files, not a diffusers LoRA file it never had
         # no PEFT adapter to be had: read as a diffusers LoRA repository, whose error then says what is missing
         log.info("LoRA %s: no %s in the cache or on the hub, reading it as a diffusers LoRA", lora_key, PEFT_FILES[0])
         return None

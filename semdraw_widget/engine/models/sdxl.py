@@ -95,6 +95,10 @@ class SDXL(LatentFamily):
         """Load SDXL from a hub id, diffusers folder or single file (`config` names where a single file's
         configs come from). `lora_key=True` fuses the Lightning 4-step LoRA; `unet_key="lightning"` (or a
         .safetensors UNet) swaps in a distilled UNet instead, and then no LoRA is fused unless named."""
+        if vae_key and use_tiny_vae:  # checked before anything loads: the VAE would be left unused
+            raise ValueError(
+                "vae_key takes effect with use_tiny_vae=False (by default TAESDXL decodes and no VAE is loaded): pass both"
+            )
         device = loading.resolve_device(device)
         dtype = dtype or loading.default_dtype(device)
         hf_key = str(hf_key or DEFAULT_XL_KEY)
@@ -243,7 +247,13 @@ def _load_single_file(file: Path, config: str, dtype) -> SDXLComponents:
 
 def _load_vae(cls, key: str, dtype):
     """A VAE (`vae_key`) from a folder or hub id, in `dtype`."""
-    if loading.is_local(key) and not Path(os.path.expanduser(key)).is_dir():
+    path = Path(os.path.expanduser(key))
+    if path.is_file():
+        raise ValueError(
+            f"vae_key {key!r} is a single file; a VAE is read from a diffusers folder (config.json and weights) or a hub id, "
+            "e.g. 'madebyollin/sdxl-vae-fp16-fix'"
+        )
+    if loading.is_local(key) and not path.is_dir():
         raise loading.ModelNotFoundError(
             f"VAE folder {key!r} (given as vae_key) does not exist: expected a folder with config.json and weights, or a hub id"
         )
