@@ -23,6 +23,8 @@ import json
 import logging
 import os
 import re
+import sys
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +102,44 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+# Without network every hub request waits out huggingface_hub's retries (about 24 s): once one fails that way,
+# the family look-up, the fp16 variant and the following components go straight to the cache for this long.
+HUB_RETRY_AFTER_S = 60.0
+_hub_unreachable = (float("-inf"), "")  # (time.monotonic() of the last connection failure, its cause)
+
+
+def _hub_unreachable_reason() -> str:
+    """The cause of a connection failure within the last HUB_RETRY_AFTER_S seconds, else ""."""
+    since, reason = _hub_unreachable
+    return reason if time.monotonic() - since < HUB_RETRY_AFTER_S else ""
+
+
+def _mark_if_unreachable(error: BaseException) -> str:
+    """The root cause of a failed download when it is that the hub could not be reached (noted for
+    HUB_RETRY_AFTER_S), else "" (a missing file, a gated repository...). diffusers and transformers re-raise
+    huggingface_hub's LocalEntryNotFoundError (its "cannot connect" error) as "does not appear to have a file
+    named ...", so the whole chain is searched. Only for errors of a download: a cache miss raises it too."""
+    from huggingface_hub.utils import LocalEntryNotFoundError
+
+    # OfflineModeIsEnabled is a ConnectionError; the transport errors are those of whichever HTTP client is in use
+    connection_errors = (LocalEntryNotFoundError, ConnectionError) + tuple(
+        sys.modules[client].TransportError for client in ("httpx2", "httpx") if client in sys.modules
+    )
+    chain = [error]
+    while (cause := chain[-1].__cause__ or chain[-1].__context__) is not None and cause not in chain:
+        chain.append(cause)
+    if not any(isinstance(link, connection_errors) for link in chain):
+        return ""
+    global _hub_unreachable
+    _hub_unreachable = (time.monotonic(), _first_line(chain[-1]))
+    return _hub_unreachable[1]
+
+
+def _first_line(error: BaseException) -> str:
+    first_line = next(iter(str(error).strip().splitlines()), "")
+    return f"{type(error).__name__}{': ' + first_line if first_line else ''}"
+
+
 def repo_files(parts: dict[str, str | None], dtype: torch.dtype | None = None, pipeline: bool = True) -> list[str]:
     """The files (globs for folders read whole) that loading these components reads from a hub repository:
     each model's config and weights (the fp16 variant in float16), tokenizer and scheduler folders, and a
@@ -113,24 +153,28 @@ def repo_files(parts: dict[str, str | None], dtype: torch.dtype | None = None, p
         elif stem == CONFIG_ONLY:
             files.append(f"{folder}config.json")
         elif stem == SHARDED_WEIGHTS:  # T5: shards named by an index file
-            files += [f"{folder}*.json", f"{folder}model*{variant}.safetensors" if variant else f"{folder}model-*.safetensors"]
+            # transformers names the shards model-00001-of-00002.safetensors, or model.fp16-00001-of-00002.safetensors
+            files += [f"{folder}*.json", f"{folder}model{variant or '-'}*.safetensors"]
         else:
             files += [f"{folder}config.json", f"{folder}{stem}{variant}.safetensors"]
     return files
 
 
 def hub_call(load, repo_id: str, files: list[str], what: str, hint: str = "", option: str = "hf_key"):
-    """Try the hub cache first, then the hub itself (unless offline); say what is missing otherwise.
+    """Try the hub cache first, then the hub itself (unless offline, or found unreachable in the last
+    HUB_RETRY_AFTER_S seconds); say what is missing otherwise.
     `files` are what `hf download` needs; `option` is the argument through which a local copy can be given."""
     try:
         return load(local_files_only=True)
     except (OSError, ValueError) as cached_error:
-        if not _offline():
-            try:
-                return load(local_files_only=False)
-            except (OSError, ValueError) as error:
-                raise _not_found(repo_id, files, what, error, hint, option) from error
-        raise _not_found(repo_id, files, what, cached_error, hint, option) from cached_error
+        error = cached_error
+    unreachable = _hub_unreachable_reason()
+    if not _offline() and not unreachable:
+        try:
+            return load(local_files_only=False)
+        except (OSError, ValueError) as download_error:
+            error, unreachable = download_error, _mark_if_unreachable(download_error)
+    raise _not_found(repo_id, files, what, error, hint, option, unreachable) from error
 
 
 LOCAL_ALTERNATIVES = {
@@ -142,8 +186,10 @@ LOCAL_ALTERNATIVES = {
 
 
 def _not_found(
-    repo_id: str, files: list[str], what: str, error: BaseException, hint: str = "", option: str = "hf_key"
+    repo_id: str, files: list[str], what: str, error: BaseException, hint: str = "", option: str = "hf_key",
+    unreachable: str = "",
 ) -> ModelNotFoundError:
+    """`unreachable`: why the hub could not be reached, when that is why the download failed or was not tried."""
     from huggingface_hub import try_to_load_from_cache
 
     missing = []
@@ -158,9 +204,10 @@ def _not_found(
             missing.append(name)
     if _offline():
         why = "the hub is unreachable or HF_HUB_OFFLINE is set"
+    elif unreachable:
+        why = f"the hub is unreachable ({unreachable}); not asked again for {HUB_RETRY_AFTER_S:.0f} s"
     else:
-        first_line = next(iter(str(error).strip().splitlines()), "")
-        why = f"download failed: {type(error).__name__}{': ' + first_line if first_line else ''}"
+        why = f"download failed: {_first_line(error)}"
     arguments = " ".join(f'"{name}"' if "*" in name else name for name in files)
     variant_note = " (a repository without fp16 files: the same names without `.fp16`)" if any(".fp16" in f for f in files) else ""
     alternative = LOCAL_ALTERNATIVES.get(option, f"pass a local folder or file as {option}")
@@ -414,6 +461,7 @@ def _load_single_file(file: Path, config: str, use_tiny_vae: bool, dtype: torch.
     text_state = {k[len(prefix):]: v for k, v in checkpoint.items() if k.startswith(prefix)}
     # configs only, but the text encoder's weights too when the file has none
     files = ["unet/config.json", "tokenizer/*", "text_encoder/config.json"] + ([] if text_state else ["text_encoder/model.safetensors"])
+    files += [] if use_tiny_vae else ["vae/config.json"]
 
     def from_config(load):
         if local:
@@ -477,10 +525,13 @@ def load_part(
     def load(path, **kw):
         if dtype == torch.float16:
             try:
-                with diffusers_quiet():  # diffusers logs the missing variant before raising
-                    return cls.from_pretrained(path, variant="fp16", **kwargs, **kw)
-            except (OSError, ValueError):
-                pass
+                # diffusers logs a missing variant as an ERROR before raising; safetensors only, or an fp16
+                # pickle (.bin) would be read ahead of the plain .safetensors
+                with diffusers_quiet(logging.CRITICAL):
+                    return cls.from_pretrained(path, variant="fp16", use_safetensors=True, **kwargs, **kw)
+            except (OSError, ValueError) as error:
+                if kw.get("local_files_only") is False and _mark_if_unreachable(error):
+                    raise  # the plain files would wait out the same retries
         return cls.from_pretrained(path, **kwargs, **kw)
 
     folder = Path(os.path.expanduser(source))
@@ -609,18 +660,18 @@ def _fuse_lora(lora_key: str, tokenizer, text_encoder, unet, vae, scheduler_conf
 
 
 @contextlib.contextmanager
-def diffusers_quiet():
-    """Silence diffusers' warnings for a moment: ones this module has already checked for (a UNet-only
-    LoRA has no text-encoder keys: read_lora checked its family; unmatched LoRA layers: fuse_lora_into
-    counts them) or that do not apply."""
+def diffusers_quiet(level: int = logging.ERROR):
+    """Silence diffusers' messages below `level` for a moment: warnings this module has already checked for
+    (a UNet-only LoRA has no text-encoder keys: read_lora checked its family; unmatched LoRA layers:
+    fuse_lora_into counts them) or that do not apply."""
     from diffusers.utils import logging as diffusers_logging
 
-    level = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
+    previous = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity(level)
     try:
         yield
     finally:
-        diffusers_logging.set_verbosity(level)
+        diffusers_logging.set_verbosity(previous)
 
 
 LORA_DOWN_KEY = re.compile(r"(lora_down|lora_A|lora\.down)\.weight$")  # one per adapted layer, in every LoRA layout

@@ -1,6 +1,8 @@
 """Loading as real users meet it: hub ids read through a fake Hugging Face cache (no network), real
 single-file layouts, fp16 variants, family detection from model_index.json, and the LoRA edge cases."""
 
+import fnmatch
+import logging
 import shutil
 import warnings
 
@@ -114,6 +116,52 @@ def test_not_found_says_why_and_which_option_takes_a_local_copy(hub_cache, root,
     assert "as hf_key" not in str(error.value)
 
 
+def test_an_unreachable_hub_is_tried_once_per_load_and_named_as_the_cause(hub_cache, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub import file_download
+
+    client = getattr(file_download, "httpx2", None) or file_download.httpx  # the HTTP client huggingface_hub uses
+    attempts = []
+
+    def no_network(*args, **kwargs):  # what huggingface_hub meets without DNS, after its retries
+        attempts.append(kwargs.get("url"))
+        raise client.ConnectError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(file_download, "get_hf_file_metadata", no_network)
+    monkeypatch.setattr(loading, "_hub_unreachable", (float("-inf"), ""), raising=False)  # restored afterwards
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with pytest.raises(OSError):
+        huggingface_hub.hf_hub_download("someone/model", "config.json")
+    requests_per_download = len(attempts)  # huggingface_hub retries on its own
+
+    def attempts_of_a_failing_load(**options):
+        attempts.clear()
+        with pytest.raises(ModelNotFoundError) as error:
+            load_model(loading.DEFAULT_HF_KEY, dtype=torch.float16, lora_key=None, **options)
+        message = str(error.value)
+        assert "the hub is unreachable (ConnectError: [Errno -3] Temporary failure in name resolution" in message
+        assert "does not appear to have" not in message and "download failed" not in message
+        return len(attempts) / requests_per_download
+
+    assert attempts_of_a_failing_load() == 1  # the family look-up's: no component tries again
+    assert attempts_of_a_failing_load(family="1.5") == 0  # nor the next load, a moment later
+    monkeypatch.setattr(loading, "HUB_RETRY_AFTER_S", 0.0, raising=False)
+    assert attempts_of_a_failing_load(family="1.5") == 1  # the UNet's fp16 variant: the plain files do not try again
+    # a repository that refuses (gated, missing file) is not an unreachable hub: the next call asks again
+    monkeypatch.setattr(loading, "HUB_RETRY_AFTER_S", 60.0, raising=False)
+    monkeypatch.setattr(loading, "_hub_unreachable", (float("-inf"), ""), raising=False)
+    refused = []
+
+    def refuse(local_files_only):
+        refused.append(local_files_only)
+        raise OSError("401 Client Error: access to the repository is restricted")
+
+    for _ in range(2):
+        with pytest.raises(ModelNotFoundError, match="download failed: OSError: 401"):
+            loading.hub_call(refuse, "someone/model", ["x.safetensors"], "Model")
+    assert refused == [True, False, True, False]
+
+
 # ---- 3. the seed project's default hub id ----------------------------------------------------------
 def test_removed_runwayml_id_reads_the_maintained_copy_and_says_so(hub_cache, root, caplog):
     hub_cache("stable-diffusion-v1-5/stable-diffusion-v1-5", root / "sd15")
@@ -170,6 +218,45 @@ def test_fp16_prefers_the_variant_files_and_falls_back_to_the_plain_ones(variant
     assert all(torch.equal(from_hub[k], plain[k].half()) for k in plain)
 
 
+def test_fp16_without_variant_files_logs_no_error_and_never_reads_a_pickled_variant(root, tmp_path):
+    folder = tmp_path / "sd15"
+    shutil.copytree(root / "sd15", folder)
+    plain = {part: load_file(str(folder / part / name)) for part, name in
+             (("unet", "diffusion_pytorch_model.safetensors"), ("text_encoder", "model.safetensors"))}
+    for part, name in (("unet", "diffusion_pytorch_model.fp16.bin"), ("text_encoder", "model.fp16.bin")):
+        torch.save({k: (v + 1).half() for k, v in plain[part].items()}, str(folder / part / name))  # other weights
+    records = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = records.append
+    libraries = [logging.getLogger(name) for name in ("diffusers", "transformers")]
+    for logger in libraries:
+        logger.addHandler(handler)
+    try:
+        model = load_model(str(folder), dtype=torch.float16, lora_key=None, taesd_key=str(root / "taesd"))
+    finally:
+        for logger in libraries:
+            logger.removeHandler(handler)
+    assert [record.getMessage() for record in records] == []
+    for part, module in (("unet", model.unet), ("text_encoder", model.text_encoder)):
+        loaded = module.state_dict()
+        assert all(torch.equal(loaded[k], v.half()) for k, v in plain[part].items() if k in loaded)
+
+
+def test_sharded_t5_patterns_match_the_files_transformers_writes(tmp_path):
+    from transformers import T5Config, T5EncoderModel
+
+    t5 = T5EncoderModel(T5Config(vocab_size=32, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=2))
+    for dtype, variant in ((torch.float16, "fp16"), (torch.float32, None)):
+        folder = tmp_path / str(variant) / "text_encoder_3"
+        t5.to(dtype).save_pretrained(folder, variant=variant, max_shard_size=4000)
+        written = sorted(f"text_encoder_3/{file.name}" for file in folder.iterdir())
+        assert sum(name.endswith(".safetensors") for name in written) > 1  # sharded, as the real T5 is
+        patterns = loading.repo_files({"text_encoder_3": loading.SHARDED_WEIGHTS}, dtype, pipeline=False)
+        assert [name for name in written if not any(fnmatch.fnmatch(name, p) for p in patterns)] == []
+        if variant:  # and the plain shards are not downloaded with the fp16 ones
+            assert not any(fnmatch.fnmatch("text_encoder_3/model-00001-of-00002.safetensors", p) for p in patterns)
+
+
 def test_lightning_unet_never_reads_the_base_unet_weights(hub_cache, monkeypatch):
     from diffusers import UNet2DConditionModel
 
@@ -188,6 +275,14 @@ def test_lightning_unet_never_reads_the_base_unet_weights(hub_cache, monkeypatch
     with pytest.raises(ModelNotFoundError) as error:
         load_model("someone/not-cached-xl", family="xl", unet_key=str(lightning), lora_key=None)
     assert "unet/config.json" in str(error.value) and "unet/diffusion_pytorch_model" not in str(error.value)
+
+
+def test_single_file_with_the_full_vae_names_the_vae_config_to_download(hub_cache, tmp_path):
+    file = tiny_module.write_single_file(tmp_path / "civitai-style.safetensors")
+    for use_tiny_vae in (True, False):
+        with pytest.raises(ModelNotFoundError) as error:
+            load_model(str(file), config="semdraw-tests/no-config", lora_key=None, use_tiny_vae=use_tiny_vae)
+        assert ("vae/config.json" in str(error.value)) == (not use_tiny_vae)
 
 
 # ---- 5. family detection from model_index.json --------------------------------------------------------
