@@ -272,6 +272,17 @@ class StreamRunner:
             self._show_status(f"rendered: {settled} (press ▶ to follow strokes live)")
         return self.latest_image()
 
+    def inspect_slots(self):
+        """The pipeline's inspection of this canvas's last frame, its layers named by their canvas ids."""
+        with self._lock:
+            owner = _pipeline_owner.get(self.pipeline)
+            if owner is None or owner() is not self:
+                raise RuntimeError("this canvas's pipeline last made a frame for another canvas (or none yet): "
+                                   "press Step (canvas.step()), then inspect")
+            inspection = self.pipeline.inspect_slots()
+            inspection.layer_ids = [layer_id for layer_id, _ in self._mirror]
+        return inspection
+
     def _produce_frame_here(self) -> None:
         """A frame in the caller's thread (step, render): a failure frees cached GPU memory, as in the stream."""
         try:

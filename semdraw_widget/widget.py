@@ -549,6 +549,12 @@ class SemanticCanvas(anywidget.AnyWidget):
         returned after at most 2 x slots + 1 frames."""
         return self._require_runner().render()
 
+    def inspect_slots(self):
+        """What the last frame did at each denoising slot, noisiest first: each slot's noisy input and clean
+        estimate, and the weight each layer had there (`.weights(layer_id)`; `.contact_sheet()` draws it all).
+        For learning how region-based streaming works: pause (or Step) first."""
+        return self._require_runner().inspect_slots()
+
     @property
     def frame(self):
         """The latest generated frame as a PIL image (None before the first)."""

@@ -582,3 +582,20 @@ def test_a_frame_dropped_at_a_stop_is_not_taken_for_the_settled_image(make_canva
     assert stopped._runner.frames_generated == last
     np.testing.assert_array_equal(np.asarray(stopped.render()), np.asarray(twin.render()))
     assert stopped.status.startswith("rendered: the image has settled")
+
+
+def test_a_canvas_inspects_its_last_frame_by_layer_id(make_canvas, tiny_pipelines):
+    shared, = tiny_pipelines(1)
+    canvas, other = make_canvas(SIZE, SIZE, pipeline=shared), make_canvas(SIZE, SIZE, pipeline=shared)
+    sky = canvas.add_layer("a blue sky", mask_blur=0)
+    paint(canvas, sky, 0, 0, SIZE, SIZE // 2)
+    with pytest.raises(RuntimeError, match="press Step"):
+        canvas.inspect_slots()
+    canvas.step()
+    seen = canvas.inspect_slots()
+    assert seen.layer_ids == [sky] and seen.weights(sky).shape == (shared.num_slots, SIZE, SIZE)
+    assert seen.weights(sky)[:, SIZE // 2 + 8:].max() == 0 and seen.weights(sky)[-1, : SIZE // 2 - 8].min() == 1
+    other.add_layer("a green field")
+    other.step()  # the shared pipeline's last frame is the other canvas's now
+    with pytest.raises(RuntimeError, match="another canvas"):
+        canvas.inspect_slots()

@@ -347,6 +347,7 @@ class StreamMultiDiffusion:
         self._residual = self._carried if self._scene.guidance.uses_residual else None
         self._buffer = self._renoise.add_noise(self._scene.background_latent, self._carried)
         self._still_frames = 0
+        self._last_slots = None
 
     def flush(self) -> None:
         """Restart the buffer and run `num_slots` frames (not decoded), so the next frame is settled."""
@@ -483,6 +484,17 @@ class StreamMultiDiffusion:
             self._timer.mark("decode")
         return rgb_output(rgb, output_type)
 
+    def inspect_slots(self):
+        """What the last frame did at each slot: inputs, clean estimates and each layer's mask weights
+        (`inspection.SlotInspection`; `.contact_sheet()` draws them). For learning how the stream works."""
+        from .inspection import inspect_slots
+
+        if self._last_slots is None:
+            raise RuntimeError("no frame yet: run one (pipe() or canvas.step()), then inspect it")
+        if self._still_frames == 0:
+            raise RuntimeError("the layers or the seed changed since the last frame: run a frame, then inspect it")
+        return inspect_slots(self, *self._last_slots)
+
     def _step(self) -> torch.Tensor:
         """Steps 1-5 for all slots; returns the last slot's x0 (1, C, h, w)."""
         scene = self._scene
@@ -511,5 +523,6 @@ class StreamMultiDiffusion:
         if self.profile:
             self._timer.mark("blend")
         self._still_frames += 1
+        self._last_slots = (x_t, x0)  # references only, for inspect_slots
         return x0[-1:]
 

@@ -1,0 +1,102 @@
+"""What the stream did at each slot of its last frame: for learning (and teaching) how it works.
+
+One frame denoises T latents at once, from the noisiest slot (0) to the quietest (T-1); slot T-1's
+clean estimate is the frame. `StreamMultiDiffusion.inspect_slots()` returns, per slot: its timestep,
+the noise level its masks were quantised against, its noisy input and its blended clean estimate
+(decoded), and the weight each layer had there (DESIGN's M_{p,t}: cover decay, blur, strength and
+quantisation applied, before the blend divides by their sum). Blurred edges show the algorithm's
+point: a soft edge weighs in only at the quieter slots. Nothing here runs during streaming.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class SlotInspection:
+    timesteps: list[float]  # each slot's model timestep, noisiest first
+    noise_levels: list[float]  # what each slot's masks were quantised against
+    inputs: list  # PIL images: each slot's noisy latent, decoded
+    estimates: list  # PIL images: each slot's blended clean estimate, decoded; the last one is the frame
+    layer_weights: np.ndarray  # (T, L, H, W) float32, the layers in engine order (update_single_layer's idx)
+    layer_prompts: list[str]
+    background_weights: np.ndarray | None  # (T, H, W): the background prompt's full-canvas layer, if there is one
+    layer_ids: list[str] | None = None  # the canvas's layer ids, in the same order (from SemanticCanvas.inspect_slots)
+
+    def weights(self, layer: int | str) -> np.ndarray:
+        """(T, H, W) weights of one layer: its engine index, its canvas id, or its prompt."""
+        if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
+            index = int(layer)
+        elif self.layer_ids is not None and layer in self.layer_ids:
+            index = self.layer_ids.index(layer)
+        elif layer in self.layer_prompts:
+            index = self.layer_prompts.index(layer)
+        else:
+            known = self.layer_ids if self.layer_ids is not None else self.layer_prompts
+            raise KeyError(f"no layer {layer!r}; the layers are {known}")
+        if not -len(self.layer_prompts) <= index < len(self.layer_prompts):
+            raise KeyError(f"no layer {index}: there are {len(self.layer_prompts)}")
+        return self.layer_weights[:, index]
+
+    def contact_sheet(self, cell: int = 128) -> Any:
+        """One PIL image: a column per slot (noisiest left); rows: the noisy inputs, the clean estimates,
+        then each layer's weights (white = full weight), the background layer's last when there is one."""
+        from PIL import Image, ImageDraw
+
+        names = self.layer_ids if self.layer_ids is not None else self.layer_prompts
+        weight_rows = [(f"weight: {name}"[:24], self.layer_weights[:, i]) for i, name in enumerate(names)]
+        if self.background_weights is not None:
+            weight_rows.append(("weight: background", self.background_weights))
+        rows = [("noisy input", self.inputs), ("clean estimate", self.estimates)]
+        rows += [(label, [Image.fromarray((w * 255).round().astype(np.uint8)) for w in weights])
+                 for label, weights in weight_rows]
+        label_width, header = 150, 20
+        sheet = Image.new("RGB", (label_width + cell * len(self.timesteps), header + cell * len(rows)), "white")
+        draw = ImageDraw.Draw(sheet)
+        for column, (t, level) in enumerate(zip(self.timesteps, self.noise_levels)):
+            draw.text((label_width + column * cell + 4, 4), f"t={t:.0f} noise={level:.2f}", fill="black")
+        for row, (label, images) in enumerate(rows):
+            top = header + row * cell
+            draw.text((4, top + cell // 2 - 6), label, fill="black")
+            for column, image in enumerate(images):
+                sheet.paste(image.convert("RGB").resize((cell, cell)), (label_width + column * cell, top))
+        return sheet
+
+
+def inspect_slots(pipeline: Any, x_t, x0) -> SlotInspection:
+    """The inspection of a StreamMultiDiffusion's last frame, whose slot inputs were `x_t` and blended
+    clean estimates `x0` (T, C, h, w). The scene must not have changed since (the weights are its current ones)."""
+    import torch
+
+    from .stream import to_output
+
+    scene = pipeline._scene
+    scene.batch()  # every layer's weights are current
+    scale = pipeline.model.vae_scale
+    t = len(pipeline.steps)
+
+    def upsample(weights):  # (T, 1, h, w) latent-sized -> (T, H, W) canvas-sized, each weight over its 8x8 pixels
+        if weights is None:
+            return np.zeros((t, pipeline.height, pipeline.width), np.float32)
+        full = weights[:, 0].float().repeat_interleave(scale, -2).repeat_interleave(scale, -1)
+        return full.cpu().numpy()
+
+    def active_weights(layer):
+        return layer.weights if layer.active else None
+
+    background = scene._background_layer if scene.has_background_layer else None
+    with torch.no_grad():
+        return SlotInspection(
+            timesteps=[float(v) for v in pipeline.steps.timesteps.tolist()],
+            noise_levels=[float(v) for v in pipeline.steps.noise_levels],
+            inputs=[to_output(pipeline.model.decode(x_t[i:i + 1]), "pil") for i in range(t)],
+            estimates=[to_output(pipeline.model.decode(x0[i:i + 1]), "pil") for i in range(t)],
+            layer_weights=np.stack([upsample(active_weights(layer)) for layer in scene.layers], axis=1)
+            if scene.layers else np.zeros((t, 0, pipeline.height, pipeline.width), np.float32),
+            layer_prompts=[layer.prompt for layer in scene.layers],
+            background_weights=None if background is None else upsample(active_weights(background)),
+        )

@@ -1,0 +1,43 @@
+"""inspect_slots: what the last frame did at each slot, for learning how the stream works."""
+
+import numpy as np
+import pytest
+
+from engine_helpers import APPLE, PEAR, SIZE, scene
+
+
+def test_the_inspection_shows_each_slots_images_and_each_layers_weights(make_stream):
+    stream = scene(make_stream())
+    with pytest.raises(RuntimeError, match="no frame yet"):
+        stream.inspect_slots()
+    for _ in range(stream.num_slots - 1):
+        stream()
+    frame = stream(output_type="np")
+    seen = stream.inspect_slots()
+    t = stream.num_slots
+    assert len(seen.timesteps) == len(seen.noise_levels) == len(seen.inputs) == len(seen.estimates) == t
+    assert seen.timesteps == sorted(seen.timesteps, reverse=True)  # noisiest first
+    np.testing.assert_array_equal(np.asarray(seen.estimates[-1]), frame)  # the last slot's estimate is the frame
+    assert seen.layer_weights.shape == (t, 2, SIZE, SIZE) and seen.layer_prompts == ["a red apple", "a green pear"]
+    apple, pear = seen.weights("a red apple"), seen.weights(1)
+    assert apple[:, ~_grown(APPLE, 8)].max() == 0 and pear[:, ~_grown(PEAR, 8)].max() == 0  # weight stays near the paint
+    assert np.median(apple[-1][APPLE & ~PEAR]) > 0.9  # where the pear (above it) does not cover it
+    assert apple[0][APPLE & PEAR].mean() < apple[0][APPLE & ~PEAR].mean()  # where it does: cover decay
+    # a blurred edge joins in only at the quieter slots: the noisiest slot gives the apple the fewest pixels
+    assert (apple[0] > 0).sum() < (apple[-1] > 0).sum()
+    assert seen.background_weights.shape == (t, SIZE, SIZE) and seen.background_weights.max() > 0
+    with pytest.raises(KeyError, match="no layer 'a plum'"):
+        seen.weights("a plum")
+    sheet = seen.contact_sheet(cell=32)
+    assert sheet.size == (150 + 32 * t, 20 + 32 * (2 + 2 + 1))
+    stream.update_single_layer(1, mask_std=4.0)
+    with pytest.raises(RuntimeError, match="changed since the last frame"):
+        stream.inspect_slots()
+
+
+def _grown(mask, by):
+    """The mask grown by `by` pixels (a box's weights may spread that far: latent cells and blur)."""
+    grown = np.zeros_like(mask)
+    ys, xs = np.nonzero(mask)
+    grown[max(ys.min() - by, 0):ys.max() + by + 1, max(xs.min() - by, 0):xs.max() + by + 1] = True
+    return grown
