@@ -47,23 +47,25 @@ class SlotInspection:
         then each layer's weights (white = full weight), the background layer's last when there is one."""
         from PIL import Image, ImageDraw
 
-        names = self.layer_ids if self.layer_ids is not None else self.layer_prompts
-        weight_rows = [(f"weight: {name}"[:24], self.layer_weights[:, i]) for i, name in enumerate(names)]
+        weight_rows = [(f"weight: {prompt or i}"[:24], self.layer_weights[:, i]) for i, prompt in enumerate(self.layer_prompts)]
         if self.background_weights is not None:
             weight_rows.append(("weight: background", self.background_weights))
         rows = [("noisy input", self.inputs), ("clean estimate", self.estimates)]
         rows += [(label, [Image.fromarray((w * 255).round().astype(np.uint8)) for w in weights])
                  for label, weights in weight_rows]
-        label_width, header = 150, 20
-        sheet = Image.new("RGB", (label_width + cell * len(self.timesteps), header + cell * len(rows)), "white")
+        label_width, header, gap = 150, 20, 2  # a grey gap: full weight (white) must not melt into the page
+        stride = cell + gap
+        sheet = Image.new("RGB", (label_width + stride * len(self.timesteps), header + stride * len(rows)), "white")
         draw = ImageDraw.Draw(sheet)
         for column, (t, level) in enumerate(zip(self.timesteps, self.noise_levels)):
-            draw.text((label_width + column * cell + 4, 4), f"t={t:.0f} noise={level:.2f}", fill="black")
+            draw.text((label_width + column * stride + 4, 4), f"t={t:.0f} noise={level:.2f}", fill="black")
         for row, (label, images) in enumerate(rows):
-            top = header + row * cell
+            top = header + row * stride
             draw.text((4, top + cell // 2 - 6), label, fill="black")
             for column, image in enumerate(images):
-                sheet.paste(image.convert("RGB").resize((cell, cell)), (label_width + column * cell, top))
+                left = label_width + column * stride
+                draw.rectangle((left - 1, top - 1, left + cell, top + cell), outline="grey")
+                sheet.paste(image.convert("RGB").resize((cell, cell)), (left, top))
         return sheet
 
 

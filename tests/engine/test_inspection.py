@@ -29,7 +29,7 @@ def test_the_inspection_shows_each_slots_images_and_each_layers_weights(make_str
     with pytest.raises(KeyError, match="no layer 'a plum'"):
         seen.weights("a plum")
     sheet = seen.contact_sheet(cell=32)
-    assert sheet.size == (150 + 32 * t, 20 + 32 * (2 + 2 + 1))
+    assert sheet.size == (150 + 34 * t, 20 + 34 * (2 + 2 + 1))
     stream.update_single_layer(1, mask_std=4.0)
     with pytest.raises(RuntimeError, match="changed since the last frame"):
         stream.inspect_slots()
