@@ -16,6 +16,7 @@ numpy only: the canvas uses these rules without torch, and torch tensors are rec
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,12 @@ def _checked(mask: Any, height: int, width: int) -> np.ndarray:
         raise ValueError(
             f"a mask must have shape (height, width) = ({height}, {width}), or (1, {height}, {width}); "
             f"got {tuple(array.shape)}. Resize it to the canvas size first."
+        )
+    if array.dtype == np.uint8 and array.max() == 1:  # almost surely a 0/1 mask cast with astype(np.uint8)
+        warnings.warn(
+            "this uint8 mask holds only 0 and 1: uint8 masks are 0..255 coverage, so it covers 1/255 at most "
+            "(next to nothing). Pass it as bool (mask.astype(bool)) or as 0/255 (mask * 255).",
+            UserWarning, stacklevel=4,
         )
     if array.dtype == np.bool_ or array.dtype == np.uint8:
         return array

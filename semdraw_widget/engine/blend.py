@@ -448,8 +448,8 @@ def _image_tensor(image: Any, height: int, width: int) -> torch.Tensor:
     if hasattr(image, "convert") and hasattr(image, "size"):
         from PIL import Image
 
-        rgb = np.asarray(image.convert("RGB").resize((width, height), Image.BICUBIC))
-        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255.0
+        rgb = np.array(image.convert("RGB").resize((width, height), Image.BICUBIC))  # a writable copy: torch warns otherwise
+        image = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0
     if not isinstance(image, torch.Tensor):
         raise TypeError(f"background image must be a PIL image, numpy array or torch tensor (got {type(image).__name__})")
     image = image if image.dim() == 4 else image[None]
