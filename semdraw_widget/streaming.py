@@ -273,14 +273,26 @@ class StreamRunner:
         return self.latest_image()
 
     def inspect_slots(self):
-        """The pipeline's inspection of this canvas's last frame, its layers named by their canvas ids."""
+        """The pipeline's inspection of this canvas's last frame, with every canvas layer in canvas order
+        (named by its id; a hidden layer has no weight)."""
+        import numpy as np
+
         with self._lock:
             owner = _pipeline_owner.get(self.pipeline)
             if owner is None or owner() is not self:
                 raise RuntimeError("this canvas's pipeline last made a frame for another canvas (or none yet): "
                                    "press Step (canvas.step()), then inspect")
+            if self._state.revision != self._synced_revision:
+                raise RuntimeError("the canvas changed since the last frame: press Step (canvas.step()), then inspect")
             inspection = self.pipeline.inspect_slots()
-            inspection.layer_ids = [layer_id for layer_id, _ in self._mirror]
+            engine_index = {layer_id: index for index, (layer_id, _) in enumerate(self._mirror)}
+        layers = self._state.layers
+        hidden = np.zeros_like(inspection.fill_weights)
+        inspection.layer_weights = np.stack(
+            [inspection.layer_weights[:, engine_index[layer["id"]]] if layer["id"] in engine_index else hidden
+             for layer in layers], axis=1) if layers else inspection.layer_weights[:, :0]
+        inspection.layer_prompts = [layer["prompt"] for layer in layers]
+        inspection.layer_ids = [layer["id"] for layer in layers]
         return inspection
 
     def _produce_frame_here(self) -> None:

@@ -595,6 +595,14 @@ def test_a_canvas_inspects_its_last_frame_by_layer_id(make_canvas, tiny_pipeline
     seen = canvas.inspect_slots()
     assert seen.layer_ids == [sky] and seen.weights(sky).shape == (shared.num_slots, SIZE, SIZE)
     assert seen.weights(sky)[:, SIZE // 2 + 8:].max() == 0 and seen.weights(sky)[-1, : SIZE // 2 - 8].min() == 1
+    cloud = canvas.add_layer("a white cloud", visible=False)  # a hidden layer is listed, with no weight
+    with pytest.raises(RuntimeError, match="changed since the last frame"):
+        canvas.inspect_slots()
+    canvas.step()
+    seen = canvas.inspect_slots()
+    assert seen.layer_ids == [sky, cloud] and seen.weights(cloud).max() == 0 and seen.weights(sky).max() == 1
+    with pytest.raises(KeyError, match="no background layer"):  # no background prompt on this canvas
+        seen.weights("background")
     other.add_layer("a green field")
     other.step()  # the shared pipeline's last frame is the other canvas's now
     with pytest.raises(RuntimeError, match="another canvas"):

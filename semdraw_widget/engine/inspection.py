@@ -25,47 +25,64 @@ class SlotInspection:
     layer_weights: np.ndarray  # (T, L, H, W) float32, the layers in engine order (update_single_layer's idx)
     layer_prompts: list[str]
     background_weights: np.ndarray | None  # (T, H, W): the background prompt's full-canvas layer, if there is one
+    # (T, H, W): where the layers' total weight falls short of 1, the blend takes this share from the white
+    # latent (or the background image's): 1 - min(total weight, 1)
+    fill_weights: np.ndarray
     layer_ids: list[str] | None = None  # the canvas's layer ids, in the same order (from SemanticCanvas.inspect_slots)
 
     def weights(self, layer: int | str) -> np.ndarray:
-        """(T, H, W) weights of one layer: its engine index, its canvas id, or its prompt."""
+        """(T, H, W) weights of one layer: its engine index, its canvas id, its prompt, or "background" (the
+        background prompt's layer)."""
+        ids = self.layer_ids or []
         if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
-            index = int(layer)
-        elif self.layer_ids is not None and layer in self.layer_ids:
-            index = self.layer_ids.index(layer)
-        elif layer in self.layer_prompts:
-            index = self.layer_prompts.index(layer)
-        else:
-            known = self.layer_ids if self.layer_ids is not None else self.layer_prompts
-            raise KeyError(f"no layer {layer!r}; the layers are {known}")
-        if not -len(self.layer_prompts) <= index < len(self.layer_prompts):
-            raise KeyError(f"no layer {index}: there are {len(self.layer_prompts)}")
-        return self.layer_weights[:, index]
+            if not -len(self.layer_prompts) <= layer < len(self.layer_prompts):
+                raise KeyError(f"no layer {layer}: there are {len(self.layer_prompts)}")
+            return self.layer_weights[:, int(layer)]
+        if layer in ids:
+            return self.layer_weights[:, ids.index(layer)]
+        if layer in self.layer_prompts:
+            return self.layer_weights[:, self.layer_prompts.index(layer)]
+        if layer == "background":
+            if self.background_weights is None:
+                raise KeyError("no background layer: there is one only with a background prompt and no background image")
+            return self.background_weights
+        raise KeyError(f"no layer {layer!r}; the layers are {ids or self.layer_prompts} (and 'background')")
 
     def contact_sheet(self, cell: int = 128) -> Any:
         """One PIL image: a column per slot (noisiest left); rows: the noisy inputs, the clean estimates,
-        then each layer's weights (white = full weight), the background layer's last when there is one."""
-        from PIL import Image, ImageDraw
+        then each layer's weights (white = full weight), the background layer's when there is one, and the
+        share filled from the white (or background image) latent. Cells keep the canvas's aspect ratio."""
+        from PIL import Image, ImageDraw, ImageFont
 
-        weight_rows = [(f"weight: {prompt or i}"[:24], self.layer_weights[:, i]) for i, prompt in enumerate(self.layer_prompts)]
+        unicode_font = isinstance(ImageFont.load_default(), ImageFont.FreeTypeFont)  # Pillow < 10.1: latin-1 only
+
+        def label(i, prompt):
+            text = f"{i}: {prompt}"
+            text = text if len(text) <= 22 else text[:20] + "..."
+            return text if unicode_font else text.encode("latin-1", "replace").decode("latin-1")
+
+        weight_rows = [(label(i, prompt), self.layer_weights[:, i]) for i, prompt in enumerate(self.layer_prompts)]
         if self.background_weights is not None:
-            weight_rows.append(("weight: background", self.background_weights))
+            weight_rows.append(("background prompt", self.background_weights))
+        weight_rows.append(("filled (no layer)", self.fill_weights))
         rows = [("noisy input", self.inputs), ("clean estimate", self.estimates)]
         rows += [(label, [Image.fromarray((w * 255).round().astype(np.uint8)) for w in weights])
                  for label, weights in weight_rows]
-        label_width, header, gap = 150, 20, 2  # a grey gap: full weight (white) must not melt into the page
-        stride = cell + gap
-        sheet = Image.new("RGB", (label_width + stride * len(self.timesteps), header + stride * len(rows)), "white")
+        height, width = self.fill_weights.shape[1:]
+        cell_w, cell_h = cell, max(1, round(cell * height / width))
+        label_width, header, gap = 150, 20, 2  # a grey frame: full weight (white) must not melt into the page
+        stride_w, stride_h = cell_w + gap, cell_h + gap
+        sheet = Image.new("RGB", (label_width + stride_w * len(self.timesteps), header + stride_h * len(rows)), "white")
         draw = ImageDraw.Draw(sheet)
         for column, (t, level) in enumerate(zip(self.timesteps, self.noise_levels)):
-            draw.text((label_width + column * stride + 4, 4), f"t={t:.0f} noise={level:.2f}", fill="black")
-        for row, (label, images) in enumerate(rows):
-            top = header + row * stride
-            draw.text((4, top + cell // 2 - 6), label, fill="black")
+            draw.text((label_width + column * stride_w + 4, 4), f"t={t:.0f} noise={level:.3f}", fill="black")
+        for row, (text, images) in enumerate(rows):
+            top = header + row * stride_h
+            draw.text((4, top + cell_h // 2 - 6), text, fill="black")
             for column, image in enumerate(images):
-                left = label_width + column * stride
-                draw.rectangle((left - 1, top - 1, left + cell, top + cell), outline="grey")
-                sheet.paste(image.convert("RGB").resize((cell, cell)), (left, top))
+                left = label_width + column * stride_w
+                draw.rectangle((left - 1, top - 1, left + cell_w, top + cell_h), outline="grey")
+                sheet.paste(image.convert("RGB").resize((cell_w, cell_h)), (left, top))
         return sheet
 
 
@@ -91,14 +108,18 @@ def inspect_slots(pipeline: Any, x_t, x0) -> SlotInspection:
         return layer.weights if layer.active else None
 
     background = scene._background_layer if scene.has_background_layer else None
+    layer_weights = (np.stack([upsample(active_weights(layer)) for layer in scene.layers], axis=1) if scene.layers
+                     else np.zeros((t, 0, pipeline.height, pipeline.width), np.float32))
+    background_weights = None if background is None else upsample(active_weights(background))
+    total = layer_weights.sum(axis=1) + (0 if background_weights is None else background_weights)
     with torch.no_grad():
         return SlotInspection(
             timesteps=[float(v) for v in pipeline.steps.timesteps.tolist()],
             noise_levels=[float(v) for v in pipeline.steps.noise_levels],
             inputs=[to_output(pipeline.model.decode(x_t[i:i + 1]), "pil") for i in range(t)],
             estimates=[to_output(pipeline.model.decode(x0[i:i + 1]), "pil") for i in range(t)],
-            layer_weights=np.stack([upsample(active_weights(layer)) for layer in scene.layers], axis=1)
-            if scene.layers else np.zeros((t, 0, pipeline.height, pipeline.width), np.float32),
+            layer_weights=layer_weights,
             layer_prompts=[layer.prompt for layer in scene.layers],
-            background_weights=None if background is None else upsample(active_weights(background)),
+            background_weights=background_weights,
+            fill_weights=1.0 - np.minimum(total, 1.0),
         )

@@ -28,11 +28,24 @@ def test_the_inspection_shows_each_slots_images_and_each_layers_weights(make_str
     assert seen.background_weights.shape == (t, SIZE, SIZE) and seen.background_weights.max() > 0
     with pytest.raises(KeyError, match="no layer 'a plum'"):
         seen.weights("a plum")
-    sheet = seen.contact_sheet(cell=32)
-    assert sheet.size == (150 + 34 * t, 20 + 34 * (2 + 2 + 1))
+    assert seen.weights("background") is seen.background_weights
+    # the white latent fills exactly what the layers' weights leave short of 1
+    total = seen.layer_weights.sum(axis=1) + seen.background_weights
+    np.testing.assert_allclose(seen.fill_weights, 1 - np.minimum(total, 1), atol=1e-6)
+    assert seen.fill_weights[0].max() > 0  # at the noisiest slot, where faded or blurred weights drop out
+    sheet = seen.contact_sheet(cell=32)  # rows: inputs, estimates, 2 layers, background, fill; 2-pixel frames
+    assert sheet.size == (150 + 34 * t, 20 + 34 * (2 + 2 + 1 + 1))
     stream.update_single_layer(1, mask_std=4.0)
     with pytest.raises(RuntimeError, match="changed since the last frame"):
         stream.inspect_slots()
+
+
+def test_the_contact_sheet_keeps_a_wide_canvas_wide(make_stream):
+    stream = make_stream(height=SIZE, width=2 * SIZE)
+    stream.update_single_layer(0, prompt="a very long prompt about a red apple on a wooden table", mask=np.ones((SIZE, 2 * SIZE), bool))
+    stream()
+    sheet = stream.inspect_slots().contact_sheet(cell=64)
+    assert sheet.size == (150 + 66 * stream.num_slots, 20 + 34 * (2 + 1 + 1))  # cells 64 x 32, as the canvas
 
 
 def _grown(mask, by):
