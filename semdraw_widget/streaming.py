@@ -282,6 +282,9 @@ class StreamRunner:
             if owner is None or owner() is not self:
                 raise RuntimeError("this canvas's pipeline last made a frame for another canvas (or none yet): "
                                    "press Step (canvas.step()), then inspect")
+            if self._synced_revision is None:
+                raise RuntimeError("the frame being made when the stream stopped was dropped, so the pipeline is ahead "
+                                   "of the image shown: press Step (canvas.step()), then inspect")
             if self._state.revision != self._synced_revision:
                 raise RuntimeError("the canvas changed since the last frame: press Step (canvas.step()), then inspect")
             inspection = self.pipeline.inspect_slots()

@@ -580,7 +580,10 @@ def test_a_frame_dropped_at_a_stop_is_not_taken_for_the_settled_image(make_canva
     release.set()
     wait_until(lambda: not stream_threads())
     assert stopped._runner.frames_generated == last
+    with pytest.raises(RuntimeError, match="dropped"):  # the pipeline is ahead of the image shown
+        stopped.inspect_slots()
     np.testing.assert_array_equal(np.asarray(stopped.render()), np.asarray(twin.render()))
+    assert np.array_equal(np.asarray(stopped.inspect_slots().estimates[-1]), np.asarray(stopped.frame))
     assert stopped.status.startswith("rendered: the image has settled")
 
 

@@ -169,6 +169,7 @@ class RegionBatch:
     roll_back: torch.Tensor
     live: tuple[int, ...] | None = None  # None: every item
     skip_empty: bool = True  # False: call the model on every item (the straightforward baseline)
+    layers: tuple = ()  # the Layer of each row of `masks` (what `inspect_slots` shows the weights of)
     live_index: torch.Tensor | None = field(init=False)
     call_cond: Conditioning = field(init=False)
     call_uncond: Conditioning | None = field(init=False)
@@ -365,7 +366,12 @@ class RegionScene:
         return regions.to_mask_tensor(mask, self.height, self.width, self.family.device)
 
     def set_mask(self, layer: Layer, mask: Any) -> None:
-        layer.mask = self.mask_tensor(mask)
+        self.assign_mask(layer, self.mask_tensor(mask))
+
+    @staticmethod
+    def assign_mask(layer: Layer, mask: torch.Tensor) -> None:
+        """A mask already checked and on the device (`mask_tensor`); its weights are recomputed at the next batch."""
+        layer.mask = mask
         layer.weights = None
 
     def invalidate(self, layer: Layer | None = None) -> None:
@@ -437,7 +443,8 @@ class RegionScene:
         forward, back = centring_roll_indices(masks[:nb].reshape(nb * len(active), h, w))
         timesteps = self.steps.timesteps.repeat_interleave(len(active))
         live = live_items(masks, self.call_multiple) if self.skip_empty_items else None
-        return RegionBatch(masks, repeat_cond(cond, t), uncond, timesteps, nb, forward, back, live, self.skip_empty_items)
+        return RegionBatch(masks, repeat_cond(cond, t), uncond, timesteps, nb, forward, back, live, self.skip_empty_items,
+                           layers=tuple(active))
 
 
 def _image_tensor(image: Any, height: int, width: int) -> torch.Tensor:

@@ -86,15 +86,16 @@ class SlotInspection:
         return sheet
 
 
-def inspect_slots(pipeline: Any, x_t, x0) -> SlotInspection:
-    """The inspection of a StreamMultiDiffusion's last frame, whose slot inputs were `x_t` and blended
-    clean estimates `x0` (T, C, h, w). The scene must not have changed since (the weights are its current ones)."""
+def inspect_slots(pipeline: Any, x_t, x0, batch) -> SlotInspection:
+    """The inspection of a StreamMultiDiffusion's last frame, whose slot inputs were `x_t`, blended clean
+    estimates `x0` (T, C, h, w) and batch `batch` (None: no layer had weight). The scene's layers must be
+    the ones that frame had (no change since)."""
     import torch
 
     from .stream import to_output
 
     scene = pipeline._scene
-    scene.batch()  # every layer's weights are current
+    rows = {} if batch is None else {id(layer): row for row, layer in enumerate(batch.layers)}
     scale = pipeline.model.vae_scale
     t = len(pipeline.steps)
 
@@ -104,8 +105,9 @@ def inspect_slots(pipeline: Any, x_t, x0) -> SlotInspection:
         full = weights[:, 0].float().repeat_interleave(scale, -2).repeat_interleave(scale, -1)
         return full.cpu().numpy()
 
-    def active_weights(layer):
-        return layer.weights if layer.active else None
+    def active_weights(layer):  # the weights the frame blended with (a layer without any was left out)
+        row = rows.get(id(layer))
+        return None if row is None else batch.masks[:, row]
 
     background = scene._background_layer if scene.has_background_layer else None
     layer_weights = (np.stack([upsample(active_weights(layer)) for layer in scene.layers], axis=1) if scene.layers

@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -205,7 +206,8 @@ def _not_found(
     if _offline():
         why = "the hub is unreachable or HF_HUB_OFFLINE is set"
     elif unreachable:
-        why = f"the hub is unreachable ({unreachable}); not asked again for {HUB_RETRY_AFTER_S:.0f} s"
+        left = max(1.0, HUB_RETRY_AFTER_S - (time.monotonic() - _hub_unreachable[0]))
+        why = f"the hub is unreachable ({unreachable}); not asked again for {left:.0f} s"
     else:
         why = f"download failed: {_first_line(error)}"
     arguments = " ".join(f'"{name}"' if "*" in name else name for name in files)
@@ -659,6 +661,9 @@ def _fuse_lora(lora_key: str, tokenizer, text_encoder, unet, vae, scheduler_conf
     fuse_lora_into(shell, state, lora_key)
 
 
+_QUIET_LOCK = threading.RLock()  # re-entrant: quiet sections nest
+
+
 @contextlib.contextmanager
 def diffusers_quiet(level: int = logging.ERROR):
     """Silence diffusers' messages below `level` for a moment: warnings this module has already checked for
@@ -666,12 +671,14 @@ def diffusers_quiet(level: int = logging.ERROR):
     fuse_lora_into counts them) or that do not apply."""
     from diffusers.utils import logging as diffusers_logging
 
-    previous = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity(level)
-    try:
-        yield
-    finally:
-        diffusers_logging.set_verbosity(previous)
+    # The verbosity is global: two loads at once (threads) must not restore each other's quiet level for good.
+    with _QUIET_LOCK:
+        previous = diffusers_logging.get_verbosity()
+        diffusers_logging.set_verbosity(level)
+        try:
+            yield
+        finally:
+            diffusers_logging.set_verbosity(previous)
 
 
 LORA_DOWN_KEY = re.compile(r"(lora_down|lora_A|lora\.down)\.weight$")  # one per adapted layer, in every LoRA layout

@@ -421,9 +421,10 @@ class StreamMultiDiffusion:
                 scene.invalidate(layer)
                 changed = True
         if mask is not None:
-            old = layer.mask
-            scene.set_mask(layer, mask)
-            changed |= old is None or not torch.equal(old, layer.mask)
+            new = scene.mask_tensor(mask)
+            if layer.mask is None or not torch.equal(layer.mask, new):  # the same mask again keeps its weights
+                scene.assign_mask(layer, new)
+                changed = True
         if changed:
             scene.invalidate()
             self._changed()
@@ -490,7 +491,8 @@ class StreamMultiDiffusion:
         from .inspection import inspect_slots
 
         if self._last_slots is None:
-            raise RuntimeError("no frame yet: run one (pipe() or canvas.step()), then inspect it")
+            raise RuntimeError("no frame since the pipeline started or its seed changed: run one (pipe() or "
+                               "canvas.step()), then inspect it")
         if self._still_frames == 0:
             raise RuntimeError("the layers or the seed changed since the last frame: run a frame, then inspect it")
         return inspect_slots(self, *self._last_slots)
@@ -523,6 +525,6 @@ class StreamMultiDiffusion:
         if self.profile:
             self._timer.mark("blend")
         self._still_frames += 1
-        self._last_slots = (x_t, x0)  # references only, for inspect_slots
+        self._last_slots = (x_t, x0, batch)  # references only, for inspect_slots
         return x0[-1:]
 

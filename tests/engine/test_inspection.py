@@ -8,7 +8,7 @@ from engine_helpers import APPLE, PEAR, SIZE, scene
 
 def test_the_inspection_shows_each_slots_images_and_each_layers_weights(make_stream):
     stream = scene(make_stream())
-    with pytest.raises(RuntimeError, match="no frame yet"):
+    with pytest.raises(RuntimeError, match="no frame since the pipeline started"):
         stream.inspect_slots()
     for _ in range(stream.num_slots - 1):
         stream()
@@ -38,6 +38,18 @@ def test_the_inspection_shows_each_slots_images_and_each_layers_weights(make_str
     stream.update_single_layer(1, mask_std=4.0)
     with pytest.raises(RuntimeError, match="changed since the last frame"):
         stream.inspect_slots()
+
+
+def test_the_same_mask_sent_again_keeps_the_weights_shown(make_stream):
+    """Brushing over painted area sends the same mask again: the inspection must still show the weights
+    the frame blended with (they read zero once)."""
+    stream = scene(make_stream())
+    stream()
+    before = stream.inspect_slots().weights(0)
+    stream.update_single_layer(0, mask=APPLE)  # unchanged
+    stream()
+    np.testing.assert_array_equal(stream.inspect_slots().weights(0), before)
+    assert before.max() > 0
 
 
 def test_the_contact_sheet_keeps_a_wide_canvas_wide(make_stream):

@@ -105,8 +105,11 @@ def test_vae_key_and_family_options_that_would_be_ignored_say_so(tmp_path):
     with pytest.raises(ValueError, match="vae_key .*sdxl_vae.safetensors' is a single file"):
         load_model("tiny-xl", vae_key=str(single), use_tiny_vae=False, lora_key=None)
     model = load_model("tiny-xl", lora_key=None)
-    with pytest.raises(ValueError, match="unet_key choose how a model is loaded, but model= is loaded already"):
+    with pytest.raises(ValueError, match="model= is loaded already, so these loading options would be ignored: unet_key"):
         StableMultiDiffusionPipeline("cpu", model=model, unet_key="lightning")
+    with pytest.raises(ValueError, match="ignored: hf_key, sd_version='1.5' \\(the model is SDXL\\)"):
+        StreamMultiDiffusion("cpu", model=model, hf_key="tiny", sd_version="1.5", height=64, width=64)
+    StreamMultiDiffusion("cpu", model=model, sd_version="xl", height=64, width=64)  # the model's own family: fine
 
 
 def test_the_default_flash_lora_missing_names_its_peft_files(tmp_path, monkeypatch):

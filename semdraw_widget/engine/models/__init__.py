@@ -71,12 +71,16 @@ def pipeline_model(device: Any, dtype: Any, model: Any, hf_key: str | None, sd_v
     unless one is asked for); otherwise one is loaded for `hf_key` with `kwargs` (lora_key, taesd_key, ...)."""
     from ..loading import default_dtype, resolve_device
 
-    given = [option for option in FAMILY_OPTIONS if kwargs.get(option) is not None]
-    if model is not None and given:
-        raise ValueError(
-            f"{', '.join(given)} choose how a model is loaded, but model= is loaded already: pass them to "
-            "load_model(...) instead, or leave model out"
-        )
+    if model is not None:  # options that choose what to load would be ignored
+        given = [option for option in FAMILY_OPTIONS if kwargs.get(option) is not None]
+        given += ["hf_key"] if hf_key is not None else []
+        if sd_version is not None and family_name(sd_version) != model.name:
+            given.append(f"sd_version={sd_version!r} (the model is {FAMILY_TITLES[model.name]})")
+        if given:
+            raise ValueError(
+                f"model= is loaded already, so these loading options would be ignored: {', '.join(given)}. Pass them "
+                "to load_model(...) instead, or leave model out"
+            )
     device = resolve_device(device)
     dtype = dtype or (model.dtype if model is not None else default_dtype(device))
     return device, dtype, model or load_model(hf_key, device=device, dtype=dtype, family=sd_version, **kwargs)
