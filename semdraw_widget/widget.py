@@ -202,7 +202,9 @@ class SemanticCanvas(anywidget.AnyWidget):
                 check_text(f"background {key}", value.get(key, ""))
         except ValueError as exc:
             raise t.TraitError(str(exc)) from None
-        return value
+        # Always the full dict: a key left out means empty text, and has_image reports the state (it is not set here).
+        return {"prompt": value.get("prompt", ""), "negative_prompt": value.get("negative_prompt", ""),
+                "has_image": self._state.background_image is not None}
 
     @t.observe("background")
     def _on_background(self, change):

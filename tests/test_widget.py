@@ -223,6 +223,9 @@ def test_background_prompt_and_uploaded_image(make_canvas):
     Image.new("RGB", (32, 16), (10, 20, 30)).save(out, format="PNG")
     from_browser(canvas, {"type": "background_image", "format": "png"}, [out.getvalue()])
     assert canvas.background["has_image"] and canvas.background_image.size == (16, 8)
+    canvas.background = {"prompt": "a beach"}  # a partial dict: the rest is empty text, has_image stays true
+    assert canvas.background == {"prompt": "a beach", "negative_prompt": "", "has_image": True}
+    assert canvas.state.background == {"prompt": "a beach", "negative_prompt": ""}
     from_browser(canvas, {"type": "background_image", "clear": True})
     assert not canvas.background["has_image"] and canvas.background_image is None
 
