@@ -25,7 +25,7 @@ def test_mask_conversion_accepts_the_documented_inputs():
     "mask, expected",
     [
         (torch.full((8, 16), 200, dtype=torch.uint8), 200 / 255),  # 0..255 like numpy uint8
-        (torch.ones(8, 16, dtype=torch.uint8), 1 / 255),
+        (torch.full((8, 16), 2, dtype=torch.uint8), 2 / 255),  # 0..255 coverage, as numpy uint8
         (np.ones((8, 16), np.int32), 1.0),  # other integers are fractions, as on the canvas
         (Image.new("RGBA", (16, 8), (255, 255, 255, 60)), 60 / 255),  # alpha, as on the canvas
         (Image.new("F", (16, 8), 0.5), 0.5),
