@@ -54,12 +54,6 @@ def _checked(mask: Any, height: int, width: int) -> np.ndarray:
             f"a mask must have shape (height, width) = ({height}, {width}), or (1, {height}, {width}); "
             f"got {tuple(array.shape)}. Resize it to the canvas size first."
         )
-    if array.dtype == np.uint8 and array.max() == 1:  # almost surely a 0/1 mask cast with astype(np.uint8)
-        warnings.warn(
-            "this uint8 mask holds only 0 and 1: uint8 masks are 0..255 coverage, so it covers 1/255 at most "
-            "(next to nothing). Pass it as bool (mask.astype(bool)) or as 0/255 (mask * 255).",
-            UserWarning, stacklevel=4,
-        )
     if array.dtype == np.bool_ or array.dtype == np.uint8:
         return array
     if not np.isfinite(array).all():
@@ -73,6 +67,23 @@ def _checked(mask: Any, height: int, width: int) -> np.ndarray:
             "pass uint8 for 0..255 coverage, bool for a hard mask, or scale it (e.g. mask / mask.max())"
         )
     return array
+
+
+def warn_if_zero_one_uint8(mask: Any, stacklevel: int = 3) -> None:
+    """Warn when a mask handed over by a person is 8-bit and holds only 0 and 1: almost surely a 0/1 mask cast
+    with astype(np.uint8), which reads as 1/255 coverage. Called where a person's own mask comes in (not where
+    the canvas hands its painted coverage on, where an eraser's edge may leave 1s); `stacklevel` 3 names the
+    line that called the function calling this one."""
+    dtype = str(getattr(mask, "dtype", ""))
+    if dtype not in ("uint8", "torch.uint8") and getattr(mask, "mode", None) not in ("L", "LA", "RGBA"):
+        return
+    array = _as_array(mask)
+    if array.dtype == np.uint8 and array.size and array.max() == 1:
+        warnings.warn(
+            "this uint8 mask holds only 0 and 1: uint8 masks are 0..255 coverage, so it covers 1/255 at most "
+            "(next to nothing). Pass it as bool (mask.astype(bool)) or as 0/255 (mask * 255).",
+            UserWarning, stacklevel=stacklevel,
+        )
 
 
 def to_fraction(mask: Any, height: int, width: int) -> np.ndarray:

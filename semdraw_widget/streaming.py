@@ -29,6 +29,7 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 
 from . import protocol
 from .engine.stream import HostFrame, device_event
@@ -275,21 +276,20 @@ class StreamRunner:
     def inspect_slots(self):
         """The pipeline's inspection of this canvas's last frame, with every canvas layer in canvas order
         (named by its id; a hidden layer has no weight)."""
-        import numpy as np
-
         with self._lock:
             owner = _pipeline_owner.get(self.pipeline)
             if owner is None or owner() is not self:
                 raise RuntimeError("this canvas's pipeline last made a frame for another canvas (or none yet): "
                                    "press Step (canvas.step()), then inspect")
             if self._synced_revision is None:
-                raise RuntimeError("the frame being made when the stream stopped was dropped, so the pipeline is ahead "
-                                   "of the image shown: press Step (canvas.step()), then inspect")
-            if self._state.revision != self._synced_revision:
+                raise RuntimeError("the image shown is not the pipeline's last frame (that frame failed, or was dropped "
+                                   "when the stream stopped): press Step (canvas.step()), then inspect")
+            snapshot = self._state.snapshot()  # the layers and their revision, read together
+            if snapshot.revision != self._synced_revision:
                 raise RuntimeError("the canvas changed since the last frame: press Step (canvas.step()), then inspect")
             inspection = self.pipeline.inspect_slots()
             engine_index = {layer_id: index for index, (layer_id, _) in enumerate(self._mirror)}
-        layers = self._state.layers
+        layers = snapshot.layers
         hidden = np.zeros_like(inspection.fill_weights)
         inspection.layer_weights = np.stack(
             [inspection.layer_weights[:, engine_index[layer["id"]]] if layer["id"] in engine_index else hidden
@@ -521,7 +521,8 @@ class StreamRunner:
             if "prompt" in changes:
                 self._check_prompt_length(layer)
             if "mask" in changes:
-                changes["mask"] = snapshot.masks[layer["id"]]
+                # as a fraction: painted coverage is no person's mistake to warn about (an eraser's edge leaves 1s)
+                changes["mask"] = np.divide(snapshot.masks[layer["id"]], 255.0, dtype=np.float32)
                 self._note_mask_arrival(layer["id"], snapshot.mask_arrival.get(layer["id"]))
             pipeline.update_single_layer(idx=index, **changes)
             if index < len(self._mirror):

@@ -22,7 +22,7 @@ import traitlets as t
 
 from . import protocol
 from .canvas_state import CanvasState, check_canvas_size, check_text
-from .coverage import image_from_array
+from .coverage import image_from_array, warn_if_zero_one_uint8
 from .limits import check_max_in_flight, check_seed
 
 log = logging.getLogger("semdraw_widget")
@@ -433,6 +433,7 @@ class SemanticCanvas(anywidget.AnyWidget):
         """Replace a layer's mask (bool / uint8 / float array, torch tensor or PIL image of the canvas size).
 
         It shows in the browser at once and can be undone there."""
+        warn_if_zero_one_uint8(mask)
         coverage = self._state.set_mask(layer_id, mask)
         edit = next(self._python_edits)  # a large mask goes in several bands: the view undoes them as one
         for content, buffers in protocol.mask_messages(layer_id, coverage, "python"):

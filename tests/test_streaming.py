@@ -610,3 +610,24 @@ def test_a_canvas_inspects_its_last_frame_by_layer_id(make_canvas, tiny_pipeline
     other.step()  # the shared pipeline's last frame is the other canvas's now
     with pytest.raises(RuntimeError, match="another canvas"):
         canvas.inspect_slots()
+
+
+def test_a_zero_one_uint8_mask_warns_where_a_person_hands_it_over_and_only_there(live, pipe):
+    import warnings
+
+    canvas = live()
+    layer = canvas.add_layer("an apple")
+    zero_one = np.zeros((SIZE, SIZE), np.uint8)
+    zero_one[:8] = 1  # (mask > 0).astype(np.uint8): 1/255 coverage, a common slip
+    with pytest.warns(UserWarning, match=r"only 0 and 1.*mask.astype\(bool\)") as record:
+        canvas.set_mask(layer, zero_one)
+    assert record[0].filename == __file__  # it names the person's own line
+    with pytest.warns(UserWarning, match="only 0 and 1") as record:
+        pipe.update_single_layer(pipe.num_layers, prompt="a pear", mask=zero_one)
+    assert record[0].filename == __file__
+    pipe.remove_layer(pipe.num_layers - 1)
+    with warnings.catch_warnings():  # painted coverage (an eraser's edge leaves 1s) is nobody's slip: no warning
+        warnings.simplefilter("error")
+        paint(canvas, layer, 0, 0, 8, 8, value=1)
+        canvas.step()
+        canvas.set_mask(layer, zero_one * 255)

@@ -22,7 +22,9 @@ class SlotInspection:
     noise_levels: list[float]  # what each slot's masks were quantised against
     inputs: list  # PIL images: each slot's noisy latent, decoded
     estimates: list  # PIL images: each slot's blended clean estimate, decoded; the last one is the frame
-    layer_weights: np.ndarray  # (T, L, H, W) float32, the layers in engine order (update_single_layer's idx)
+    # (T, L, H, W) float32: from a pipeline, its layers in engine order (update_single_layer's idx); from a
+    # canvas, every canvas layer in canvas order, hidden ones with no weight
+    layer_weights: np.ndarray
     layer_prompts: list[str]
     background_weights: np.ndarray | None  # (T, H, W): the background prompt's full-canvas layer, if there is one
     # (T, H, W): where the layers' total weight falls short of 1, the blend takes this share from the white
@@ -31,8 +33,8 @@ class SlotInspection:
     layer_ids: list[str] | None = None  # the canvas's layer ids, in the same order (from SemanticCanvas.inspect_slots)
 
     def weights(self, layer: int | str) -> np.ndarray:
-        """(T, H, W) weights of one layer: its engine index, its canvas id, its prompt, or "background" (the
-        background prompt's layer)."""
+        """(T, H, W) weights of one layer: its index in `layer_weights` (engine order from a pipeline, canvas
+        order from a canvas), its canvas id, its prompt, or "background" (the background prompt's layer)."""
         ids = self.layer_ids or []
         if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
             if not -len(self.layer_prompts) <= layer < len(self.layer_prompts):

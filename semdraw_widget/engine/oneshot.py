@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..coverage import warn_if_zero_one_uint8
 from .blend import Guidance, RegionScene, SelfResidual, denoise, per_layer, slot_noise
 from .models import pipeline_model
 from .stream import OUTPUT_TYPES, check_layer_setting, check_seed, check_size, per_layer_setting, to_output
@@ -145,6 +146,9 @@ class StableMultiDiffusionPipeline:
         prompts = [] if prompts is None else [prompts] if isinstance(prompts, str) else list(prompts)
         count = len(prompts)
         mask_list = _split_masks(masks, count, height, width)
+        for mask in mask_list:
+            if mask is not None:
+                warn_if_zero_one_uint8(mask)
         negatives = per_layer(negative_prompts, count, "negative_prompts", "")
         rhos = per_layer_setting("prompt_strength", prompt_strengths, count, self.default_prompt_strength)
         strengths = per_layer_setting("mask_strength", mask_strengths, count, self.default_mask_strength)

@@ -37,6 +37,7 @@ import torch
 from .accel import AcceleratedPredictor, compile_mode
 from .blend import Guidance, RegionScene, SelfResidual, cat_cond, denoise, per_layer, slot_noise
 from .models import pipeline_model
+from ..coverage import warn_if_zero_one_uint8
 from ..limits import LAYER_SETTING_LIMITS, check_number, check_seed
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -396,6 +397,7 @@ class StreamMultiDiffusion:
             for setting, value in (("prompt_strength", prompt_strength), ("mask_strength", mask_strength), ("mask_std", mask_std))
         )
         if mask is not None:
+            warn_if_zero_one_uint8(mask)
             mask = scene.mask_tensor(mask)
         if idx == n:
             scene.layers.append(scene.new_layer(
@@ -405,7 +407,7 @@ class StreamMultiDiffusion:
                 self.default_mask_std if mask_std is None else mask_std,
             ))
             if mask is not None:
-                scene.set_mask(scene.layers[idx], mask)
+                scene.assign_mask(scene.layers[idx], mask)
             scene.invalidate()
             self._changed()
             return
@@ -421,9 +423,8 @@ class StreamMultiDiffusion:
                 scene.invalidate(layer)
                 changed = True
         if mask is not None:
-            new = scene.mask_tensor(mask)
-            if layer.mask is None or not torch.equal(layer.mask, new):  # the same mask again keeps its weights
-                scene.assign_mask(layer, new)
+            if layer.mask is None or not torch.equal(layer.mask, mask):  # the same mask again keeps its weights
+                scene.assign_mask(layer, mask)
                 changed = True
         if changed:
             scene.invalidate()
@@ -446,6 +447,9 @@ class StreamMultiDiffusion:
         if len(mask_list) != count:
             raise ValueError(f"got {len(mask_list)} masks for {count} prompts; give one mask per prompt")
         # every check before the old layers go, so a rejected call leaves the scene as it was
+        for mask in mask_list:
+            if mask is not None:
+                warn_if_zero_one_uint8(mask)
         mask_list = [None if mask is None else self._scene.mask_tensor(mask) for mask in mask_list]
         strengths = per_layer_setting("mask_strength", mask_strengths, count)
         stds = per_layer_setting("mask_std", mask_stds, count)

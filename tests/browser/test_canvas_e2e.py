@@ -114,7 +114,9 @@ def test_paint_set_mask_and_undo(open_notebook):
                timeout=20, what="Ctrl+Z to bring layer a back first in the list, with its stroke, in the kernel")
     wait_until(lambda: canvas_pixel(page, *on_line[3])[3] > 0, timeout=10,
                what="the restored layer's paint to reappear on the drawing surface")
-    assert kernel.eval("canvas.active_layer == a"), "the restored layer was active and should be again"
+    # the view may send the active layer in a later update than the layers: wait for it, bounded
+    wait_until(lambda: kernel.eval("canvas.active_layer == a"), timeout=10,
+               what="the restored layer, active when it was deleted, to be active again in the kernel")
     page.keyboard.press("Control+Shift+z")
     wait_until(lambda: layer_a not in layer_ids(), timeout=20, what="Ctrl+Shift+Z to delete layer a again")
 

@@ -109,6 +109,9 @@ def test_vae_key_and_family_options_that_would_be_ignored_say_so(tmp_path):
         StableMultiDiffusionPipeline("cpu", model=model, unet_key="lightning")
     with pytest.raises(ValueError, match="ignored: hf_key, sd_version='1.5' \\(the model is SDXL\\)"):
         StreamMultiDiffusion("cpu", model=model, hf_key="tiny", sd_version="1.5", height=64, width=64)
+    for option in ({"lora_key": None}, {"use_tiny_vae": False}, {"taesd_key": "madebyollin/taesdxl"}, {"allow_pickle": True}):
+        with pytest.raises(ValueError, match=f"ignored: {next(iter(option))}"):
+            StreamMultiDiffusion("cpu", model=model, height=64, width=64, **option)
     StreamMultiDiffusion("cpu", model=model, sd_version="xl", height=64, width=64)  # the model's own family: fine
 
 

@@ -32,6 +32,9 @@ from .sdxl import SDXL
 FAMILIES = {"sd15": SD15, "sdxl": SDXL, "sd3": SD3}
 # Loading options only one family has (the pipelines take them as keywords, None meaning "not given").
 FAMILY_OPTIONS = {"unet_key": "sdxl", "vae_key": "sdxl", "use_t5": "sd3"}
+# The pipelines' loading options and their defaults: with model= (loaded already) anything else would be ignored.
+LOADING_DEFAULTS = {"lora_key": True, "use_tiny_vae": True, "taesd_key": None, "config": None, "allow_pickle": False,
+                    **{option: None for option in FAMILY_OPTIONS}}
 log = logging.getLogger("semdraw_widget")
 TINY_FOR = {family: key for key, family in TINY_KEYS.items()}
 
@@ -72,7 +75,7 @@ def pipeline_model(device: Any, dtype: Any, model: Any, hf_key: str | None, sd_v
     from ..loading import default_dtype, resolve_device
 
     if model is not None:  # options that choose what to load would be ignored
-        given = [option for option in FAMILY_OPTIONS if kwargs.get(option) is not None]
+        given = [option for option, default in LOADING_DEFAULTS.items() if option in kwargs and kwargs[option] != default]
         given += ["hf_key"] if hf_key is not None else []
         if sd_version is not None and family_name(sd_version) != model.name:
             given.append(f"sd_version={sd_version!r} (the model is {FAMILY_TITLES[model.name]})")
