@@ -611,8 +611,11 @@ export class SemdrawView {
 
   // ---------------------------------------------------------------- layers
 
-  setLayers(layers) {
-    this.set("layers", layers);
+  /** The layers, and with them (one update, so the kernel never sees one without the other) the active layer. */
+  setLayers(layers, active) {
+    this.model.set("layers", layers);
+    if (active !== undefined) this.model.set("active_layer", active);
+    this.model.save_changes();
   }
 
   updateLayer(id, patch) {
@@ -623,8 +626,7 @@ export class SemdrawView {
     const layers = this.layers();
     const layer = newLayer(layers);
     this.mask(layer.id);
-    this.setLayers([...layers, layer]);
-    this.set("active_layer", layer.id);
+    this.setLayers([...layers, layer], layer.id);
   }
 
   /** Deletes a layer and its mask, as one undoable edit. */
@@ -644,8 +646,8 @@ export class SemdrawView {
     if (i < 0) return;
     const rest = layers.filter((l) => l.id !== id);
     this.deletedHere.add(id); // keeps its undo history: undoing the deletion brings the layer back
-    this.setLayers(rest);
-    if (this.get("active_layer", "") === id) this.set("active_layer", rest[Math.min(i, rest.length - 1)]?.id ?? "");
+    const wasActive = this.get("active_layer", "") === id;
+    this.setLayers(rest, wasActive ? rest[Math.min(i, rest.length - 1)]?.id ?? "" : undefined);
   }
 
   /** Undoes a deletion: the layer goes back to its place with its settings, then its mask to the kernel. */
@@ -653,10 +655,9 @@ export class SemdrawView {
     const layers = this.layers();
     if (layers.some((l) => l.id === entry.layer)) return false; // back already (from Python or another view)
     layers.splice(Math.min(entry.index, layers.length), 0, entry.settings);
-    this.setLayers(layers);
+    this.setLayers(layers, entry.active ? entry.layer : undefined);
     const rect = nonZeroBounds(entry.mask, this.width, this.height);
     if (rect) this.writeMask(entry.layer, rect, extract(entry.mask, this.width, rect));
-    if (entry.active) this.set("active_layer", entry.layer);
     return true;
   }
 
