@@ -13,6 +13,14 @@ def tiny():
     return load_model("tiny", device="cpu")
 
 
+@pytest.fixture(scope="session")
+def tiny_dir():
+    """The folder of the tiny models, saved once in the real layouts (diffusers folders, LoRAs, TAESD)."""
+    from semdraw_widget.engine.models import tiny as tiny_module
+
+    return tiny_module.tiny_model_dir()
+
+
 @pytest.fixture
 def make_stream(tiny):
     from semdraw_widget.engine import StreamMultiDiffusion

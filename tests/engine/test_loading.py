@@ -5,11 +5,6 @@ from semdraw_widget.engine import ModelNotFoundError, StreamMultiDiffusion, Unsa
 from semdraw_widget.engine.models import tiny as tiny_module
 
 
-@pytest.fixture(scope="module")
-def tiny_dir():
-    return tiny_module.tiny_model_dir()
-
-
 def weights(module):
     return {k: v.clone() for k, v in module.state_dict().items()}
 

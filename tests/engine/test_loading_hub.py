@@ -37,15 +37,6 @@ def hub_cache(tmp_path, monkeypatch):
     return add
 
 
-@pytest.fixture(scope="module")
-def root():
-    return tiny_module.tiny_model_dir()
-
-
-def state_of(module):
-    return {k: v.clone() for k, v in module.state_dict().items()}
-
-
 def same(a, b):
     return set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -68,23 +59,23 @@ def test_single_file_text_encoder_keys_fit_either_clip_layout():
             assert set(fitted) <= set(own)
 
 
-def test_real_sd15_single_file_layout_loads(root, tmp_path):
+def test_real_sd15_single_file_layout_loads(tiny_dir, tmp_path):
     file = tiny_module.write_single_file(tmp_path / "civitai-style.safetensors")
     keys = list(load_file(str(file)))
     assert any(k.startswith("cond_stage_model.transformer.text_model.embeddings.") for k in keys)  # as real files have
     assert not any(k.startswith("cond_stage_model.transformer.embeddings.") for k in keys)
-    single = load_model(str(file), config=str(root / "sd15"), lora_key=None, taesd_key=str(root / "taesd"))
-    folder = load_model(str(root / "sd15"), lora_key=None, taesd_key=str(root / "taesd"))
+    single = load_model(str(file), config=str(tiny_dir / "sd15"), lora_key=None, taesd_key=str(tiny_dir / "taesd"))
+    folder = load_model(str(tiny_dir / "sd15"), lora_key=None, taesd_key=str(tiny_dir / "taesd"))
     assert same(single.text_encoder.state_dict(), folder.text_encoder.state_dict())
     # a file converted by a tool that wrote the flattened layout loads too
     flat = {k.replace("transformer.text_model.", "transformer."): v for k, v in load_file(str(file)).items()}
     save_file(flat, str(tmp_path / "flat.safetensors"))
-    again = load_model(str(tmp_path / "flat.safetensors"), config=str(root / "sd15"), lora_key=None, taesd_key=str(root / "taesd"))
+    again = load_model(str(tmp_path / "flat.safetensors"), config=str(tiny_dir / "sd15"), lora_key=None, taesd_key=str(tiny_dir / "taesd"))
     assert same(again.text_encoder.state_dict(), folder.text_encoder.state_dict())
 
 
 # ---- 2. what the not-found messages tell people to run -------------------------------------------
-def test_not_found_names_the_hf_commands_and_only_the_needed_files(hub_cache, root):
+def test_not_found_names_the_hf_commands_and_only_the_needed_files(hub_cache, tiny_dir):
     with pytest.raises(ModelNotFoundError) as error:
         load_model("semdraw-tests/no-such-model", lora_key=None, dtype=torch.float16)
     message = str(error.value)
@@ -98,7 +89,7 @@ def test_not_found_names_the_hf_commands_and_only_the_needed_files(hub_cache, ro
     assert "vae/diffusion_pytorch_model.safetensors" in str(error.value) and ".fp16" not in str(error.value)
 
 
-def test_not_found_says_why_and_which_option_takes_a_local_copy(hub_cache, root, monkeypatch):
+def test_not_found_says_why_and_which_option_takes_a_local_copy(hub_cache, tiny_dir, monkeypatch):
     def refuse(**kw):
         raise OSError("401 Client Error: access to the repository is restricted\nmore detail")
 
@@ -163,24 +154,24 @@ def test_an_unreachable_hub_is_tried_once_per_load_and_named_as_the_cause(hub_ca
 
 
 # ---- 3. the seed project's default hub id ----------------------------------------------------------
-def test_removed_runwayml_id_reads_the_maintained_copy_and_says_so(hub_cache, root, caplog):
-    hub_cache("stable-diffusion-v1-5/stable-diffusion-v1-5", root / "sd15")
+def test_removed_runwayml_id_reads_the_maintained_copy_and_says_so(hub_cache, tiny_dir, caplog):
+    hub_cache("stable-diffusion-v1-5/stable-diffusion-v1-5", tiny_dir / "sd15")
     with caplog.at_level("WARNING", logger="semdraw_widget"):
-        model = load_model("runwayml/stable-diffusion-v1-5", lora_key=None, taesd_key=str(root / "taesd"))
+        model = load_model("runwayml/stable-diffusion-v1-5", lora_key=None, taesd_key=str(tiny_dir / "taesd"))
     assert model.name == "sd15" and "removed from the Hugging Face hub" in model.notice
     assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in caplog.text
-    hub_cache("runwayml/stable-diffusion-v1-5", root / "sd15")  # still cached here: used as it is
-    assert load_model("runwayml/stable-diffusion-v1-5", lora_key=None, taesd_key=str(root / "taesd")).notice == ""
+    hub_cache("runwayml/stable-diffusion-v1-5", tiny_dir / "sd15")  # still cached here: used as it is
+    assert load_model("runwayml/stable-diffusion-v1-5", lora_key=None, taesd_key=str(tiny_dir / "taesd")).notice == ""
 
 
 # ---- 4. dtype and fp16 variants ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def variant_folder(root, tmp_path_factory):
+def variant_folder(tiny_dir, tmp_path_factory):
     """A copy of the tiny SD 1.5 folder that also holds fp16 variant files with other weights."""
     from diffusers import UNet2DConditionModel
 
     folder = tmp_path_factory.mktemp("variant") / "sd15"
-    shutil.copytree(root / "sd15", folder)
+    shutil.copytree(tiny_dir / "sd15", folder)
     unet = UNet2DConditionModel.from_pretrained(folder / "unet")
     with torch.no_grad():
         for parameter in unet.parameters():
@@ -189,7 +180,7 @@ def variant_folder(root, tmp_path_factory):
     return folder
 
 
-def test_fp16_prefers_the_variant_files_and_falls_back_to_the_plain_ones(variant_folder, root, hub_cache, monkeypatch):
+def test_fp16_prefers_the_variant_files_and_falls_back_to_the_plain_ones(variant_folder, tiny_dir, hub_cache, monkeypatch):
     from diffusers import UNet2DConditionModel
 
     variant = load_file(str(variant_folder / "unet" / "diffusion_pytorch_model.fp16.safetensors"))
@@ -202,25 +193,25 @@ def test_fp16_prefers_the_variant_files_and_falls_back_to_the_plain_ones(variant
         return real(cls, *args, **kwargs)
 
     monkeypatch.setattr(UNet2DConditionModel, "from_pretrained", classmethod(spy))
-    common = dict(lora_key=None, taesd_key=str(root / "taesd"))
+    common = dict(lora_key=None, taesd_key=str(tiny_dir / "taesd"))
     half = load_model(str(variant_folder), dtype=torch.float16, **common).unet.state_dict()
     assert all(torch.equal(half[k], variant[k]) for k in variant) and calls[-1]["torch_dtype"] == torch.float16
     full = load_model(str(variant_folder), dtype=torch.float32, **common).unet.state_dict()
     assert all(torch.equal(full[k], plain[k]) for k in plain) and "variant" not in calls[-1]
     # a folder and a hub repository without fp16 files: the plain ones, loaded straight in float16
-    no_variant = load_model(str(root / "sd15"), dtype=torch.float16, **common).unet.state_dict()
+    no_variant = load_model(str(tiny_dir / "sd15"), dtype=torch.float16, **common).unet.state_dict()
     assert all(torch.equal(no_variant[k], plain[k].half()) for k in plain) and calls[-1]["torch_dtype"] == torch.float16
     hub_cache("someone/with-variant", variant_folder)
-    hub_cache("someone/without-variant", root / "sd15")
+    hub_cache("someone/without-variant", tiny_dir / "sd15")
     from_hub = load_model("someone/with-variant", dtype=torch.float16, **common).unet.state_dict()
     assert all(torch.equal(from_hub[k], variant[k]) for k in variant)
     from_hub = load_model("someone/without-variant", dtype=torch.float16, **common).unet.state_dict()
     assert all(torch.equal(from_hub[k], plain[k].half()) for k in plain)
 
 
-def test_fp16_without_variant_files_logs_no_error_and_never_reads_a_pickled_variant(root, tmp_path):
+def test_fp16_without_variant_files_logs_no_error_and_never_reads_a_pickled_variant(tiny_dir, tmp_path):
     folder = tmp_path / "sd15"
-    shutil.copytree(root / "sd15", folder)
+    shutil.copytree(tiny_dir / "sd15", folder)
     plain = {part: load_file(str(folder / part / name)) for part, name in
              (("unet", "diffusion_pytorch_model.safetensors"), ("text_encoder", "model.safetensors"))}
     for part, name in (("unet", "diffusion_pytorch_model.fp16.bin"), ("text_encoder", "model.fp16.bin")):
@@ -232,7 +223,7 @@ def test_fp16_without_variant_files_logs_no_error_and_never_reads_a_pickled_vari
     for logger in libraries:
         logger.addHandler(handler)
     try:
-        model = load_model(str(folder), dtype=torch.float16, lora_key=None, taesd_key=str(root / "taesd"))
+        model = load_model(str(folder), dtype=torch.float16, lora_key=None, taesd_key=str(tiny_dir / "taesd"))
     finally:
         for logger in libraries:
             logger.removeHandler(handler)
@@ -260,17 +251,17 @@ def test_sharded_t5_patterns_match_the_files_transformers_writes(tmp_path):
 def test_lightning_unet_never_reads_the_base_unet_weights(hub_cache, monkeypatch):
     from diffusers import UNet2DConditionModel
 
-    root = tiny_module.tiny_model_dir("sdxl")
-    base = hub_cache("someone/sdxl-without-unet-weights", root / "sdxl")
+    tiny_dir = tiny_module.tiny_model_dir("sdxl")
+    base = hub_cache("someone/sdxl-without-unet-weights", tiny_dir / "sdxl")
     (base / "unet" / "diffusion_pytorch_model.safetensors").unlink()  # only unet/config.json is there
 
     def forbidden(*args, **kwargs):
         raise AssertionError("the base UNet's weights were loaded")
 
     monkeypatch.setattr(UNet2DConditionModel, "from_pretrained", forbidden)
-    lightning = root / "lightning-unet" / "sdxl_lightning_4step_unet.safetensors"
+    lightning = tiny_dir / "lightning-unet" / "sdxl_lightning_4step_unet.safetensors"
     for key in ("someone/sdxl-without-unet-weights", str(base)):
-        model = load_model(key, unet_key=str(lightning), taesd_key=str(root / "taesdxl"))
+        model = load_model(key, unet_key=str(lightning), taesd_key=str(tiny_dir / "taesdxl"))
         assert same(model.unet.state_dict(), load_file(str(lightning)))
     with pytest.raises(ModelNotFoundError) as error:
         load_model("someone/not-cached-xl", family="xl", unet_key=str(lightning), lora_key=None)
@@ -309,8 +300,8 @@ def test_hub_family_comes_from_a_downloaded_model_index(tmp_path, monkeypatch):
 
 
 # ---- 7. partly matching LoRAs ---------------------------------------------------------------------------
-def test_a_lora_that_partly_fits_is_reported(root, tmp_path):
-    state = load_file(str(root / "lcm-lora" / "pytorch_lora_weights.safetensors"))
+def test_a_lora_that_partly_fits_is_reported(tiny_dir, tmp_path):
+    state = load_file(str(tiny_dir / "lcm-lora" / "pytorch_lora_weights.safetensors"))
     half = {k.replace("attn1", "attnX"): v for k, v in state.items()}  # self-attention layers: half of them
     save_file(half, str(tmp_path / "half.safetensors"))
     with pytest.warns(UserWarning, match=r"half\.safetensors'?: 44 of its 88 layers match no layer"):
@@ -318,23 +309,23 @@ def test_a_lora_that_partly_fits_is_reported(root, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         warnings.filterwarnings("ignore", message=".*(deprecated|torchvision).*")
-        load_model("tiny", lora_key=str(root / "lcm-lora"))
+        load_model("tiny", lora_key=str(tiny_dir / "lcm-lora"))
 
 
-def test_a_pickled_lora_is_refused_unless_allowed(root, tmp_path):
-    state = load_file(str(root / "lcm-lora" / "pytorch_lora_weights.safetensors"))
+def test_a_pickled_lora_is_refused_unless_allowed(tiny_dir, tmp_path):
+    state = load_file(str(tiny_dir / "lcm-lora" / "pytorch_lora_weights.safetensors"))
     torch.save(state, str(tmp_path / "lora.bin"))
     with pytest.raises(UnsafeCheckpointError, match=r"pickled LoRA \(\.bin\).*allow_pickle=True") as error:
         load_model("tiny", lora_key=str(tmp_path / "lora.bin"))
     assert "corrupt" not in str(error.value)
     allowed = load_model("tiny", lora_key=str(tmp_path / "lora.bin"), allow_pickle=True).unet.state_dict()
-    assert same(allowed, load_model("tiny", lora_key=str(root / "lcm-lora")).unet.state_dict())
+    assert same(allowed, load_model("tiny", lora_key=str(tiny_dir / "lcm-lora")).unet.state_dict())
 
 
 # ---- 9. SD3 LoRAs in the diffusers layout ----------------------------------------------------------------
 def test_sd3_diffusers_lora_from_the_hub_is_merged(hub_cache, tmp_path):
-    root = tiny_module.tiny_model_dir("sd3")
-    peft_state = load_file(str(root / "flash-lora" / "adapter_model.safetensors"))
+    tiny_dir = tiny_module.tiny_model_dir("sd3")
+    peft_state = load_file(str(tiny_dir / "flash-lora" / "adapter_model.safetensors"))
     diffusers_state = {k.replace("base_model.model.", "transformer."): v for k, v in peft_state.items()}
     (tmp_path / "repo").mkdir()
     save_file(diffusers_state, str(tmp_path / "repo" / "pytorch_lora_weights.safetensors"))
