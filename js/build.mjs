@@ -1,4 +1,4 @@
-// Bundles the widget into the Python package's static/ folder (see DESIGN.md → Layout).
+// Bundles the widget into the Python package's static/ folder, where the widget loads it from (semdraw_widget/widget.py).
 import { build } from "esbuild";
 
 const outdir = new URL("../semdraw_widget/static/", import.meta.url).pathname;

@@ -1,5 +1,5 @@
-// Tiny DOM helpers: element construction and a registry that removes every listener it
-// added (DOM and model alike) when the view is cleaned up.
+// Tiny DOM helpers: element construction and a registry that removes every listener (DOM and model
+// alike) and timer it added when the view is cleaned up.
 
 /**
  * h("button", {class: "x", title: "…", "data-action": "undo"}, child, …). Object keys that are
@@ -24,9 +24,22 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+/** A button that the view's click handler dispatches by its data-action. */
+export function actionButton(action, text, title, extra = {}) {
+  return h("button", { type: "button", "data-action": action, title, text, ...extra });
+}
+
 export class Disposer {
   constructor() {
     this.undo = [];
+    this.timers = new Set();
+    this.disposed = false; // work that finishes later (a decode, a download) checks this before touching the view
+  }
+
+  /** setTimeout, cleared by dispose() if it has not run yet. */
+  later(fn, ms) {
+    const t = setTimeout(() => { this.timers.delete(t); fn(); }, ms);
+    this.timers.add(t);
   }
 
   /** addEventListener, remembered for dispose(). */
@@ -46,6 +59,9 @@ export class Disposer {
   }
 
   dispose() {
+    this.disposed = true;
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
     for (const fn of this.undo.splice(0).reverse()) {
       try {
         fn();

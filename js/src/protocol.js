@@ -1,11 +1,6 @@
-// Custom widget messages (DESIGN.md → Messages). Binary payloads travel as buffers.
-//
-// Browser → kernel: mask {layer, x, y, w, h, enc, rev, view} + w*h coverage bytes (zlib
-//   "deflate" or raw), ack {seq}, sync {view}, action {name}, background_image {format} + file
-//   bytes | {clear}.
-// Kernel → browser: mask {layer, x, y, w, h, enc, origin, view} + bytes, frame {seq, format,
-//   width, height, stats} + image, background_image {format, view} + bytes | {clear}, synced
-//   {view}, error {message}. `view` on a sync's replies names the view that asked; others skip them.
+// The custom messages between this view and the kernel: checking what arrives, and sending masks.
+// The protocol itself (every message, its fields, who sends it) is written once, in
+// docs/architecture.md, section "Protocol"; semdraw_widget/protocol.py is the kernel's side of it.
 // parseKernelMessage validates everything that arrives; anything malformed is reported as
 // {error} and never throws, so one bad message cannot break the view.
 
@@ -15,8 +10,11 @@ import { bands } from "./rects.js";
 export const MAX_BAND_BYTES = 2 * 1024 * 1024;
 /** Below this, deflate costs more than it saves. */
 export const MIN_DEFLATE_BYTES = 4096;
-export const FRAME_FORMATS = ["jpeg", "png", "webp"];
-export const IMAGE_MIME = { jpeg: "image/jpeg", png: "image/png", webp: "image/webp" };
+/** What the kernel encodes frames as: JPEG while the scene changes, PNG once it settles. */
+export const FRAME_FORMATS = ["jpeg", "png"];
+/** What the kernel sends the background image as (whatever format it was uploaded in). */
+export const BACKGROUND_FORMATS = ["png"];
+export const IMAGE_MIME = { jpeg: "image/jpeg", png: "image/png" };
 
 /** Uint8Array view of a received buffer (DataView, typed array or ArrayBuffer). */
 export function bytesOf(buffer) {
@@ -135,7 +133,7 @@ export function parseKernelMessage(content, buffers, size) {
     case "background_image": {
       const view = typeof content.view === "string" ? content.view : null; // set when part of one view's sync
       if (content.clear === true) return { msg: { type: "background_image", clear: true, view } };
-      if (!FRAME_FORMATS.includes(content.format)) {
+      if (!BACKGROUND_FORMATS.includes(content.format)) {
         return { error: `background_image: unknown format ${content.format}` };
       }
       if (!data || !data.length) return { error: "background_image: missing image bytes" };

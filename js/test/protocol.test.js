@@ -132,8 +132,19 @@ test("frames, background images and errors parse", () => {
   assert.deepEqual(frame.data, img);
   assert.deepEqual(parseKernelMessage({ type: "background_image", clear: true }, [], SIZE).msg, { type: "background_image", clear: true, view: null });
   assert.equal(parseKernelMessage({ type: "background_image", format: "png", view: "v2" }, [img], SIZE).msg.view, "v2");
-  assert.equal(parseKernelMessage({ type: "background_image", format: "webp" }, [img], SIZE).msg.format, "webp");
   assert.equal(parseKernelMessage({ type: "error", message: "CUDA out of memory" }, [], SIZE).msg.message, "CUDA out of memory");
+});
+
+test("image formats are exactly the protocol's: frames JPEG or PNG, the kernel's background image PNG", () => {
+  const img = new Uint8Array([1, 2, 3]);
+  const frame = (format) => parseKernelMessage({ type: "frame", seq: 1, format }, [img], SIZE);
+  const background = (format) => parseKernelMessage({ type: "background_image", format }, [img], SIZE);
+  assert.equal(frame("jpeg").msg.format, "jpeg");
+  assert.equal(frame("png").msg.format, "png");
+  assert.equal(background("png").msg.format, "png");
+  // The kernel never sends these (a WebP upload reaches the view as the kernel's PNG).
+  for (const format of ["webp", "gif"]) assert.match(frame(format).error, /unknown format/);
+  for (const format of ["webp", "jpeg"]) assert.match(background(format).error, /unknown format/);
 });
 
 test("bytesOf views any buffer type without copying", () => {
