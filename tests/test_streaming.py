@@ -306,6 +306,31 @@ def test_a_gpu_pipeline_gets_cuda_graphs_unless_told_otherwise(monkeypatch):
     assert [kwargs.get("compile") for _, kwargs in made] == [True, "inductor", None]
 
 
+def test_the_figures_travel_in_the_frame_messages_and_python_reads_the_latest(live):
+    canvas = live()
+    assert canvas.stats == {} and "stats" not in canvas.keys  # not a synced trait: one channel to the views
+    paint(canvas, canvas.add_layer("an apple"))
+    canvas.start()
+    wait_until(lambda: canvas.status.startswith("still"))  # said once the settled PNG is out
+    canvas.stop()
+    last = frames(canvas)[-1][0]["stats"]
+    assert canvas.stats == last and {"fps", "latency_ms", "frame_ms", "breakdown"} <= set(last)
+
+
+def test_a_pipeline_without_what_the_runner_uses_is_refused_up_front(make_canvas, pipe):
+    class WithoutUpdates:
+        def __init__(self, inner):
+            self._inner = inner
+
+        def __getattr__(self, name):
+            if name == "apply_updates":
+                raise AttributeError(name)
+            return getattr(self._inner, name)
+
+    with pytest.raises(TypeError, match="needs a streaming pipeline, not a WithoutUpdates"):
+        make_canvas(SIZE, SIZE, pipeline=WithoutUpdates(pipe))
+
+
 def test_latency_counts_only_strokes_made_while_streaming(live):
     canvas = live()
     layer = canvas.add_layer("an apple")

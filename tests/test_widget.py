@@ -48,6 +48,17 @@ def test_deflated_strokes_and_observers(make_canvas):
     canvas.unobserve_masks(seen.append)  # one not (or no longer) observing: no error, as traitlets' unobserve
 
 
+def test_the_canvas_mask_observers_are_its_states(make_canvas):
+    canvas = make_canvas(width=16, height=16)
+    layer = canvas.add_layer("a")
+    seen = []
+    canvas.observe_masks(seen.append)
+    canvas.state.set_mask(layer, np.ones((16, 16), bool))
+    canvas.state.unobserve_masks(seen.append)  # one list of observers, whichever side registered them
+    canvas.set_mask(layer, np.zeros((16, 16), bool))
+    assert seen == [layer]
+
+
 @pytest.mark.parametrize(
     "content, buffers, needle",
     [
