@@ -3,6 +3,7 @@
 No ipywidgets here: the same state serves the widget, scripts and the streaming thread. Masks are
 stored as uint8 coverage (0..255) at canvas resolution, the same bytes the browser paints, and handed
 out as float32 in [0, 1]. Every change bumps a revision so the generation thread can tell what moved.
+Where a stroke goes from here: docs/architecture.md, "A stroke".
 """
 
 from __future__ import annotations
