@@ -169,15 +169,15 @@ class Recorder:
             return [(t, c) for t, c in self.frames if c["format"] == "jpeg"]
 
 
-def time_send(runner: Any, recorder: Recorder) -> None:
-    original = runner._send_frame_message
+def time_send(sender: Any, recorder: Recorder) -> None:
+    original = sender._send
 
     def timed(content, buffers):
         started = time.perf_counter()
         original(content, buffers)
         recorder.send_ms.append((content["format"], (time.perf_counter() - started) * 1e3))
 
-    runner._send_frame_message = timed
+    sender._send = timed
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -194,10 +194,10 @@ def measure_path(pipeline: Any, layers: int, frames: int, warmup_frames: int, ba
     canvas, ids = make_canvas(driven, layers, mask_strength)
     runner = canvas._runner
     if baseline:
-        runner._encoder.shutdown(wait=True)
-        runner._encoder = InlineExecutor()
+        runner.sender._encoder.shutdown(wait=True)
+        runner.sender._encoder = InlineExecutor()
     recorder = Recorder(canvas)
-    time_send(runner, recorder)
+    time_send(runner.sender, recorder)
     warm_up_s = []
     if getattr(pipeline, "compile", None):
         original_warm_up = pipeline.warm_up

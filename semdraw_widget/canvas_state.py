@@ -3,12 +3,14 @@
 No ipywidgets here: the same state serves the widget, scripts and the streaming thread. Masks are
 stored as uint8 coverage (0..255) at canvas resolution, the same bytes the browser paints, and handed
 out as float32 in [0, 1]. Every change bumps a revision so the generation thread can tell what moved.
+Where a stroke goes from here: docs/architecture.md, "A stroke".
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import secrets
 import threading
 import zipfile
@@ -21,6 +23,7 @@ import numpy as np
 from .coverage import to_coverage
 from .limits import LAYER_SETTING_LIMITS, check_number
 
+log = logging.getLogger("semdraw_widget")
 SCENE_FORMAT = "semdraw-scene"
 SCENE_VERSION = 1
 MAX_SIDE = 4096
@@ -301,15 +304,21 @@ class CanvasState:
         return labels
 
     def observe_masks(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(layer_id)`` after every mask change (strokes, `set_mask`), outside the state's lock.
+        A callback that raises is logged and the others still run: an observer must not break painting."""
         self._mask_observers.append(callback)
 
     def unobserve_masks(self, callback: Callable[[str], None]) -> None:
+        """Stop calling ``callback``; one never added is no error."""
         if callback in self._mask_observers:
             self._mask_observers.remove(callback)
 
     def _notify(self, layer_id: str) -> None:
         for callback in list(self._mask_observers):
-            callback(layer_id)
+            try:
+                callback(layer_id)
+            except Exception:
+                log.exception("observe_masks callback failed")
 
     # ---- background ---------------------------------------------------------------------------
     def set_background(self, prompt: str | None = None, negative_prompt: str | None = None) -> None:

@@ -1,27 +1,9 @@
 """Messages between the browser canvas and the kernel, and the codecs for their binary payloads.
 
-The protocol, once (binary payloads travel as message buffers, never base64; masks and frames never
-travel in traits):
-
-Browser -> kernel
-    {"type": "mask", "layer", "x", "y", "w", "h", "enc": "raw"|"deflate", "rev", "view"} + w*h coverage bytes
-    {"type": "ack", "seq"}                       a frame was displayed
-    {"type": "sync", "view"}                     a new view wants every mask (and the background image)
-    {"type": "action", "name": "start"|"stop"|"step"|"render"}
-    {"type": "background_image", "format"} + file bytes, or {"type": "background_image", "clear": true}
-Kernel -> browser
-    {"type": "mask", ..., "origin": "python"|"sync"|"peer"} + bytes  (python-origin edits are undoable
-                                                 there, the bands of one edit sharing an "edit" number;
-                                                 "peer" echoes a view's stroke to the other views,
-                                                 with that view's "view" id so it can skip its own)
-    {"type": "frame", "seq", "format": "jpeg"|"png", "width", "height", "stats"} + encoded image
-    {"type": "background_image", "format": "png"} + bytes, or {"type": "background_image", "clear": true}
-    {"type": "synced", "view"}                   the end of a sync's masks: the view may paint now
-    A sync's replies (masks with origin "sync", the background image, "synced") carry the asking view's
-    "view" id: the other views of the canvas skip them, since they may hold newer strokes.
-    {"type": "error", "message"}
-
-Every decoder here raises `ProtocolError` with a message a person can act on; callers turn that into a
+The protocol is stated once, in docs/architecture.md ("The wire protocol"): every message type in both
+directions, its fields and buffers, the limits and what is rejected. This module is the kernel's side of
+it (js/src/protocol.js is the view's): `decode_*` for what a view sends, `*_message` for what the kernel
+sends. Every decoder raises `ProtocolError` with a message a person can act on; callers turn that into a
 visible error and leave their state untouched.
 """
 

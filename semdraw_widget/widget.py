@@ -1,18 +1,18 @@
 """SemanticCanvas: the anywidget that paints layers in the browser and keeps their masks in the kernel.
 
-Developer notes. Small settings are synced traits (declared together below). Masks, frames and
-background images travel as custom messages with binary buffers (see `protocol.py` for the whole
-protocol). The kernel's `CanvasState` is the source of truth; a new view asks for `sync` and gets
-every mask. With a pipeline attached, a `StreamRunner` (streaming.py) turns the state into frames.
+Developer notes. Small settings are synced traits (declared together below, each documented under its
+definition). Masks, frames and background images travel as custom messages with binary buffers
+(docs/architecture.md, "The wire protocol"; codecs in `protocol.py`). The kernel's `CanvasState` is the
+source of truth; a new view asks for `sync` and gets every mask. Strokes go through a `StrokeInbox`
+(stroke_inbox.py), sends from other threads through a `KernelThread` (kernel_thread.py). With a pipeline
+attached, a `StreamRunner` (streaming.py) turns the state into frames.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,12 +23,11 @@ import traitlets as t
 from . import protocol
 from .canvas_state import CanvasState, check_canvas_size, check_text
 from .coverage import image_from_array, warn_if_zero_one_uint8
+from .kernel_thread import KernelThread
 from .limits import check_max_in_flight, check_seed
+from .stroke_inbox import StrokeInbox
 
 log = logging.getLogger("semdraw_widget")
-
-HOLD_UNKNOWN_LAYER_S = 2.0  # how long a stroke may wait for its layer to arrive (see `_hold`)
-HELD_STROKE_BYTES = 16 * 1024 * 1024  # at most this much held stroke data per canvas
 
 _STATIC = Path(__file__).parent / "static"
 _ESM_PATH = _STATIC / "widget.js"
@@ -37,22 +36,6 @@ _CSS_PATH = _STATIC / "widget.css"
 
 class FrontendNotBuiltError(RuntimeError):
     pass
-
-
-def _kernel_event_loop() -> asyncio.AbstractEventLoop | None:
-    """The event loop running an IPython kernel's cells, when called from one; None elsewhere (scripts,
-    tests, or an unrelated loop such as Playwright's, which would never deliver our sends)."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return None
-    shell = get_ipython()
-    if shell is None or getattr(shell, "kernel", None) is None:
-        return None
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 def _frontend_files() -> dict[str, str]:
@@ -67,14 +50,9 @@ def _frontend_files() -> dict[str, str]:
 class SemanticCanvas(anywidget.AnyWidget):
     """A canvas of semantic layers: paint regions in the browser, read their masks as numpy arrays.
 
-    Traits (synced with the browser):
-      width, height     canvas size in pixels, multiples of 8 (fixed at creation)
-      layers            list of layer dicts, bottom to top: id, name, prompt, negative_prompt, color,
-                        prompt_strength, mask_strength, mask_blur, visible
-      active_layer      id of the layer the brush paints into
-      background        {"prompt", "negative_prompt", "has_image"}
-      tool, brush_size, overlay_opacity, view ("side" | "below" | "overlay": where the frame sits)
-      running, has_pipeline, seed, status, stats, notice (a banner, e.g. "tiny model: images are noise")
+    Its settings are the traits below, synced with every view of the canvas and documented under their
+    definitions. The kernel owns `running`, `has_pipeline`, `status` and `notice`: it sets them, and a view
+    only shows them. The latest frame's figures (frames/s, latency, ...) are `stats`, a read-only property.
 
     Example:
         >>> canvas = SemanticCanvas(width=512, height=512)
@@ -89,20 +67,40 @@ class SemanticCanvas(anywidget.AnyWidget):
     _css = t.Unicode().tag(sync=True)
 
     width = t.Int(512).tag(sync=True)
+    """Canvas width in pixels (int, default 512): a multiple of 8 from 8 to 4096, fixed once the canvas exists."""
     height = t.Int(512).tag(sync=True)
+    """Canvas height in pixels (int, default 512), like `width`."""
     layers = t.List(t.Dict()).tag(sync=True)
+    """The layers, bottom to top (list of dicts, default []): id, name, prompt, negative_prompt, color
+    ("#rrggbb"), prompt_strength, mask_strength, mask_blur (pixels) and visible. A view's edits are checked
+    (a bad list is refused whole); the masks are not here (see `masks`)."""
     active_layer = t.Unicode("").tag(sync=True)
+    """Id of the layer the brush paints into (str, default "": none; the first layer added becomes it)."""
     background = t.Dict({"prompt": "", "negative_prompt": "", "has_image": False}).tag(sync=True)
+    """The background (dict): "prompt" and "negative_prompt" (str, default ""), and "has_image" (bool,
+    default False), which reports `set_background_image` and is not set here."""
     tool = t.Enum(("brush", "eraser"), default_value="brush").tag(sync=True)
+    """What a view's pointer paints with ("brush" or "eraser", default "brush")."""
     brush_size = t.Int(32).tag(sync=True)
+    """The brush's diameter in canvas pixels (int, default 32; the views use 1 to 256)."""
     overlay_opacity = t.Float(0.5).tag(sync=True)
+    """How opaque the views draw the painted masks (float from 0 to 1, default 0.5)."""
     view = t.Enum(("side", "below", "overlay"), default_value="side").tag(sync=True)
+    """Where the views show the generated image: "side" (beside the canvas, the default), "below", or
+    "overlay" (under the masks)."""
     running = t.Bool(False).tag(sync=True)
+    """Kernel-owned: whether frames are streaming (bool, default False). `start()` and `stop()` change it;
+    a view's ▶ / ❚❚ asks the kernel to."""
     has_pipeline = t.Bool(False).tag(sync=True)
+    """Kernel-owned: whether a pipeline is attached (bool, default False); the views show the generation
+    controls only then."""
     seed = t.Int(2024).tag(sync=True)
+    """The seed of the generation's fixed noise (int from 0 to 2**63 - 1, default 2024); a new one restarts
+    the image."""
     status = t.Unicode("").tag(sync=True)
-    stats = t.Dict().tag(sync=True)
+    """Kernel-owned: the status line (str, default ""): what the stream is doing, or the last problem."""
     notice = t.Unicode("").tag(sync=True)
+    """Kernel-owned: a banner about the model (str, default ""), e.g. that the tiny model's images are noise."""
 
     def __init__(
         self,
@@ -134,27 +132,20 @@ class SemanticCanvas(anywidget.AnyWidget):
 
             check_pipeline(pipeline, width, height)
         self._state = state or CanvasState(width, height)
-        self._mask_callbacks: list[Callable[[str], None]] = []
         self._python_edits = itertools.count(1)
         self._runner = None
         self._max_in_flight = max_in_flight
-        self._main_thread = threading.get_ident()
-        self._held: list[tuple[Any, float]] = []  # strokes on layers the kernel has not heard of yet
-        # Guards the held strokes; a browser stroke is applied or held under it, so held ones keep their order.
-        self._strokes_lock = threading.RLock()
+        self._kernel = KernelThread()  # sends and trait writes from other threads go through it
         # Outside a kernel (a script, a benchmark) the stream's threads set traits directly, and ipywidgets'
         # hold_sync is not thread-safe; it also makes a `when` check and its write one step, so a status
         # queued by the stream cannot land after a pause.
         self._traits_lock = threading.RLock()
-        self._expiry_armed = False
-        # The kernel's event loop: sends from the generation thread are scheduled on it.
-        self._loop: asyncio.AbstractEventLoop | None = _kernel_event_loop()
+        self._inbox = StrokeInbox(lambda: self._state.layer_ids, self._apply_stroke, self._report, self._kernel.call_later)
         super().__init__(width=width, height=height, layers=self._state.layers, **files, **kwargs)
         self._sync_background_trait()
         if background_prompt:
             self.background = {**self.background, "prompt": background_prompt}
         self.on_msg(self._on_msg)
-        self._state.observe_masks(self._on_state_mask)
         if pipeline is not None:
             self.attach_pipeline(pipeline)
 
@@ -181,8 +172,7 @@ class SemanticCanvas(anywidget.AnyWidget):
         ids = self._state.layer_ids
         if self.active_layer and self.active_layer not in ids:
             self.active_layer = ids[-1] if ids else ""
-        if self._held:
-            self._release_held()
+        self._inbox.release()  # strokes that waited for a layer of this list
 
     @t.validate("active_layer")
     def _check_active(self, proposal):
@@ -244,12 +234,7 @@ class SemanticCanvas(anywidget.AnyWidget):
                 raise protocol.ProtocolError(f"a message must be a JSON object (got {type(content).__name__})")
             kind = content.get("type")
             if kind == "mask":
-                patch = protocol.decode_mask_message(content, buffers, self.width, self.height)
-                with self._strokes_lock:
-                    if patch.layer in self._state.layer_ids and not any(held.layer == patch.layer for held, _ in self._held):
-                        self._apply_stroke(patch, time.perf_counter())
-                    else:  # its layer is not known yet, or earlier strokes on it wait: keep their order
-                        self._hold(patch)
+                self._inbox.receive(protocol.decode_mask_message(content, buffers, self.width, self.height))
             elif kind == "ack":
                 seq = protocol.decode_ack(content)
                 if self._runner is not None:
@@ -274,59 +259,6 @@ class SemanticCanvas(anywidget.AnyWidget):
         self._state.apply_patch(patch, arrival=arrival)
         # Other views of this canvas (displayed twice, another tab) follow the stroke live.
         self.send_threadsafe(*protocol.encode_mask_message(patch.layer, patch.x, patch.y, patch.data, "peer", patch.view))
-
-    def _hold(self, patch: Any) -> None:
-        """Keep a stroke on a layer not known yet for a moment: a view sends its layer list as a widget
-        state update, which the front end may hold back while an earlier update is unanswered, so a new
-        (or restored) layer's first strokes can arrive before the layer itself."""
-        with self._strokes_lock:
-            held_bytes = sum(held.data.nbytes for held, _ in self._held)
-            if held_bytes + patch.data.nbytes > HELD_STROKE_BYTES:
-                raise protocol.ProtocolError(f"unknown layer {patch.layer!r}; known layers: {self._state.layer_ids}")
-            self._held.append((patch, time.perf_counter()))
-            self._expire_held_later()
-
-    def _expire_held_later(self) -> None:
-        """Check the held strokes again after the hold (one pending check at a time; a stroke may thus
-        wait up to twice the hold). On the kernel's loop when there is one, the thread that applies every
-        other stroke; on a timer thread otherwise (no kernel: tests, scripts). Called under `_strokes_lock`."""
-        if self._expiry_armed:
-            return
-        self._expiry_armed = True
-        if self._loop is not None and self._loop.is_running():
-            self._loop.call_soon_threadsafe(self._loop.call_later, HOLD_UNKNOWN_LAYER_S, self._expire_held)
-        else:
-            timer = threading.Timer(HOLD_UNKNOWN_LAYER_S, self._expire_held)
-            timer.daemon = True
-            timer.start()
-
-    def _expire_held(self) -> None:
-        with self._strokes_lock:
-            self._expiry_armed = False
-            self._release_held()
-
-    def _release_held(self) -> None:
-        """Apply held strokes whose layer now exists, in order; report (and drop) those whose layer is
-        still unknown after the hold; keep waiting for the rest."""
-        with self._strokes_lock:
-            held, self._held = self._held, []
-            waiting, unknown = [], []
-            for patch, arrival in held:
-                if patch.layer in self._state.layer_ids:
-                    try:
-                        self._apply_stroke(patch, arrival)
-                    except Exception as exc:  # one bad stroke must not take the others with it
-                        log.exception("could not apply a held stroke")
-                        unknown.append((patch.layer, f"{type(exc).__name__}: {exc}"))
-                elif time.perf_counter() - arrival >= HOLD_UNKNOWN_LAYER_S:
-                    unknown.append((patch.layer, f"unknown layer {patch.layer!r}; known layers: {self._state.layer_ids}"))
-                else:
-                    waiting.append((patch, arrival))
-            self._held = waiting
-            if waiting:
-                self._expire_held_later()
-        for message in dict.fromkeys(message for _, message in unknown):
-            self._report(f"ignored a message from the browser: {message}")
 
     def _run_action(self, name: str) -> None:
         if self._runner is None:
@@ -357,43 +289,25 @@ class SemanticCanvas(anywidget.AnyWidget):
         self.send_threadsafe(*protocol.error_message(message))
         self.set_traits_threadsafe(status=message)
 
-    # ---- thread-safe sending (frames come from the generation thread) -------------------------
+    # ---- sending from any thread (frames come from the encoder thread) ------------------------
     def send_threadsafe(self, content: dict, buffers: list | None = None) -> None:
-        """Send now on the kernel's thread; from another thread, schedule it on the kernel's event loop.
-
-        Colab (and some front ends) do not show messages sent from other threads, so frames sent by the
-        generation thread go through the loop that runs the kernel.
-        """
-        if self._direct():
-            self._send_if_open(content, buffers)
-        else:
-            self._loop.call_soon_threadsafe(self._send_if_open, content, buffers)
-
-    def _direct(self) -> bool:
-        loop = self._loop
-        return loop is None or threading.get_ident() == self._main_thread or loop.is_closed() or not loop.is_running()
+        """Send a message to the views, from any thread: it leaves from the kernel's thread (`KernelThread`)."""
+        self._kernel.call(self._send_if_open, content, buffers)
 
     def _send_if_open(self, content: dict, buffers: list | None) -> None:
         if self.comm is not None:
             self.send(content, buffers)
 
     def set_traits_threadsafe(self, when: Callable[[], bool] | None = None, **values: Any) -> None:
-        """Set traits on the kernel's thread; `when` (checked there, at that moment) may call it off."""
-        def apply() -> None:
-            with self._traits_lock:
-                if when is None or when():
-                    self.set_trait_values(values)
+        """Set traits from any thread, on the kernel's thread; `when` (checked there, at that moment) may call it off."""
+        self._kernel.call(self._set_traits, when, values)
 
-        if self._direct():
-            apply()
-        else:
-            self._loop.call_soon_threadsafe(apply)
-
-    def set_trait_values(self, values: dict) -> None:
-        if self.comm is not None or self._loop is None:
-            with self._traits_lock, self.hold_sync():
-                for name, value in values.items():
-                    setattr(self, name, value)
+    def _set_traits(self, when: Callable[[], bool] | None, values: dict) -> None:
+        with self._traits_lock:
+            if (when is None or when()) and (self.comm is not None or self._kernel.loop is None):
+                with self.hold_sync():
+                    for name, value in values.items():
+                        setattr(self, name, value)
 
     # ---- public API: layers and masks ---------------------------------------------------------
     @property
@@ -444,20 +358,13 @@ class SemanticCanvas(anywidget.AnyWidget):
         return self._state.label_map()
 
     def observe_masks(self, callback: Callable[[str], None]) -> None:
-        """Call ``callback(layer_id)`` after every mask update (browser strokes and set_mask)."""
-        self._mask_callbacks.append(callback)
+        """Call ``callback(layer_id)`` after every mask update (browser strokes and set_mask). The callbacks
+        belong to the canvas's `state` (see `CanvasState.observe_masks`)."""
+        self._state.observe_masks(callback)
 
     def unobserve_masks(self, callback: Callable[[str], None]) -> None:
         """Stop calling ``callback``; like traitlets' ``unobserve``, one never added is no error."""
-        if callback in self._mask_callbacks:
-            self._mask_callbacks.remove(callback)
-
-    def _on_state_mask(self, layer_id: str) -> None:
-        for callback in list(self._mask_callbacks):
-            try:
-                callback(layer_id)
-            except Exception:  # a user's callback must not break painting
-                log.exception("observe_masks callback failed")
+        self._state.unobserve_masks(callback)
 
     # ---- background ---------------------------------------------------------------------------
     @property
@@ -563,6 +470,14 @@ class SemanticCanvas(anywidget.AnyWidget):
         """The latest generated frame as a PIL image (None before the first)."""
         return None if self._runner is None else self._runner.latest_image()
 
+    @property
+    def stats(self) -> dict:
+        """The latest frame's figures, as its frame message brought them to the views ({} before the first
+        frame): fps (frames/s over the last 2 s), frame_ms (from the start of its work to its send),
+        breakdown (milliseconds per stage), frames (how many were made), latency_ms (from a stroke to the
+        first frame that shows it; None until a stroke made while streaming was shown)."""
+        return {} if self._runner is None else self._runner.sender.stats
+
     @t.observe("seed")
     def _on_seed(self, change):
         if self._runner is not None:
@@ -573,9 +488,6 @@ class SemanticCanvas(anywidget.AnyWidget):
         runner, self._runner = getattr(self, "_runner", None), None
         if runner is not None:
             runner.close()
-        state = getattr(self, "_state", None)
-        if state is not None:
-            state.unobserve_masks(self._on_state_mask)
         super().close()
 
     def __repr__(self) -> str:

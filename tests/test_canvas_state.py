@@ -154,6 +154,21 @@ def test_change_listeners_and_mask_observers_fire():
     assert len(changes) == 3 and masks == [a]
 
 
+def test_a_failing_mask_observer_is_logged_and_the_others_still_run(caplog):
+    state = CanvasState(16, 16)
+    layer = state.add_layer("a")
+    seen = []
+
+    def broken(layer_id):
+        raise RuntimeError("a bug in someone's observer")
+
+    state.observe_masks(broken)
+    state.observe_masks(seen.append)
+    state.set_mask(layer, np.ones((16, 16), bool))  # painting goes on
+    assert seen == [layer] and state.get_mask(layer).min() == 1.0
+    assert "observe_masks callback failed" in caplog.text and "a bug in someone's observer" in caplog.text
+
+
 def test_save_and_load_round_trip(tmp_path):
     state = CanvasState(24, 16)
     a = state.add_layer("a red apple", negative_prompt="blurry", mask_blur=3, prompt_strength=0.5)

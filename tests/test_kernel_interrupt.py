@@ -17,7 +17,7 @@ pipe = StreamMultiDiffusion("cpu", hf_key="tiny", height=64, width=64, fresh_noi
 canvas = SemanticCanvas(64, 64, pipeline=pipe)
 canvas.add_layer("an apple")
 canvas._runner.acknowledge = lambda seq: None  # no browser: keep the stream from waiting on acks
-canvas._runner.max_in_flight = 10**9
+canvas._runner.sender.max_in_flight = 10**9
 canvas.start()
 """
 

@@ -103,7 +103,7 @@ def test_never_more_than_max_in_flight_unacknowledged(live):
     wait_until(lambda: len(frames(canvas)) == 2)
     paint(canvas, layer)  # a change, so the loop would love to go on
     time.sleep(0.5)
-    assert len(frames(canvas)) == 2 and canvas._runner.in_flight == 2
+    assert len(frames(canvas)) == 2 and canvas._runner.sender.in_flight == 2
     canvas._handle_custom_msg({"type": "ack", "seq": 1}, [])
     wait_until(lambda: len(frames(canvas)) == 3)
     time.sleep(0.3)
@@ -250,9 +250,9 @@ def test_two_canvases_can_share_one_pipeline(live):
 
 def test_frames_are_sent_on_the_kernels_event_loop(pipe, monkeypatch):
     """Colab shows only messages sent from the kernel's thread: frames made elsewhere go through its loop."""
-    from semdraw_widget import SemanticCanvas, widget
+    from semdraw_widget import SemanticCanvas, kernel_thread
 
-    monkeypatch.setattr(widget, "_kernel_event_loop", asyncio.get_running_loop)  # as inside a kernel's cell
+    monkeypatch.setattr(kernel_thread, "kernel_event_loop", asyncio.get_running_loop)  # as inside a kernel's cell
 
     async def scenario():
         canvas = SemanticCanvas(SIZE, SIZE, pipeline=pipe)
@@ -306,6 +306,31 @@ def test_a_gpu_pipeline_gets_cuda_graphs_unless_told_otherwise(monkeypatch):
     assert [kwargs.get("compile") for _, kwargs in made] == [True, "inductor", None]
 
 
+def test_the_figures_travel_in_the_frame_messages_and_python_reads_the_latest(live):
+    canvas = live()
+    assert canvas.stats == {} and "stats" not in canvas.keys  # not a synced trait: one channel to the views
+    paint(canvas, canvas.add_layer("an apple"))
+    canvas.start()
+    wait_until(lambda: canvas.status.startswith("still"))  # said once the settled PNG is out
+    canvas.stop()
+    last = frames(canvas)[-1][0]["stats"]
+    assert canvas.stats == last and {"fps", "latency_ms", "frame_ms", "breakdown"} <= set(last)
+
+
+def test_a_pipeline_without_what_the_runner_uses_is_refused_up_front(make_canvas, pipe):
+    class WithoutUpdates:
+        def __init__(self, inner):
+            self._inner = inner
+
+        def __getattr__(self, name):
+            if name == "apply_updates":
+                raise AttributeError(name)
+            return getattr(self._inner, name)
+
+    with pytest.raises(TypeError, match="needs a streaming pipeline, not a WithoutUpdates"):
+        make_canvas(SIZE, SIZE, pipeline=WithoutUpdates(pipe))
+
+
 def test_latency_counts_only_strokes_made_while_streaming(live):
     canvas = live()
     layer = canvas.add_layer("an apple")
@@ -342,7 +367,7 @@ def test_an_unrelated_event_loop_is_not_used_for_sending(pipe):
 
     async def scenario():
         canvas = SemanticCanvas(SIZE, SIZE, pipeline=pipe)
-        return canvas._loop, canvas
+        return canvas._kernel.loop, canvas
 
     _, (loop, canvas) = run_in_own_thread(scenario)
     assert loop is None
@@ -365,11 +390,11 @@ def test_a_sender_that_acknowledges_inline_does_not_deadlock(live):
 
     canvas = live()
     canvas.add_layer("an apple")
-    canvas._runner._encoder = InlineEncoder()
+    canvas._runner.sender._encoder = InlineEncoder()
     worker = threading.Thread(target=canvas.step, daemon=True)
     worker.start()
     worker.join(timeout=60)
-    assert not worker.is_alive() and len(frames(canvas)) == 1 and canvas._runner.in_flight == 0
+    assert not worker.is_alive() and len(frames(canvas)) == 1 and canvas._runner.sender.in_flight == 0
 
 
 def test_a_background_compile_keeps_frames_coming_and_says_so(make_canvas, monkeypatch):
@@ -541,7 +566,7 @@ def test_no_frame_follows_a_stop_not_even_one_being_made_when_it_came(live, pipe
     canvas.start()
     assert making.wait(30)
     canvas.stop()
-    count, queued = canvas._runner.frames_generated, canvas._runner._seq
+    count, queued = canvas._runner.frames_generated, canvas._runner.sender._seq
     release.set()
     wait_until(lambda: not stream_threads())
     assert canvas._runner.frames_generated == count == 2
@@ -560,7 +585,7 @@ def test_a_frame_dropped_at_a_stop_is_not_taken_for_the_settled_image(make_canva
     canvases = [make_canvas(SIZE, SIZE, pipeline=p) for p in (stopped_pipe, twin_pipe)]
     for canvas in canvases:
         canvas._runner.acknowledge = lambda seq: None  # no browser: never wait for acks
-        canvas._runner.max_in_flight = 10**9
+        canvas._runner.sender.max_in_flight = 10**9
         paint(canvas, canvas.add_layer("a red apple"))  # the whole canvas: the last frames differ most
     stopped, twin = canvases
     making, release = threading.Event(), threading.Event()

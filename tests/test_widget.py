@@ -48,6 +48,17 @@ def test_deflated_strokes_and_observers(make_canvas):
     canvas.unobserve_masks(seen.append)  # one not (or no longer) observing: no error, as traitlets' unobserve
 
 
+def test_the_canvas_mask_observers_are_its_states(make_canvas):
+    canvas = make_canvas(width=16, height=16)
+    layer = canvas.add_layer("a")
+    seen = []
+    canvas.observe_masks(seen.append)
+    canvas.state.set_mask(layer, np.ones((16, 16), bool))
+    canvas.state.unobserve_masks(seen.append)  # one list of observers, whichever side registered them
+    canvas.set_mask(layer, np.zeros((16, 16), bool))
+    assert seen == [layer]
+
+
 @pytest.mark.parametrize(
     "content, buffers, needle",
     [
@@ -110,15 +121,15 @@ def test_a_stroke_on_a_layer_that_arrives_late_waits_for_it(make_canvas):
 
 
 def test_each_held_stroke_gets_its_full_wait(make_canvas, monkeypatch):
-    from semdraw_widget import widget
+    from semdraw_widget import stroke_inbox
 
     # No fixed sleep decides the outcome: the test waits for the first expiry check itself, and B is so much
     # younger than A that a late timer (up to 1.5 s) or a slow test thread (up to 3 s) still leaves it waiting.
-    monkeypatch.setattr(widget, "HOLD_UNKNOWN_LAYER_S", 3.0)
+    monkeypatch.setattr(stroke_inbox, "HOLD_UNKNOWN_LAYER_S", 3.0)
     canvas = make_canvas(width=32, height=32)
     checks = []
-    expire = canvas._expire_held
-    monkeypatch.setattr(canvas, "_expire_held", lambda: (expire(), checks.append(time.perf_counter())))
+    expire = canvas._inbox._expire
+    monkeypatch.setattr(canvas._inbox, "_expire", lambda: (expire(), checks.append(time.perf_counter())))
     from_browser(canvas, *stroke_message("A", 0, 0, 4, 4))  # arms the one pending check, 3 s from now
     time.sleep(1.5)
     from_browser(canvas, *stroke_message("B", 8, 8, 4, 4))  # held at least 1.5 s after A
@@ -131,9 +142,9 @@ def test_each_held_stroke_gets_its_full_wait(make_canvas, monkeypatch):
 
 
 def test_a_stroke_on_a_layer_that_never_arrives_is_a_visible_error(make_canvas, monkeypatch):
-    from semdraw_widget import widget
+    from semdraw_widget import stroke_inbox
 
-    monkeypatch.setattr(widget, "HOLD_UNKNOWN_LAYER_S", 0.05)
+    monkeypatch.setattr(stroke_inbox, "HOLD_UNKNOWN_LAYER_S", 0.05)
     canvas = make_canvas(width=32, height=32)
     canvas.add_layer("a", id="L")
     before = canvas.masks.copy()
@@ -406,7 +417,7 @@ def test_traits_set_from_several_threads_outside_a_kernel_do_not_collide(make_ca
             except RuntimeError as exc:
                 errors.append(exc)
 
-    threads = [threading.Thread(target=hammer, args=(lambda i: {"stats": {"fps": i}},)),  # as the encoder does
+    threads = [threading.Thread(target=hammer, args=(lambda i: {"status": f"still {i}"},)),  # as the encoder does
                threading.Thread(target=hammer, args=(lambda i: {"status": f"s{i}", "running": bool(i % 2)},))]
     for thread in threads:
         thread.start()

@@ -127,7 +127,7 @@ def test_play_paint_pause(open_notebook):
 
     # A stroke while paused reaches the kernel but makes no frames. First every frame made before the pause
     # must have been shown (a slow page may still be decoding the last one), so none counts as "after".
-    queued = kernel.eval("canvas._runner._seq")
+    queued = kernel.eval("canvas._runner.sender._seq")
     wait_until(lambda: frame_state(page)["seq"] == queued, timeout=30, what=f"the last frame before the pause ({queued})")
     settled = frame_state(page)["seq"]
     before = _mask_sum(kernel)
