@@ -165,7 +165,7 @@ def _load_vae(source: str, files: list[str], dtype: torch.dtype):
     name = (loading.read_json(source, "vae/config.json", files) or {}).get("_class_name", AUTOENCODERS[0])
     if name not in AUTOENCODERS:
         raise ValueError(
-            f"{source}: vae/ holds a {name}, but an SD 1.5 model decodes with an {' or an '.join(AUTOENCODERS)}. "
+            f"{source}: its vae/ is {name}, but an SD 1.5 model decodes with {' or '.join(AUTOENCODERS)}. "
             "Check that the folder is an SD 1.5 model, or pass use_tiny_vae=True to decode with TAESD."
         )
     # AutoencoderTiny records `block_out_channels` in the configs it saves, then warns when reading them
