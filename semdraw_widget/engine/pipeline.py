@@ -21,7 +21,6 @@ from ..limits import LAYER_SETTING_LIMITS, check_number
 from .loading import resolve_device
 from .models import load_with_options
 from .models.base import LatentFamily
-from .models.detection import FAMILY_TITLES, family_name
 from .models.options import LoadOptions
 
 DEFAULT_DEVICE = "cuda"  # the seed project's pipelines run there
@@ -73,7 +72,7 @@ class ModelPipeline:
             device = resolve_device(DEFAULT_DEVICE if device is None else device)
             model = load_with_options(hf_key, device, dtype, sd_version, options)
         else:
-            refuse_loading_options(model, hf_key, sd_version, options)
+            options.check_loaded(model.name, hf_key, sd_version)
             device = model.device if device is None else resolve_device(device)
         self.device, self.dtype, self.model = device, dtype or model.dtype, model
 
@@ -92,14 +91,3 @@ class ModelPipeline:
         (height, width, seed, ...) and the options of `LoadOptions` (lora_key, use_tiny_vae, ...)."""
         return cls(None, dtype, device=device, hf_key=hf_key, sd_version=sd_version, **kwargs)
 
-
-def refuse_loading_options(model: Any, hf_key: str | None, sd_version: str | None, options: LoadOptions) -> None:
-    """A model is loaded already: options that choose what to load would be ignored, so they are refused."""
-    given = options.given() + (["hf_key"] if hf_key is not None else [])
-    if sd_version is not None and family_name(sd_version) != model.name:
-        given.append(f"sd_version={sd_version!r} (the model is {FAMILY_TITLES[model.name]})")
-    if given:
-        raise ValueError(
-            f"model= is loaded already, so these loading options would be ignored: {', '.join(given)}. Pass them "
-            "to load_model(...) instead, or leave model out"
-        )

@@ -60,6 +60,12 @@ def test_options_a_family_would_ignore_are_refused_before_anything_loads():
     LoadOptions(use_t5=True).check_family("sd3", "'x'")
 
 
+def test_beside_a_loaded_model_every_loading_choice_is_refused():
+    LoadOptions().check_loaded("sdxl", None, "xl")  # its own family: nothing is ignored
+    with pytest.raises(ValueError, match=r"would be ignored: use_tiny_vae, allow_pickle, hf_key, sd_version='3' \(the model is SDXL\)"):
+        LoadOptions(use_tiny_vae=False, allow_pickle=True).check_loaded("sdxl", "tiny", "3")
+
+
 # ---- the built-in keys -------------------------------------------------------------------------------
 def test_every_builtin_key_names_a_family_and_tiny_follows_sd_version():
     assert set(BUILTIN_MODELS) >= {"tiny", "tiny-xl", "tiny-3"}

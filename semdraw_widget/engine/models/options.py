@@ -1,4 +1,8 @@
-"""`LoadOptions`: how a model is loaded, one set of options for the three families, checked once when made."""
+"""`LoadOptions`: how a model is loaded, one set of options for the three families, checked once when made.
+
+An option that would be ignored is refused here too: another family's option (`check_family`), and any
+loading option beside a model loaded already (`check_loaded`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .detection import FAMILY_TITLES
+from .detection import FAMILY_TITLES, family_name
 
 # The options only one family has: given (not None) for a model of another family, they would be ignored.
 FAMILY_OPTIONS = {"unet_key": "sdxl", "vae_key": "sdxl", "use_t5": "sd3"}
@@ -85,4 +89,15 @@ class LoadOptions:
         if self.vae_key and self.use_tiny_vae:  # checked before anything loads: the VAE would be left unused
             raise ValueError(
                 "vae_key takes effect with use_tiny_vae=False (by default TAESDXL decodes and no VAE is loaded): pass both"
+            )
+
+    def check_loaded(self, family: str, hf_key: str | None, sd_version: str | None) -> None:
+        """Refuse what choosing a model would mean beside a `family` model loaded already: it would be ignored."""
+        given = self.given() + (["hf_key"] if hf_key is not None else [])
+        if sd_version is not None and family_name(sd_version) != family:
+            given.append(f"sd_version={sd_version!r} (the model is {FAMILY_TITLES[family]})")
+        if given:
+            raise ValueError(
+                f"model= is loaded already, so these loading options would be ignored: {', '.join(given)}. Pass them "
+                "to load_model(...) instead, or leave model out"
             )
