@@ -1,7 +1,7 @@
 """How a pipeline gets its model: wired from a loaded one, as diffusers pipelines take their components, or
 loaded for it from the seed project's keywords.
 
-    model = load_model("stable-diffusion-v1-5/stable-diffusion-v1-5", device="cuda")  # or SD15.load(...)
+    model = load_model(hf_key, device="cuda")                       # or SD15.load(hf_key, "cuda", ...)
     stream = StreamMultiDiffusion(model, height=512, width=512)    # wired: nothing is loaded
     one_shot = StableMultiDiffusionPipeline(model)                  # the same weights, shared
     stream = StreamMultiDiffusion.from_pretrained("tiny", device="cpu", lora_key=None, height=64, width=64)
