@@ -120,8 +120,9 @@ def _sdxl(device: torch.device, dtype: torch.dtype):
     from diffusers import AutoencoderTiny, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    from semdraw_widget.engine.loading import DEFAULT_SCHEDULER_CONFIG, to_device
+    from semdraw_widget.engine.loading import to_device
     from semdraw_widget.engine.models.sdxl import SDXL, SDXLComponents
+    from semdraw_widget.engine.schedulers import DEFAULT_SCHEDULER_CONFIG
 
     tokenizer, tokenizer_2 = _tokenizer("tokenizer"), _tokenizer("tokenizer_2")
     torch.manual_seed(0)
@@ -139,8 +140,9 @@ def _sd15(device: torch.device, dtype: torch.dtype):
     from diffusers import AutoencoderTiny, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    from semdraw_widget.engine.loading import DEFAULT_SCHEDULER_CONFIG, SD15Components, to_device
-    from semdraw_widget.engine.models.sd15 import SD15
+    from semdraw_widget.engine.loading import to_device
+    from semdraw_widget.engine.models.sd15 import SD15, SD15Components
+    from semdraw_widget.engine.schedulers import DEFAULT_SCHEDULER_CONFIG
 
     tokenizer = _tokenizer("tokenizer")
     torch.manual_seed(0)

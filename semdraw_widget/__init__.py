@@ -15,7 +15,7 @@ _LAZY = {
     "StreamMultiDiffusion": ".engine",
     "StableMultiDiffusionPipeline": ".engine",
     "ModelNotFoundError": ".engine",
-    "load_pipeline": ".streaming",
+    "load_pipeline": ".engine",
 }
 
 __all__ = sorted(_LAZY)

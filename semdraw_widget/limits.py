@@ -1,4 +1,5 @@
-"""The ranges a person's settings must lie in, checked the same way by the canvas and the engine.
+"""The ranges a person's settings must lie in, checked the same way by the canvas and the engine, and the
+layer settings' defaults.
 
 Neither torch nor the widget stack is imported here: the canvas checks without torch, the engine
 without the widget. js/src/palette.js NUMBER_RANGES holds the same layer limits for the browser.
@@ -12,6 +13,8 @@ from typing import Any
 MAX_MASK_BLUR = 256  # pixels; the blur pads a mask by 3 std on every side, so it must stay bounded
 # The largest value of each layer setting (the engine's mask_std is the canvas's mask_blur).
 LAYER_SETTING_LIMITS = {"prompt_strength": 1.0, "mask_strength": 1.0, "mask_blur": MAX_MASK_BLUR, "mask_std": MAX_MASK_BLUR}
+# What a new layer gets for a setting not given (the pipelines' default_prompt_strength, ... default to these).
+LAYER_SETTING_DEFAULTS = {"prompt_strength": 0.95, "mask_strength": 1.0, "mask_std": 8.0}
 SEED_LIMIT = 2**63  # seeds are non-negative int64s, a range every torch generator takes
 # Classifier-free guidance: generous bounds (real use: scale 1-10, delta 0-1.5) that keep frames finite.
 GUIDANCE_LIMITS = {"guidance_scale": 100.0, "delta": 10.0}

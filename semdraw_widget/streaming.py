@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 import traceback
@@ -41,11 +40,6 @@ from .frame_sender import FrameSender, FrameTiming
 
 log = logging.getLogger("semdraw_widget")
 
-DEFAULT_HUB_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-TINY_NOTICE = (
-    "Tiny model: random weights, so the images are noise-like by design. For real images run on a CUDA GPU "
-    "with the weights in the Hugging Face cache (e.g. SEMDRAW_MODEL={hub}), a local folder or a .safetensors file."
-)
 
 _pipeline_locks: "weakref.WeakKeyDictionary[Any, threading.Lock]" = weakref.WeakKeyDictionary()
 _registry_lock = threading.Lock()
@@ -60,121 +54,12 @@ def _lock_for(pipeline: Any) -> threading.Lock:
         return lock
 
 
-def load_pipeline(model: str | None = None, device: Any = None, width: int = 512, height: int = 512, **kwargs: Any):
-    """Load the streaming pipeline the notebook asks for, and say plainly what was loaded.
-
-    ``model``: a hub id, a local diffusers folder, a ``.safetensors`` file, ``"tiny"``, or None/"auto".
-    ``SEMDRAW_MODEL`` in the environment overrides it, and the notice says so. "auto" means SD 1.5 + LCM-LoRA + TAESD on a CUDA
-    GPU, and the tiny model where that cannot be had (no GPU, no weights) -- never silently: the
-    returned pipeline's ``notice`` says why, and the canvas shows it as a banner. A model asked for by
-    name that cannot be loaded raises. On CUDA the pipeline replays the model from CUDA graphs
-    (``compile=True``) unless ``compile=`` says otherwise.
-    """
-    import torch
-
-    from .engine import StreamMultiDiffusion
-
-    forced = os.environ.get("SEMDRAW_MODEL")
-    choice = forced or model or "auto"
-    # The environment forces the choice (CI runs the notebooks on the tiny model), but never silently.
-    overridden = f"SEMDRAW_MODEL={forced} replaces the model asked for ({model})." if forced and model not in (None, "auto", forced) else ""
-    if overridden:
-        log.warning(overridden)
-    if str(device or _default_device(torch)).startswith("cuda"):
-        kwargs.setdefault("compile", True)  # CUDA graphs: exact, under a second to capture per layer count
-    if choice != "auto":
-        pipeline = StreamMultiDiffusion(device or _default_device(torch), hf_key=choice, width=width, height=height, **kwargs)
-        tiny = TINY_NOTICE.format(hub=DEFAULT_HUB_MODEL) if choice.startswith("tiny") else ""
-        pipeline.notice = " ".join(part for part in (tiny, overridden) if part)
-        return pipeline
-    reason = "no CUDA GPU is visible to this kernel"
-    if torch.cuda.is_available():
-        try:
-            pipeline = StreamMultiDiffusion(device or "cuda", hf_key=DEFAULT_HUB_MODEL, width=width, height=height, **kwargs)
-            pipeline.notice = ""
-            return pipeline
-        except Exception as exc:  # weights missing, hub unreachable, out of memory: say which, fall back
-            reason = f"{DEFAULT_HUB_MODEL} could not be loaded ({type(exc).__name__}: {exc})"
-    pipeline = StreamMultiDiffusion(device or "cpu", hf_key="tiny", width=width, height=height, **kwargs)
-    pipeline.notice = f"{TINY_NOTICE.format(hub=DEFAULT_HUB_MODEL)} Using it because {reason}."
-    return pipeline
-
-
-def _default_device(torch) -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def failure_hint(exc: BaseException) -> str:
     """What to do after the model failed (streaming, a step or a render), for the status line."""
     name = type(exc).__name__
     if "OutOfMemory" in name or "out of memory" in str(exc):
         return "The GPU ran out of memory: use fewer layers or a smaller canvas, free other notebooks' GPU memory, then try again."
     return "See the kernel log for the traceback; fix the cause, then try again."
-
-
-def pipeline_notice(pipeline: Any) -> str:
-    """What the widget's banner says about a pipeline: how it was chosen (`load_pipeline`) and what its model
-    loader has to say (e.g. a removed hub repository read from its maintained copy)."""
-    model = getattr(pipeline, "model", None)
-    parts = (getattr(pipeline, "notice", ""), getattr(model, "notice", ""))
-    return " ".join(dict.fromkeys(part for part in parts if part))
-
-
-
-class PromptModel(Protocol):
-    def tokens_over_limit(self, text: str) -> int:
-        """How many of `text`'s tokens the text encoder cannot read (0: the prompt fits)."""
-
-
-@runtime_checkable
-class StreamingPipeline(Protocol):
-    """What a canvas needs of its pipeline, and all it uses (`StreamMultiDiffusion` is the one there is).
-
-    The engine layers are indexed bottom to top; `update_single_layer(idx=num_layers, ...)` adds one."""
-
-    @property
-    def width(self) -> int: ...
-    @property
-    def height(self) -> int: ...
-    @property
-    def num_slots(self) -> int:
-        """Denoising slots: a change has settled after this many frames."""
-    @property
-    def num_layers(self) -> int: ...
-    @property
-    def seed(self) -> int: ...
-    @property
-    def fresh_noise(self) -> bool:
-        """New noise every frame: the image never settles."""
-    @property
-    def converged(self) -> bool:
-        """The scene has settled: the next frame would repeat the last one."""
-    @property
-    def needs_warm_up(self) -> bool:
-        """`warm_up` has work to do for the current batch (compiled pipelines)."""
-    @property
-    def compiling(self) -> bool:
-        """A background compile is running; frames go on uncompiled."""
-    @property
-    def compile_error(self) -> str | None: ...
-    @property
-    def model(self) -> PromptModel: ...
-
-    def update_background(self, image: Any = None, prompt: str | None = None,
-                          negative_prompt: str | None = None) -> None: ...
-    def update_single_layer(self, idx: int, **settings: Any) -> None: ...
-    def remove_layer(self, idx: int) -> None: ...
-    def reset_seed(self, seed: int | None = None) -> None: ...
-    def apply_updates(self) -> None:
-        """Do an update's host-side work now, so that the frame call only queues device work."""
-    def __call__(self, output_type: str = "pil") -> Any:
-        """Step every slot once; `output_type="latent"` returns the newest clean latent."""
-    def decode(self, latent: Any, output_type: str = "pil") -> Any:
-        """`output_type="pt"`: the latent as uint8 RGB on the device, for `HostFrame`."""
-    def frame_stages(self) -> Any:
-        """The last frame's stage timings, read later with `.result()`, or None (only when profiling)."""
-    def warm_up(self, block: bool = True) -> int: ...
-    def inspect_slots(self) -> Any: ...
 
 
 def check_pipeline(pipeline: Any, width: int, height: int) -> None:

@@ -124,7 +124,7 @@ class SemanticCanvas(anywidget.AnyWidget):
         if state is not None:
             width, height = state.width, state.height  # a given state's size wins
         if pipeline is None and (model is not None or hf_key is not None):
-            from .streaming import load_pipeline
+            from .engine.models.choice import load_pipeline
 
             pipeline = load_pipeline(model or hf_key, device=device, width=width, height=height)
         if pipeline is not None:
@@ -416,7 +416,8 @@ class SemanticCanvas(anywidget.AnyWidget):
     # ---- live generation ----------------------------------------------------------------------
     def attach_pipeline(self, pipeline: Any = None, *, model: str | None = None, device: Any = None) -> None:
         """Connect a StreamMultiDiffusion (or build one from ``model``) to this canvas."""
-        from .streaming import StreamRunner, check_pipeline, load_pipeline, pipeline_notice
+        from .engine.models.choice import load_pipeline, pipeline_notice
+        from .streaming import StreamRunner, check_pipeline
 
         if pipeline is None:
             pipeline = load_pipeline(model, device=device, width=self.width, height=self.height)

@@ -296,13 +296,13 @@ def test_model_choice_is_never_silent(make_canvas, monkeypatch, tmp_path):
 
 
 def test_a_gpu_pipeline_gets_cuda_graphs_unless_told_otherwise(monkeypatch):
-    from semdraw_widget import engine, streaming
+    from semdraw_widget import engine
 
     made = []
     monkeypatch.setattr(engine, "StreamMultiDiffusion", lambda *args, **kwargs: made.append((args, kwargs)) or type("P", (), {})())
-    streaming.load_pipeline("tiny", device="cuda")
-    streaming.load_pipeline("tiny", device="cuda", compile="inductor")
-    streaming.load_pipeline("tiny", device="cpu")
+    engine.load_pipeline("tiny", device="cuda")
+    engine.load_pipeline("tiny", device="cuda", compile="inductor")
+    engine.load_pipeline("tiny", device="cpu")
     assert [kwargs.get("compile") for _, kwargs in made] == [True, "inductor", None]
 
 

@@ -3,17 +3,22 @@
 No widget code here; importing this package needs torch, diffusers and transformers only.
 """
 
-from .loading import ModelNotFoundError, UnsafeCheckpointError, detect_family
+from .loading import ModelNotFoundError, UnsafeCheckpointError
 from .models import load_model
+from .models.choice import load_pipeline
+from .models.detection import detect_family
+from .models.options import LoadOptions
 from .oneshot import StableMultiDiffusionPipeline, tile_weights
 from .stream import StreamMultiDiffusion
 
 __all__ = [
+    "LoadOptions",
     "ModelNotFoundError",
     "StableMultiDiffusionPipeline",
     "StreamMultiDiffusion",
     "UnsafeCheckpointError",
     "detect_family",
     "load_model",
+    "load_pipeline",
     "tile_weights",
 ]

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ..coverage import image_from_array
-from ..limits import GUIDANCE_LIMITS, check_number
+from ..limits import GUIDANCE_LIMITS, LAYER_SETTING_DEFAULTS, check_number
 from . import regions
 from .schedulers import SlotSteps
 
@@ -357,8 +357,10 @@ class RegionScene:
         self.background_image = None
         self._batch = None
 
-    def new_layer(self, prompt: str = "", negative_prompt: str = "", prompt_strength: float = 0.95,
-                  mask_strength: float = 1.0, mask_std: float = 8.0) -> Layer:
+    def new_layer(
+        self, prompt: str = "", negative_prompt: str = "", prompt_strength: float = LAYER_SETTING_DEFAULTS["prompt_strength"],
+        mask_strength: float = LAYER_SETTING_DEFAULTS["mask_strength"], mask_std: float = LAYER_SETTING_DEFAULTS["mask_std"],
+    ) -> Layer:
         return Layer(prompt, negative_prompt, float(prompt_strength), float(mask_strength), float(mask_std))
 
     def mask_tensor(self, mask: Any) -> torch.Tensor:

@@ -1,19 +1,16 @@
-"""Resolving `hf_key` into model components: hub ids, local folders, single files, LoRA fusing.
+"""Reading model files, whatever the family: hub ids through the cache, local folders, single files.
 
-`hf_key` may be
-- a Hugging Face hub id (read through the hub cache; downloaded once when the hub is reachable),
-- a local diffusers folder (`unet/` or `transformer/`, `text_encoder*/`, `tokenizer*/`, `vae/`, `scheduler/`),
-- one `.safetensors` file in the original (LDM / SGM / MMDiT) layout, converted by diffusers' single-file
-  loader with the configs of `config` (a hub id or a local diffusers folder; the family's hub id by default),
-- `"tiny"`, `"tiny-xl"`, `"tiny-3"`: the random-weight miniatures of `models/tiny.py`, loaded back
-  through this same code.
+A component comes from
+- a Hugging Face hub id, read through the hub cache and downloaded once when the hub is reachable
+  (`hub_call`; when it cannot be had, `ModelNotFoundError` names the files and the `hf download` command),
+- a local diffusers folder (`load_part`, `read_scheduler_config`),
+- one weights file, local or on the hub (`local_file`, `load_safetensors`).
 `.ckpt` files are pickles, which can run arbitrary code when opened: they are refused unless the
-caller passes `allow_pickle=True`.
+caller passes `allow_pickle=True` (`check_pickle`).
 
-`detect_family` tells SD 1.5, SDXL and SD3 apart from the checkpoint itself (a folder's
-`model_index.json` or subfolders, a single file's key names, a cached hub `model_index.json`, else the
-hub id's name). LoRAs are read as state dicts first, so a LoRA made for another family is refused with
-a message naming the family it was made for (`lora_family`).
+What each family reads, and how it puts the parts together, is in its module under `models/`
+(`sd15.py`, `sdxl.py`, `sd3.py`); which family a checkpoint is, in `models/detection.py`; LoRAs, in
+`models/lora.py`.
 """
 
 from __future__ import annotations
@@ -22,46 +19,19 @@ import contextlib
 import json
 import logging
 import os
-import re
 import sys
 import threading
 import time
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 log = logging.getLogger("semdraw_widget")
-DEFAULT_HF_KEY = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-DEFAULT_LORA_KEY = "latent-consistency/lcm-lora-sdv1-5"
-DEFAULT_TAESD_KEY = "madebyollin/taesd"
-LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
-DEFAULT_SCHEDULER_CONFIG = {
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "num_train_timesteps": 1000,
-}
 # How each component of a diffusers repository is stored, for the files named in ModelNotFoundError:
 # a model's weights-file stem (diffusers' or transformers' name), or None for a folder read whole.
 DIFFUSERS_WEIGHTS, TRANSFORMERS_WEIGHTS, SHARDED_WEIGHTS = "diffusion_pytorch_model", "model", "model-*"
 CONFIG_ONLY = "config.json"  # a model built from its config, its weights coming from elsewhere
-SD15_PARTS = {
-    "unet": DIFFUSERS_WEIGHTS,
-    "text_encoder": TRANSFORMERS_WEIGHTS,
-    "tokenizer": None,
-    "vae": DIFFUSERS_WEIGHTS,
-    "scheduler": None,
-}
-# Removed from the hub (runwayml deleted its repositories in 2024); a maintained copy holds the same files.
-REMOVED_REPOS = {"runwayml/stable-diffusion-v1-5": "stable-diffusion-v1-5/stable-diffusion-v1-5"}
-
-FAMILY_TITLES = {"sd15": "SD 1.5", "sd2": "SD 2.x", "sdxl": "SDXL", "sd3": "SD3"}
-# sd_version spellings (the seed project's "1.5" / "xl" / "3") and family names.
-FAMILY_ALIASES = {"1.5": "sd15", "sd15": "sd15", "xl": "sdxl", "sdxl": "sdxl", "3": "sd3", "sd3": "sd3"}
-TINY_KEYS = {"tiny": "sd15", "tiny-xl": "sdxl", "tiny-3": "sd3"}
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 SINGLE_FILE_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
 
@@ -72,16 +42,6 @@ class ModelNotFoundError(FileNotFoundError):
 
 class UnsafeCheckpointError(ValueError):
     """A pickled checkpoint (`.ckpt`) was given without `allow_pickle=True`."""
-
-
-@dataclass
-class SD15Components:
-    tokenizer: Any
-    text_encoder: Any
-    unet: Any
-    vae: Any
-    scheduler_config: dict
-    notice: str = ""  # something the user should know about what was loaded (shown by the widget)
 
 
 def resolve_device(device: Any) -> torch.device:
@@ -258,150 +218,6 @@ def load_safetensors(file: Path | str, what: str) -> dict[str, torch.Tensor]:
         return load_file(str(file))
 
 
-def family_name(sd_version: str) -> str:
-    """"1.5" / "xl" / "3" (the seed project's sd_version) or "sd15" / "sdxl" / "sd3" -> the family name."""
-    name = FAMILY_ALIASES.get(str(sd_version).lower())
-    if name is None:
-        raise ValueError(f"unknown sd_version {sd_version!r}; use one of '1.5', 'xl', '3'")
-    return name
-
-
-def detect_family(hf_key: str) -> str:
-    """The family of a checkpoint: "sd15", "sdxl" or "sd3" ("sd15" when nothing says otherwise)."""
-    hf_key = str(hf_key)
-    if hf_key in TINY_KEYS:
-        return TINY_KEYS[hf_key]
-    path = Path(os.path.expanduser(hf_key))
-    if path.is_dir():
-        return _family_of_folder(path)
-    if path.is_file():
-        return _family_of_file(path)
-    if is_local(hf_key):
-        return _family_of_name(path.name)
-    return _family_of_hub_id(hf_key)
-
-
-def _family_of_pipeline_class(name: str) -> str | None:
-    if "StableDiffusion3" in name:
-        return "sd3"
-    if "XL" in name:
-        return "sdxl"
-    return "sd15" if name.startswith("StableDiffusion") else None
-
-
-def _family_of_folder(folder: Path) -> str:
-    index = folder / "model_index.json"
-    if index.is_file():
-        found = _family_of_pipeline_class(json.loads(index.read_text()).get("_class_name", ""))
-        if found:
-            return found
-    if (folder / "transformer").is_dir():
-        return "sd3"
-    unet_config = folder / "unet" / "config.json"
-    if (folder / "text_encoder_2").is_dir() or (
-        unet_config.is_file() and json.loads(unet_config.read_text()).get("addition_embed_type") == "text_time"
-    ):
-        return "sdxl"
-    return "sd15"
-
-
-def _family_of_file(file: Path) -> str:
-    if file.suffix != ".safetensors":  # a pickle: never opened just to look
-        return _family_of_name(file.name)
-    from safetensors import safe_open
-
-    with reading_safetensors(file, "Checkpoint"), safe_open(str(file), framework="pt") as handle:
-        keys = list(handle.keys())
-    if any(k.startswith("conditioner.embedders.") for k in keys):
-        return "sdxl"
-    if any("joint_blocks" in k for k in keys):
-        return "sd3"
-    return "sd15"
-
-
-def _family_of_hub_id(repo_id: str) -> str:
-    """From the repository's model_index.json (cache first, then the hub unless offline): fine-tunes such as
-    SG161222/RealVisXL_V4.0 or segmind/SSD-1B do not say their family in their name. The name decides only
-    when model_index.json cannot be had."""
-    try:
-        index = hub_call(lambda **kw: _hub_file(repo_id, "model_index.json", **kw), repo_id, ["model_index.json"], "Model")
-        found = _family_of_pipeline_class(json.loads(Path(index).read_text()).get("_class_name", ""))
-    except (ModelNotFoundError, ValueError):  # unreachable, no model_index.json, or not JSON
-        found = None
-    if found:
-        return found
-    log.info("family of %s guessed from its name (its model_index.json could not be read)", repo_id)
-    return _family_of_name(repo_id)
-
-
-def _family_of_name(name: str) -> str:
-    lowered = name.lower()
-    if re.search(r"(stable-diffusion-3|sd-?3)", lowered):
-        return "sd3"
-    if re.search(r"(^|[^a-z])(sd)?xl([^a-z]|$)", lowered):
-        return "sdxl"
-    return "sd15"
-
-
-def load_sd15(
-    hf_key: str = DEFAULT_HF_KEY,
-    *,
-    device: torch.device,
-    dtype: torch.dtype,
-    lora_key: str | bool | None = DEFAULT_LORA_KEY,
-    use_tiny_vae: bool = True,
-    taesd_key: str = DEFAULT_TAESD_KEY,
-    config: str | None = None,
-    allow_pickle: bool = False,
-) -> SD15Components:
-    """Load SD 1.5 components for `hf_key` in `dtype`, fuse the LoRA (LCM-LoRA by default) and pick the autoencoder."""
-    if hf_key == "tiny":
-        from .models.tiny import tiny_model_dir
-
-        root = tiny_model_dir()
-        hf_key = str(root / "sd15")
-        lora_key = str(root / "lcm-lora") if lora_key == DEFAULT_LORA_KEY else lora_key
-        taesd_key = str(root / "taesd") if taesd_key == DEFAULT_TAESD_KEY else taesd_key
-    hf_key, notice = replace_removed_repo(str(hf_key))
-    config = replace_removed_repo(config)[0] if config else None
-    path = Path(os.path.expanduser(hf_key))
-    check_pickle(path, allow_pickle)
-    if path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES:
-        parts = _load_single_file(path, config or DEFAULT_HF_KEY, use_tiny_vae, dtype)
-    elif path.is_dir():
-        parts = _load_folder(path, use_tiny_vae, dtype)
-    elif is_local(hf_key):
-        raise ModelNotFoundError(
-            f"{hf_key!r} does not exist: expected a diffusers folder (with {', '.join(SD15_PARTS)}/) or a "
-            "single .safetensors file. Check the path, pass a hub id, or set SEMDRAW_MODEL=tiny for the offline miniature."
-        )
-    else:
-        parts = _load_parts(hf_key, use_tiny_vae, dtype)
-    tokenizer, text_encoder, unet, vae, scheduler_config = parts
-    if use_tiny_vae:
-        vae = load_taesd(taesd_key)
-    if lora_key:
-        _fuse_lora(str(lora_key), tokenizer, text_encoder, unet, vae, scheduler_config, allow_pickle)
-    to_device([text_encoder, unet, vae], device, dtype, "SD 1.5")
-    return SD15Components(tokenizer, text_encoder, unet, vae, scheduler_config, notice)
-
-
-def replace_removed_repo(hf_key: str) -> tuple[str, str]:
-    """(the hub id to load, a notice or ""): a repository removed from the hub is read from its maintained copy,
-    unless it is a local folder or still in this machine's hub cache."""
-    new = REMOVED_REPOS.get(hf_key)
-    if new is None or os.path.exists(os.path.expanduser(hf_key)) or _in_cache(hf_key):
-        return hf_key, ""
-    notice = f"{hf_key!r} was removed from the Hugging Face hub in 2024; loading its maintained copy {new!r} instead."
-    log.warning(notice)
-    return new, notice
-
-
-def _in_cache(repo_id: str) -> bool:
-    from huggingface_hub import try_to_load_from_cache
-
-    return any(isinstance(try_to_load_from_cache(repo_id, name), str) for name in ("model_index.json", "unet/config.json"))
-
 
 def to_device(modules: list, device: torch.device, dtype: torch.dtype, what: str) -> None:
     """Move modules for inference; out of memory propagates, with a note saying what to try."""
@@ -418,98 +234,10 @@ def to_device(modules: list, device: torch.device, dtype: torch.dtype, what: str
         raise
 
 
-def _load_folder(folder: Path, use_tiny_vae: bool, dtype: torch.dtype):
-    missing = [f"{part}/" for part in SD15_PARTS if not (folder / part).is_dir() and not (part == "vae" and use_tiny_vae)]
-    if missing:
-        raise ModelNotFoundError(f"{folder} is not a complete diffusers SD 1.5 folder: missing {', '.join(missing)}")
-    return _load_parts(str(folder), use_tiny_vae, dtype)
-
-
-def _load_parts(source: str, use_tiny_vae: bool, dtype: torch.dtype):
-    """The components of a diffusers folder or hub id, in `dtype`."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    files = repo_files({part: stem for part, stem in SD15_PARTS.items() if not (part == "vae" and use_tiny_vae)}, dtype)
-    unet = load_part(UNet2DConditionModel, source, "unet", files, dtype=dtype)
-    tokenizer = load_part(CLIPTokenizer, source, "tokenizer", files)
-    text_encoder = load_part(CLIPTextModel, source, "text_encoder", files, dtype=dtype)
-    vae = None if use_tiny_vae else load_part(AutoencoderKL, source, "vae", files, dtype=dtype)
-    return tokenizer, text_encoder, unet, vae, read_scheduler_config(source, DEFAULT_SCHEDULER_CONFIG, files)
-
-
-def _hub_file(repo_id: str, filename: str, local_files_only: bool) -> str:
+def hub_file(repo_id: str, filename: str, local_files_only: bool) -> str:
     from huggingface_hub import hf_hub_download
 
     return hf_hub_download(repo_id, filename, local_files_only=local_files_only)
-
-
-def _load_single_file(file: Path, config: str, use_tiny_vae: bool, dtype: torch.dtype):
-    """One original-layout checkpoint: UNet (and full VAE) converted by diffusers, CLIP by prefix.
-
-    `config` names where the component configs (and tokenizer) come from: a local diffusers folder
-    or a hub id in the cache. A file without text-encoder weights uses the config's text encoder.
-    """
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    if file.suffix == ".safetensors":
-        checkpoint = load_safetensors(file, "Checkpoint")
-    else:  # allow_pickle was given explicitly
-        checkpoint = torch.load(str(file), map_location="cpu", weights_only=False)
-        checkpoint = checkpoint.get("state_dict", checkpoint)
-    local = Path(os.path.expanduser(config)).is_dir()
-    prefix = "cond_stage_model.transformer."
-    text_state = {k[len(prefix):]: v for k, v in checkpoint.items() if k.startswith(prefix)}
-    # configs only, but the text encoder's weights too when the file has none
-    files = ["unet/config.json", "tokenizer/*", "text_encoder/config.json"] + ([] if text_state else ["text_encoder/model.safetensors"])
-    files += [] if use_tiny_vae else ["vae/config.json"]
-
-    def from_config(load):
-        if local:
-            return load(local_files_only=True)
-        return hub_call(load, config, files, "Config repository", option="config")
-
-    unet = from_config(
-        lambda **kw: UNet2DConditionModel.from_single_file(checkpoint, config=config, subfolder="unet", torch_dtype=dtype, **kw)
-    )
-    vae = None if use_tiny_vae else from_config(
-        lambda **kw: AutoencoderKL.from_single_file(checkpoint, config=config, subfolder="vae", torch_dtype=dtype, **kw)
-    )
-    tokenizer = from_config(lambda **kw: CLIPTokenizer.from_pretrained(config, subfolder="tokenizer", **kw))
-    if text_state:
-        text_config = from_config(lambda **kw: CLIPTextConfig.from_pretrained(config, subfolder="text_encoder", **kw))
-        text_encoder = CLIPTextModel(text_config)
-        result = text_encoder.load_state_dict(fit_clip_keys(text_state, text_encoder), strict=False)
-        if result.missing_keys:
-            raise ValueError(
-                f"{file}: its text encoder (cond_stage_model.transformer.*) does not fit the CLIP text encoder of {config!r}: "
-                f"missing {result.missing_keys[:5]}. Is it an SD 1.5 checkpoint? For SD 2.x or SDXL files pass the "
-                "matching sd_version and config."
-            )
-        text_encoder.to(dtype)
-    else:
-        text_encoder = from_config(
-            lambda **kw: CLIPTextModel.from_pretrained(config, subfolder="text_encoder", torch_dtype=dtype, **kw)
-        )
-    # a hub config repository's scheduler is not fetched: the SD 1.5 defaults are its values
-    scheduler_config = read_scheduler_config(config, DEFAULT_SCHEDULER_CONFIG, []) if local else dict(DEFAULT_SCHEDULER_CONFIG)
-    return tokenizer, text_encoder, unet, vae, scheduler_config
-
-
-def fit_clip_keys(state: dict[str, torch.Tensor], model) -> dict[str, torch.Tensor]:
-    """A CLIP text-encoder state dict renamed to `model`'s own layout. Original checkpoints (and transformers
-    < 5.6) nest everything under `text_model.`; transformers >= 5.6 flattened CLIPTextModel (its keys start at
-    `embeddings.`), while CLIPTextModelWithProjection still nests. Whichever layout either side has, each key
-    is matched with or without that prefix. `position_ids` (a buffer some files carry) is dropped."""
-    own = set(model.state_dict())
-    fitted = {}
-    for key, value in state.items():
-        bare = key.removeprefix("text_model.")
-        if bare.endswith("position_ids"):
-            continue
-        fitted[next((k for k in (bare, "text_model." + bare) if k in own), key)] = value
-    return fitted
 
 
 def load_part(
@@ -545,14 +273,19 @@ def load_part(
     return hub_call(lambda **kw: load(source, **where, **kw), source, files, what, hint, option)
 
 
-def read_scheduler_config(source: str, defaults: dict, files: list[str], hint: str = "") -> dict:
-    """scheduler/scheduler_config.json of a folder or hub id over `defaults` (just `defaults` if a folder has none)."""
+def read_json(source: str, filename: str, files: list[str], hint: str = "") -> dict | None:
+    """The JSON file `filename` (e.g. "vae/config.json") of a folder or hub id; None when a folder has none."""
     folder = Path(os.path.expanduser(source))
     if folder.is_dir():
-        file = folder / "scheduler" / "scheduler_config.json"
-        return {**defaults, **json.loads(file.read_text())} if file.is_file() else dict(defaults)
-    cached = hub_call(lambda **kw: _hub_file(source, "scheduler/scheduler_config.json", **kw), source, files, "Model", hint)
-    return {**defaults, **json.loads(Path(cached).read_text())}
+        file = folder / filename
+        return json.loads(file.read_text()) if file.is_file() else None
+    cached = hub_call(lambda **kw: hub_file(source, filename, **kw), source, files, "Model", hint)
+    return json.loads(Path(cached).read_text())
+
+
+def read_scheduler_config(source: str, defaults: dict, files: list[str], hint: str = "") -> dict:
+    """scheduler/scheduler_config.json of a folder or hub id over `defaults` (just `defaults` if a folder has none)."""
+    return {**defaults, **(read_json(source, "scheduler/scheduler_config.json", files, hint) or {})}
 
 
 def local_file(key: str, default_weight_name: str, what: str, hint: str = "", option: str = "lora_key") -> Path:
@@ -579,54 +312,7 @@ def local_file(key: str, default_weight_name: str, what: str, hint: str = "", op
         )
     else:
         repo_id, filename = key, default_weight_name
-    return Path(hub_call(lambda **kw: _hub_file(repo_id, filename, **kw), repo_id, [filename], what, hint, option))
-
-
-def lora_family(state: dict[str, torch.Tensor]) -> str | None:
-    """Which family a LoRA state dict was made for, from its key names and shapes (None when unsure).
-
-    Cross-attention width says it for real UNet LoRAs (768: SD 1.5, 1024: SD 2.x, 2048: SDXL); key
-    names otherwise: SDXL's transformers are deeper than one block, or it has a second text encoder;
-    an MMDiT (SD3) has transformer blocks and no UNet; any other UNet LoRA has the SD 1.x layout.
-    """
-    keys = list(state)
-    widths = {1024: "sd2", 768: "sd15", 2048: "sdxl"}
-    for key in keys:
-        if re.search(r"attn2.*to_k.*(lora_down|lora_A|lora\.down)", key) and state[key].dim() == 2:
-            found = widths.get(int(state[key].shape[1]))
-            if found:
-                return found
-    text = "\n".join(keys)
-    is_unet = re.search(r"(down_blocks|up_blocks|mid_block|input_blocks|output_blocks|middle_block)", text)
-    if not is_unet:
-        return "sd3" if re.search(r"(transformer_blocks|joint_blocks)", text) else None
-    if re.search(r"(lora_te2_|text_encoder_2)", text) or re.search(r"transformer_blocks[._][1-9]", text):
-        return "sdxl"
-    # A UNet LoRA with one-block transformers and one text encoder: the SD 1.x layout.
-    return "sd15"
-
-
-def check_lora_family(state: dict[str, torch.Tensor], family: str, lora_key: str, suggestion: str) -> None:
-    found = lora_family(state)
-    if found is not None and found != family:
-        raise ValueError(
-            f"LoRA {lora_key!r} is made for {FAMILY_TITLES[found]}, but this model is {FAMILY_TITLES[family]}: its "
-            f"layers do not fit. Use a LoRA for {FAMILY_TITLES[family]} (the default is {suggestion}), or pass "
-            "lora_key=None to load the model without one."
-        )
-
-
-def read_lora(lora_key: str, family: str, suggestion: str, allow_pickle: bool = False, hint: str = "") -> dict[str, torch.Tensor]:
-    """A LoRA's state dict (file, folder, hub id or "owner/repo/file"), checked against the family. A pickled
-    LoRA (.bin, .pt) is read only with `allow_pickle=True`, and then as tensors only (torch's weights_only)."""
-    file = local_file(lora_key, LORA_WEIGHT_NAME, "LoRA", hint)
-    check_pickle(file, allow_pickle, "LoRA")
-    if file.suffix in PICKLE_SUFFIXES:
-        state = torch.load(str(file), map_location="cpu", weights_only=True)
-    else:
-        state = load_safetensors(file, "LoRA")
-    check_lora_family(state, family, lora_key, suggestion)
-    return state
+    return Path(hub_call(lambda **kw: hub_file(repo_id, filename, **kw), repo_id, [filename], what, hint, option))
 
 
 def load_taesd(key: str):
@@ -648,27 +334,14 @@ def load_taesd(key: str):
     return hub_call(lambda **kw: load(key, **kw), key, files, "TAESD", option="taesd_key")
 
 
-def _fuse_lora(lora_key: str, tokenizer, text_encoder, unet, vae, scheduler_config: dict, allow_pickle: bool = False) -> None:
-    """Load a LoRA (hub id, folder or file) through diffusers and fuse it into the weights for good."""
-    from diffusers import LCMScheduler, StableDiffusionPipeline
-
-    state = read_lora(lora_key, "sd15", DEFAULT_LORA_KEY, allow_pickle)
-    shell = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-        scheduler=LCMScheduler.from_config(scheduler_config),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    fuse_lora_into(shell, state, lora_key)
-
-
 _QUIET_LOCK = threading.RLock()  # re-entrant: quiet sections nest
 
 
 @contextlib.contextmanager
 def diffusers_quiet(level: int = logging.ERROR):
-    """Silence diffusers' messages below `level` for a moment: warnings this module has already checked for
-    (a UNet-only LoRA has no text-encoder keys: read_lora checked its family; unmatched LoRA layers:
-    fuse_lora_into counts them) or that do not apply."""
+    """Silence diffusers' messages below `level` for a moment: warnings the caller has already checked for
+    (a UNet-only LoRA has no text-encoder keys: `lora.read_lora` checked its family; unmatched LoRA layers:
+    `lora.fuse_lora_into` counts them) or that do not apply."""
     from diffusers.utils import logging as diffusers_logging
 
     # The verbosity is global: two loads at once (threads) must not restore each other's quiet level for good.
@@ -679,31 +352,3 @@ def diffusers_quiet(level: int = logging.ERROR):
             yield
         finally:
             diffusers_logging.set_verbosity(previous)
-
-
-LORA_DOWN_KEY = re.compile(r"(lora_down|lora_A|lora\.down)\.weight$")  # one per adapted layer, in every LoRA layout
-
-
-def fuse_lora_into(shell, state: dict[str, torch.Tensor], lora_key: str) -> None:
-    """Load a LoRA state dict through a diffusers pipeline shell and fuse it into the weights for good.
-
-    A LoRA whose layer names partly fit nothing in the model would be applied in part and silently (diffusers
-    logs the unmatched keys, among warnings that do not matter here): count the layers that took it, and
-    warn when some did not."""
-    wanted = sum(1 for key in state if LORA_DOWN_KEY.search(key))
-    with diffusers_quiet():
-        shell.load_lora_weights(state, adapter_name="accelerator")
-    modules = [m for m in shell.components.values() if isinstance(m, torch.nn.Module)]
-    adapted = sum(
-        1 for module in modules for layer in module.modules()
-        if isinstance(getattr(layer, "lora_A", None), torch.nn.ModuleDict) and "accelerator" in layer.lora_A
-    )
-    if adapted < wanted:
-        warnings.warn(
-            f"LoRA {lora_key!r}: {wanted - adapted} of its {wanted} layers match no layer of this model and were "
-            "skipped, so it is applied only in part. Check that it is made for this model and saved in a layout "
-            "diffusers reads (kohya or diffusers), or pass lora_key=None to load the model without it.",
-            stacklevel=2,
-        )
-    shell.fuse_lora(lora_scale=1.0)
-    shell.unload_lora_weights()

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 
 from ..coverage import warn_if_zero_one_uint8
+from ..limits import LAYER_SETTING_DEFAULTS
 from .blend import Guidance, RegionScene, SelfResidual, denoise, per_layer, slot_noise
-from .models import pipeline_model
-from .stream import OUTPUT_TYPES, check_layer_setting, check_seed, check_size, per_layer_setting, to_output
+from .pipeline import ModelPipeline
+from .stream import OUTPUT_TYPES, check_seed, check_size, per_layer_setting, to_output
 
 
 def tile_starts(length: int, tile: int) -> list[int]:
@@ -56,48 +57,40 @@ def tile_weights(height: int, width: int, tile: int) -> tuple[list[tuple[int, in
     return windows, weights.to(torch.float32)
 
 
-class StableMultiDiffusionPipeline:
+class StableMultiDiffusionPipeline(ModelPipeline):
     """Region-based text-to-image in one call (seed project's API).
 
     >>> smd = StableMultiDiffusionPipeline("cpu", hf_key="tiny")
     >>> image = smd.sample("A photo of the dolomites", height=64, width=64)   # doctest: +SKIP
     >>> image = smd(prompts, masks=masks, height=768, width=768)             # doctest: +SKIP
 
-    `sd_version` ("1.5", "xl", "3") picks the model family, detected from `hf_key` when None; the
-    family sets the defaults of `hf_key`, the LoRA (`lora_key=True`), `taesd_key`, the number of steps,
-    the tile size and `preprocess_mask_cover_alpha` (see `models/__init__.py`).
-    SDXL also takes `unet_key` (e.g. "lightning": SDXL-Lightning's distilled UNet instead of its LoRA) and
-    `vae_key` (e.g. "madebyollin/sdxl-vae-fp16-fix" with `use_tiny_vae=False`); SD3 takes `use_t5=True`.
+    Its model: a loaded one first (or as `model=`), or -- the seed project's form -- a device first (or as
+    `device=`) with `hf_key`, `sd_version` and the options of `LoadOptions`; `from_pretrained(hf_key, ...)`
+    loads too (see `ModelPipeline`). The model's family sets the defaults of the number of steps, the tile size and
+    `preprocess_mask_cover_alpha` (see `models/__init__.py`).
     """
 
     def __init__(
         self,
-        device: Any = "cuda",
+        model_or_device: Any = None,
+        /,
         dtype: torch.dtype | None = None,
-        hf_key: str | None = None,
-        lora_key: str | bool | None = True,
-        use_tiny_vae: bool = True,
-        default_mask_std: float = 8.0,
-        default_mask_strength: float = 1.0,
-        default_prompt_strength: float = 0.95,
+        *,
+        default_mask_std: float = LAYER_SETTING_DEFAULTS["mask_std"],
+        default_mask_strength: float = LAYER_SETTING_DEFAULTS["mask_strength"],
+        default_prompt_strength: float = LAYER_SETTING_DEFAULTS["prompt_strength"],
         preprocess_mask_cover_alpha: float | None = None,
         bootstrap_leak_sensitivity: float | None = 0.2,
-        allow_pickle: bool = False,
-        taesd_key: str | None = None,
-        config: str | None = None,
         model: Any = None,
+        device: Any = None,
+        hf_key: str | None = None,
         sd_version: str | None = None,
-        unet_key: str | None = None,
-        vae_key: str | None = None,
-        use_t5: bool | None = None,
+        **load_options: Any,
     ):
-        self.device, self.dtype, self.model = pipeline_model(
-            device, dtype, model, hf_key, sd_version, lora_key=lora_key, use_tiny_vae=use_tiny_vae,
-            taesd_key=taesd_key, config=config, allow_pickle=allow_pickle, unet_key=unet_key, vae_key=vae_key, use_t5=use_t5,
+        self._take_layer_defaults(default_prompt_strength, default_mask_strength, default_mask_std)
+        self._take_model(
+            model_or_device, dtype, model=model, device=device, hf_key=hf_key, sd_version=sd_version, load_options=load_options,
         )
-        self.default_mask_std = check_layer_setting("mask_std", default_mask_std, "default_mask_std")
-        self.default_mask_strength = check_layer_setting("mask_strength", default_mask_strength, "default_mask_strength")
-        self.default_prompt_strength = check_layer_setting("prompt_strength", default_prompt_strength, "default_prompt_strength")
         if preprocess_mask_cover_alpha is None:
             preprocess_mask_cover_alpha = self.model.default_cover_alpha
         self.preprocess_mask_cover_alpha = float(preprocess_mask_cover_alpha)

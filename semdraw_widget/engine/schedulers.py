@@ -35,6 +35,14 @@ import torch
 
 from ..limits import is_whole_number
 
+# The DDPM training schedule of SD 1.5 and SDXL: what a checkpoint without scheduler/ (a single file) gets.
+DEFAULT_SCHEDULER_CONFIG = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+}
+
 
 def alphas_cumprod(config: dict) -> torch.Tensor:
     """abar_t of a DDPM training schedule (float64), from a diffusers scheduler config."""

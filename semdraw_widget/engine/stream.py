@@ -36,9 +36,9 @@ import torch
 
 from .accel import AcceleratedPredictor, compile_mode
 from .blend import Guidance, RegionScene, SelfResidual, cat_cond, denoise, per_layer, slot_noise
-from .models import pipeline_model
+from .pipeline import ModelPipeline, check_layer_setting
 from ..coverage import warn_if_zero_one_uint8
-from ..limits import LAYER_SETTING_LIMITS, check_number, check_seed
+from ..limits import LAYER_SETTING_DEFAULTS, check_seed
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
@@ -51,12 +51,6 @@ def check_size(name: str, value: int, multiple: int = 8) -> int:
         hint = f"try {low} or {high}" if low != high else f"try {low}"
         raise ValueError(f"{name} must be a positive multiple of {multiple} (got {value}); {hint}")
     return value
-
-
-def check_layer_setting(setting: str, value: Any, name: str | None = None) -> float:
-    """A layer setting (a key of LAYER_SETTING_LIMITS) as a float in [0, its limit]; NaN, infinities and
-    other values raise, naming the argument as `name` (the setting itself by default)."""
-    return check_number(name or setting, value, LAYER_SETTING_LIMITS[setting])
 
 
 def per_layer_setting(setting: str, values: Any, count: int, default: float | None = None) -> list:
@@ -163,18 +157,17 @@ class FrameTimer:
         return copy
 
 
-class StreamMultiDiffusion:
+class StreamMultiDiffusion(ModelPipeline):
     """Streaming region-based generation (SemanticDraw / StreamMultiDiffusion), one frame per call.
 
     >>> smd = StreamMultiDiffusion("cpu", hf_key="tiny", height=64, width=64)
     >>> smd.update_single_layer(idx=0, prompt="a red apple", mask=mask)   # doctest: +SKIP
     >>> frame = smd()                                                       # doctest: +SKIP
 
-    `sd_version` ("1.5", "xl", "3") picks the model family, detected from `hf_key` when None; the
-    family sets the defaults of `hf_key`, the LoRA (`lora_key=True`), `taesd_key`, `t_index_list` and
+    Its model: a loaded one first (or as `model=`), or -- the seed project's form -- a device first (or as
+    `device=`) with `hf_key`, `sd_version` and the options of `LoadOptions`; `from_pretrained(hf_key, ...)`
+    loads too (see `ModelPipeline`). The model's family sets the defaults of `t_index_list` and
     `preprocess_mask_cover_alpha` (see `models/__init__.py`).
-    SDXL also takes `unet_key` (e.g. "lightning": SDXL-Lightning's distilled UNet instead of its LoRA) and
-    `vae_key` (e.g. "madebyollin/sdxl-vae-fp16-fix" with `use_tiny_vae=False`); SD3 takes `use_t5=True`.
 
     `compile=True` (or "cudagraph") replays the model from CUDA graphs on CUDA devices; "inductor"
     also runs it through torch.compile (on a CPU too). Until `warm_up()` has prepared the current
@@ -183,11 +176,10 @@ class StreamMultiDiffusion:
 
     def __init__(
         self,
-        device: Any = "cuda",
+        model_or_device: Any = None,
+        /,
         dtype: torch.dtype | None = None,
-        hf_key: str | None = None,
-        lora_key: str | bool | None = True,
-        use_tiny_vae: bool = True,
+        *,
         height: int | None = None,
         width: int | None = None,
         t_index_list: Sequence[int] | None = None,
@@ -197,26 +189,23 @@ class StreamMultiDiffusion:
         delta: float = 1.0,
         bootstrap_steps: int = 1,
         mask_type: str = "continuous",
-        default_mask_std: float = 8.0,
-        default_mask_strength: float = 1.0,
-        default_prompt_strength: float = 0.95,
+        default_mask_std: float = LAYER_SETTING_DEFAULTS["mask_std"],
+        default_mask_strength: float = LAYER_SETTING_DEFAULTS["mask_strength"],
+        default_prompt_strength: float = LAYER_SETTING_DEFAULTS["prompt_strength"],
         preprocess_mask_cover_alpha: float | None = None,
         fresh_noise: bool = False,
-        allow_pickle: bool = False,
-        taesd_key: str | None = None,
-        config: str | None = None,
-        model: Any = None,
         profile: bool = False,
         compile: bool | str = False,
+        model: Any = None,
+        device: Any = None,
+        hf_key: str | None = None,
         sd_version: str | None = None,
-        unet_key: str | None = None,
-        vae_key: str | None = None,
-        use_t5: bool | None = None,
+        **load_options: Any,
     ):
         guidance = Guidance(cfg_type, guidance_scale, delta)  # checked before the model loads
-        self.device, self.dtype, self.model = pipeline_model(
-            device, dtype, model, hf_key, sd_version, lora_key=lora_key, use_tiny_vae=use_tiny_vae,
-            taesd_key=taesd_key, config=config, allow_pickle=allow_pickle, unet_key=unet_key, vae_key=vae_key, use_t5=use_t5,
+        self._take_layer_defaults(default_prompt_strength, default_mask_strength, default_mask_std)
+        self._take_model(
+            model_or_device, dtype, model=model, device=device, hf_key=hf_key, sd_version=sd_version, load_options=load_options,
         )
         scale = self.model.vae_scale
         size = self.model.default_size  # 512 for SD 1.5, 1024 for SDXL / SD3
@@ -229,9 +218,6 @@ class StreamMultiDiffusion:
         self.steps = self.model.schedule.prepare(t_index_list, self.device, self.dtype)
         self._leaving = self.steps.select(slice(None, -1))  # the slots whose x0 moves on to the next slot
         self._renoise = self.steps.select(slice(1, None))
-        self.default_mask_std = check_layer_setting("mask_std", default_mask_std, "default_mask_std")
-        self.default_mask_strength = check_layer_setting("mask_strength", default_mask_strength, "default_mask_strength")
-        self.default_prompt_strength = check_layer_setting("prompt_strength", default_prompt_strength, "default_prompt_strength")
         self.fresh_noise = bool(fresh_noise)
         self.profile = bool(profile)
         self.compile = compile_mode(compile)

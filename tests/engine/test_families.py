@@ -8,7 +8,9 @@ from diffusers import EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler
 
 from semdraw_widget.engine import ModelNotFoundError, StableMultiDiffusionPipeline, StreamMultiDiffusion, load_model
 from semdraw_widget.engine import loading
-from semdraw_widget.engine.loading import DEFAULT_SCHEDULER_CONFIG, detect_family, lora_family
+from semdraw_widget.engine.models.detection import detect_family
+from semdraw_widget.engine.models.lora import lora_family
+from semdraw_widget.engine.schedulers import DEFAULT_SCHEDULER_CONFIG
 from semdraw_widget.engine.models import tiny as tiny_module
 from semdraw_widget.engine.schedulers import EulerTrailingSchedule, FlowMatchSchedule
 

@@ -12,7 +12,8 @@ from safetensors.torch import load_file, save_file
 
 from semdraw_widget.engine import ModelNotFoundError, UnsafeCheckpointError, load_model
 from semdraw_widget.engine import loading
-from semdraw_widget.engine.loading import detect_family, fit_clip_keys
+from semdraw_widget.engine.models.detection import detect_family
+from semdraw_widget.engine.models.sd15 import DEFAULT_HF_KEY, fit_clip_keys
 from semdraw_widget.engine.models import tiny as tiny_module
 
 SNAPSHOT = "0" * 40
@@ -128,7 +129,7 @@ def test_an_unreachable_hub_is_tried_once_per_load_and_named_as_the_cause(hub_ca
     def attempts_of_a_failing_load(**options):
         attempts.clear()
         with pytest.raises(ModelNotFoundError) as error:
-            load_model(loading.DEFAULT_HF_KEY, dtype=torch.float16, lora_key=None, **options)
+            load_model(DEFAULT_HF_KEY, dtype=torch.float16, lora_key=None, **options)
         message = str(error.value)
         assert "the hub is unreachable (ConnectError: [Errno -3] Temporary failure in name resolution" in message
         assert "does not appear to have" not in message and "download failed" not in message
@@ -288,7 +289,7 @@ def test_hub_family_comes_from_a_downloaded_model_index(tmp_path, monkeypatch):
             raise OSError(f"{repo_id}/{filename} is not there")
         return str(index)
 
-    monkeypatch.setattr(loading, "_hub_file", fake_hub)
+    monkeypatch.setattr(loading, "hub_file", fake_hub)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     assert detect_family("SG161222/RealVisXL_V4.0") == "sdxl"  # its name does not say so
     assert ("SG161222/RealVisXL_V4.0", "model_index.json", False) in requests

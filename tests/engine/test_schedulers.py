@@ -2,8 +2,7 @@ import pytest
 import torch
 from diffusers import LCMScheduler
 
-from semdraw_widget.engine.loading import DEFAULT_SCHEDULER_CONFIG
-from semdraw_widget.engine.schedulers import LCMSchedule
+from semdraw_widget.engine.schedulers import DEFAULT_SCHEDULER_CONFIG, LCMSchedule
 
 T_INDEX = (0, 4, 12, 25, 37)
 

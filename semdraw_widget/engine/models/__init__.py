@@ -16,6 +16,11 @@
 | "3"        | sd3    | MMDiT, flow matching (velocity), Flash | Flash-SD3 (PEFT) / TAESD3, no T5     | 1024 | (0, 1, 2, 3)        |
 
 All three use cover alpha 0.3. stream.py, oneshot.py and blend.py know none of this.
+
+Loading: `load_model(hf_key, device, family, dtype, **options)` detects the family (`detection.py`), checks
+the options once (`options.LoadOptions`) and hands them to the family's `load`, which reads its parts
+(each family's module), fuses its LoRA (`lora.py`) and picks its autoencoder; a built-in key such as
+"tiny" brings its own defaults (`sources.py`). Which model a notebook gets by default is `choice.py`.
 """
 
 from __future__ import annotations
@@ -24,66 +29,45 @@ import logging
 import os
 from typing import Any
 
-from ..loading import FAMILY_TITLES, TINY_KEYS, detect_family, family_name
+import torch
+
+from .choice import configured_model
+from .detection import detect_family, family_name
+from .options import LoadOptions
 from .sd3 import SD3
 from .sd15 import SD15
 from .sdxl import SDXL
+from .sources import BUILTIN_MODELS, builtin_of_family
 
 FAMILIES = {"sd15": SD15, "sdxl": SDXL, "sd3": SD3}
-# Loading options only one family has (the pipelines take them as keywords, None meaning "not given").
-FAMILY_OPTIONS = {"unet_key": "sdxl", "vae_key": "sdxl", "use_t5": "sd3"}
-# The pipelines' loading options and their defaults: with model= (loaded already) anything else would be ignored.
-LOADING_DEFAULTS = {"lora_key": True, "use_tiny_vae": True, "taesd_key": None, "config": None, "allow_pickle": False,
-                    **{option: None for option in FAMILY_OPTIONS}}
 log = logging.getLogger("semdraw_widget")
-TINY_FOR = {family: key for key, family in TINY_KEYS.items()}
 
 
-def load_model(hf_key: str | None = None, device: Any = "cpu", family: str | None = None, **kwargs: Any):
-    """Load the family adapter for `hf_key` (hub id, folder, .safetensors file, "tiny", "tiny-xl" or "tiny-3").
+def load_model(hf_key: str | None = None, device: Any = "cpu", family: str | None = None, dtype: torch.dtype | None = None,
+               **options: Any):
+    """Load the family adapter for `hf_key`: a hub id, a diffusers folder, a .safetensors file, or a built-in key
+    ("tiny", "tiny-xl", "tiny-3": random-weight miniatures).
 
     `family` ("1.5" / "xl" / "3", or "sd15" / "sdxl" / "sd3") is detected from the checkpoint when not
     given (SD 1.5 when `hf_key` is None too); `hf_key=None` loads the model named by the environment
     variable SEMDRAW_MODEL when it is set (CI sets "tiny"), else the family's default hub model.
-    Family-specific options pass through: SDXL `unet_key`, `vae_key`; SD3 `use_t5`.
+    `options` are those of `LoadOptions` (lora_key, use_tiny_vae, taesd_key, config, allow_pickle; SDXL
+    unet_key, vae_key; SD3 use_t5). `dtype` is float16 on CUDA and float32 elsewhere unless given.
     """
-    if hf_key is None and os.environ.get("SEMDRAW_MODEL"):
-        hf_key = os.environ["SEMDRAW_MODEL"]
-        log.info("loading %s (from SEMDRAW_MODEL)", hf_key)
+    return load_with_options(hf_key, device, dtype, family, LoadOptions.from_keywords(options, "load_model"))
+
+
+def load_with_options(hf_key: str | None, device: Any, dtype: torch.dtype | None, family: str | None, options: LoadOptions):
+    """`load_model` with its options checked already (the pipelines' seed form checks them as its own keywords)."""
+    if hf_key is None:
+        hf_key = configured_model()
+        if hf_key is not None:
+            log.info("loading %s (from SEMDRAW_MODEL)", hf_key)
+    hf_key = None if hf_key is None else os.fspath(hf_key)
     if family is None:
         name = detect_family(hf_key) if hf_key is not None else "sd15"
     else:
         name = family_name(family)
-        if hf_key in TINY_KEYS:  # "tiny" with a family is that family's miniature
-            if hf_key != "tiny" and TINY_KEYS[hf_key] != name:
-                raise ValueError(f"hf_key={hf_key!r} is the {TINY_KEYS[hf_key]} miniature, but sd_version={family!r} asks for {name}")
-            hf_key = TINY_FOR[name]
-    for option, owner in FAMILY_OPTIONS.items():
-        if kwargs.get(option) is None:
-            kwargs.pop(option, None)
-        elif owner != name:
-            raise ValueError(
-                f"{option} is an option of {FAMILY_TITLES[owner]} models, but {repr(hf_key) if hf_key else 'the default model'} is "
-                f"{FAMILY_TITLES[name]}: leave {option} out, or load an {FAMILY_TITLES[owner]} model (sd_version=...)"
-            )
-    return FAMILIES[name].load(hf_key, device=device, **kwargs)
-
-
-def pipeline_model(device: Any, dtype: Any, model: Any, hf_key: str | None, sd_version: str | None, **kwargs: Any):
-    """(device, dtype, family adapter) for a pipeline: a given `model` is shared as it is (its dtype wins
-    unless one is asked for); otherwise one is loaded for `hf_key` with `kwargs` (lora_key, taesd_key, ...)."""
-    from ..loading import default_dtype, resolve_device
-
-    if model is not None:  # options that choose what to load would be ignored
-        given = [option for option, default in LOADING_DEFAULTS.items() if option in kwargs and kwargs[option] != default]
-        given += ["hf_key"] if hf_key is not None else []
-        if sd_version is not None and family_name(sd_version) != model.name:
-            given.append(f"sd_version={sd_version!r} (the model is {FAMILY_TITLES[model.name]})")
-        if given:
-            raise ValueError(
-                f"model= is loaded already, so these loading options would be ignored: {', '.join(given)}. Pass them "
-                "to load_model(...) instead, or leave model out"
-            )
-    device = resolve_device(device)
-    dtype = dtype or (model.dtype if model is not None else default_dtype(device))
-    return device, dtype, model or load_model(hf_key, device=device, dtype=dtype, family=sd_version, **kwargs)
+        if hf_key in BUILTIN_MODELS:
+            hf_key = builtin_of_family(hf_key, name, family)
+    return FAMILIES[name].load(hf_key, device, dtype, options)

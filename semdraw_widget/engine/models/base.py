@@ -1,4 +1,4 @@
-"""What the family adapters share: the per-text embedding cache, CLIP token ids, the autoencoder calls.
+"""What the family adapters share: loading's outline, the per-text embedding cache, CLIP token ids, the autoencoder calls.
 
 Latents are scaled the diffusers way, `(raw - shift_factor) * scaling_factor`, with the factors of
 the autoencoder in use (TAESD-style tiny autoencoders carry their own; SD3's VAE has a shift).
@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import warnings
 from collections import OrderedDict
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
+
+from .. import loading
+from .options import LoadOptions
+from .sources import Sources, sources_for
 
 Conditioning = dict[str, torch.Tensor]
 
@@ -34,8 +38,27 @@ def clip_token_ids(tokenizer, text: str, warn: bool = True) -> torch.Tensor:
 class LatentFamily:
     """Base of the family adapters (see `models/__init__.py` for the interface they complete)."""
 
+    name: str  # "sd15", "sdxl", "sd3"
+    default_sources: Sources  # the family's default checkpoint, LoRA and tiny autoencoder
     embedding_cache_size = 256
     notice = ""  # what the user should know about what was loaded (e.g. a replaced hub id); "" when nothing
+
+    @classmethod
+    def load(
+        cls, hf_key: str | None = None, device: Any = "cpu", dtype: torch.dtype | None = None, options: LoadOptions | None = None,
+    ) -> "LatentFamily":
+        """This family's model for `hf_key` (a hub id, diffusers folder, single file or built-in key; None: the
+        family's default model), loaded as `options` say, on `device`, in `dtype` (by default float16 on CUDA,
+        float32 elsewhere). Options that this family would ignore are refused before anything loads."""
+        options = options or LoadOptions()
+        options.check_family(cls.name, repr(hf_key) if hf_key else "the default model")
+        device = loading.resolve_device(device)
+        return cls._load(sources_for(hf_key, cls.default_sources), options, device, dtype or loading.default_dtype(device))
+
+    @classmethod
+    def _load(cls, sources: Sources, options: LoadOptions, device: torch.device, dtype: torch.dtype) -> "LatentFamily":
+        """Read the parts `sources` and `options` name, put them together, and move them to `device`."""
+        raise NotImplementedError
 
     def __init__(self, vae, device: torch.device, dtype: torch.dtype):
         self.vae = vae

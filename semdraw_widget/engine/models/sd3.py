@@ -36,6 +36,9 @@ import torch.nn.functional as F
 from .. import loading
 from ..schedulers import FlowMatchSchedule
 from .base import Conditioning, LatentFamily
+from .lora import LORA_WEIGHT_NAME, check_lora_family, fuse_lora_into, read_lora
+from .options import LoadOptions
+from .sources import Sources
 
 log = logging.getLogger("semdraw_widget")
 DEFAULT_SD3_KEY = "stabilityai/stable-diffusion-3-medium-diffusers"
@@ -77,6 +80,7 @@ class SD3(LatentFamily):
     """Stable Diffusion 3 medium (+ Flash-SD3 merged, + TAESD3 by default, no T5 by default)."""
 
     name = "sd3"
+    default_sources = Sources(DEFAULT_SD3_KEY, DEFAULT_SD3_LORA_KEY, DEFAULT_TAESD3_KEY)
     latent_channels = 16
     vae_scale = 8
     default_tile_size = 1024
@@ -94,37 +98,16 @@ class SD3(LatentFamily):
         self.schedule = FlowMatchSchedule(components.scheduler_config)
 
     @classmethod
-    def load(
-        cls,
-        hf_key: str | None = None,
-        device: torch.device | str = "cpu",
-        dtype: torch.dtype | None = None,
-        lora_key: str | bool | None = True,
-        use_tiny_vae: bool = True,
-        taesd_key: str | None = None,
-        config: str | None = None,
-        allow_pickle: bool = False,
-        use_t5: bool = False,
-    ) -> "SD3":
-        """Load SD3 from a hub id, diffusers folder or single file (`config`: where its configs come from).
+    def _load(cls, sources: Sources, options: LoadOptions, device: torch.device, dtype: torch.dtype) -> "SD3":
+        """SD3 from a hub id, diffusers folder or single file (`config`: where its configs come from).
         `lora_key=True` merges Flash-SD3 (a PEFT adapter: hub id or folder with adapter_config.json)."""
-        device = loading.resolve_device(device)
-        dtype = dtype or loading.default_dtype(device)
-        hf_key = str(hf_key or DEFAULT_SD3_KEY)
-        lora_key = DEFAULT_SD3_LORA_KEY if lora_key is True else lora_key
-        taesd_key = taesd_key or DEFAULT_TAESD3_KEY
-        if hf_key == "tiny-3":
-            from .tiny import tiny_model_dir
-
-            root = tiny_model_dir("sd3")
-            hf_key = str(root / "sd3")
-            lora_key = str(root / "flash-lora") if lora_key == DEFAULT_SD3_LORA_KEY else lora_key
-            taesd_key = str(root / "taesd3") if taesd_key == DEFAULT_TAESD3_KEY else taesd_key
-        parts = _load_components(hf_key, config, allow_pickle, need_vae=not use_tiny_vae, use_t5=use_t5, dtype=dtype)
-        if use_tiny_vae:
-            parts.vae = loading.load_taesd(taesd_key)
+        use_t5 = bool(options.use_t5)
+        parts = _load_components(sources.hf_key, options.config, options.allow_pickle, need_vae=not options.use_tiny_vae, use_t5=use_t5, dtype=dtype)
+        if options.use_tiny_vae:
+            parts.vae = loading.load_taesd(sources.taesd(options.taesd_key))
+        lora_key = sources.lora(options.lora_key)
         if lora_key:
-            parts.transformer = _apply_lora(parts, str(lora_key), allow_pickle)
+            parts.transformer = _apply_lora(parts, str(lora_key), options.allow_pickle)
         modules = [parts.text_encoder, parts.text_encoder_2, parts.transformer, parts.vae]
         loading.to_device(modules + ([parts.text_encoder_3] if use_t5 else []), device, dtype, "SD3")
         return cls(parts, device, dtype)
@@ -235,15 +218,15 @@ def _apply_lora(parts: SD3Components, lora_key: str, allow_pickle: bool):
 
     hint = (
         f"SD3 LoRAs are read as a PEFT adapter ({' + '.join(PEFT_FILES)}, like {DEFAULT_SD3_LORA_KEY}) or as a "
-        f"diffusers LoRA file ({loading.LORA_WEIGHT_NAME}); {lora_key!r} has neither in the cache or on the hub."
+        f"diffusers LoRA file ({LORA_WEIGHT_NAME}); {lora_key!r} has neither in the cache or on the hub."
     )
-    state = loading.read_lora(lora_key, "sd3", DEFAULT_SD3_LORA_KEY, allow_pickle, hint)
+    state = read_lora(lora_key, "sd3", DEFAULT_SD3_LORA_KEY, allow_pickle, hint)
     shell = StableDiffusion3Pipeline(
         transformer=parts.transformer, scheduler=FlowMatchEulerDiscreteScheduler.from_config(parts.scheduler_config),
         vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer, text_encoder_2=parts.text_encoder_2,
         tokenizer_2=parts.tokenizer_2, text_encoder_3=parts.text_encoder_3, tokenizer_3=parts.tokenizer_3,
     )
-    loading.fuse_lora_into(shell, state, lora_key)
+    fuse_lora_into(shell, state, lora_key)
     return parts.transformer
 
 
@@ -251,7 +234,7 @@ def _merge_peft_lora(transformer, folder: Path, lora_key: str):
     """Merge a PEFT LoRA adapter (Flash-SD3's layout: adapter_config.json + adapter_model.safetensors)."""
     from peft import PeftModel
 
-    loading.check_lora_family(loading.load_safetensors(folder / PEFT_FILES[1], "LoRA"), "sd3", lora_key, DEFAULT_SD3_LORA_KEY)
+    check_lora_family(loading.load_safetensors(folder / PEFT_FILES[1], "LoRA"), "sd3", lora_key, DEFAULT_SD3_LORA_KEY)
     return PeftModel.from_pretrained(transformer, str(folder)).merge_and_unload()
 
 

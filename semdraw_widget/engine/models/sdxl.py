@@ -26,8 +26,11 @@ from typing import Any, Sequence
 import torch
 
 from .. import loading
-from ..schedulers import EulerTrailingSchedule
+from ..schedulers import DEFAULT_SCHEDULER_CONFIG, EulerTrailingSchedule
 from .base import Conditioning, LatentFamily
+from .lora import fuse_lora_into, read_lora
+from .options import LoadOptions
+from .sources import Sources
 
 DEFAULT_XL_KEY = "stabilityai/stable-diffusion-xl-base-1.0"
 LIGHTNING_REPO = "ByteDance/SDXL-Lightning"
@@ -63,6 +66,7 @@ class SDXL(LatentFamily):
     """Stable Diffusion XL (+ SDXL-Lightning 4-step, + TAESDXL by default)."""
 
     name = "sdxl"
+    default_sources = Sources(DEFAULT_XL_KEY, DEFAULT_XL_LORA_KEY, DEFAULT_TAESDXL_KEY, LIGHTNING_UNET_KEY)
     latent_channels = 4
     vae_scale = 8
     default_tile_size = 1024
@@ -79,47 +83,21 @@ class SDXL(LatentFamily):
         self._time_ids: dict[tuple[int, int], torch.Tensor] = {}
 
     @classmethod
-    def load(
-        cls,
-        hf_key: str | None = None,
-        device: torch.device | str = "cpu",
-        dtype: torch.dtype | None = None,
-        lora_key: str | bool | None = True,
-        use_tiny_vae: bool = True,
-        taesd_key: str | None = None,
-        config: str | None = None,
-        allow_pickle: bool = False,
-        unet_key: str | None = None,
-        vae_key: str | None = None,
-    ) -> "SDXL":
-        """Load SDXL from a hub id, diffusers folder or single file (`config` names where a single file's
-        configs come from). `lora_key=True` fuses the Lightning 4-step LoRA; `unet_key="lightning"` (or a
-        .safetensors UNet) swaps in a distilled UNet instead, and then no LoRA is fused unless named."""
-        if vae_key and use_tiny_vae:  # checked before anything loads: the VAE would be left unused
-            raise ValueError(
-                "vae_key takes effect with use_tiny_vae=False (by default TAESDXL decodes and no VAE is loaded): pass both"
-            )
-        device = loading.resolve_device(device)
-        dtype = dtype or loading.default_dtype(device)
-        hf_key = str(hf_key or DEFAULT_XL_KEY)
-        if unet_key == "lightning":
-            unet_key = LIGHTNING_UNET_KEY
-        if lora_key is True:
-            lora_key = None if unet_key else DEFAULT_XL_LORA_KEY
-        taesd_key = taesd_key or DEFAULT_TAESDXL_KEY
-        if hf_key == "tiny-xl":
-            from .tiny import tiny_model_dir
-
-            root = tiny_model_dir("sdxl")
-            hf_key = str(root / "sdxl")
-            lora_key = str(root / "lightning-lora" / Path(DEFAULT_XL_LORA_KEY).name) if lora_key == DEFAULT_XL_LORA_KEY else lora_key
-            unet_key = str(root / "lightning-unet" / Path(LIGHTNING_UNET_KEY).name) if unet_key == LIGHTNING_UNET_KEY else unet_key
-            taesd_key = str(root / "taesdxl") if taesd_key == DEFAULT_TAESDXL_KEY else taesd_key
-        parts = _load_components(hf_key, config, allow_pickle, need_vae=not use_tiny_vae and not vae_key, need_unet=not unet_key, dtype=dtype)
+    def _load(cls, sources: Sources, options: LoadOptions, device: torch.device, dtype: torch.dtype) -> "SDXL":
+        """SDXL from a hub id, diffusers folder or single file (`config` names where a single file's configs come
+        from). `lora_key=True` fuses the Lightning 4-step LoRA; `unet_key="lightning"` (or a .safetensors UNet)
+        swaps in a distilled UNet instead, and then no LoRA is fused unless named."""
+        hf_key = sources.hf_key
+        unet_key = sources.distilled_unet if options.unet_key == "lightning" else options.unet_key
+        lora_key = None if unet_key and options.lora_key is True else sources.lora(options.lora_key)
+        use_tiny_vae, vae_key = options.use_tiny_vae, options.vae_key
+        parts = _load_components(
+            hf_key, options.config, options.allow_pickle, need_vae=not use_tiny_vae and not vae_key, need_unet=not unet_key, dtype=dtype,
+        )
         if unet_key:
             parts.unet = _swap_unet(parts.unet, hf_key, unet_key, dtype)
         if use_tiny_vae:
-            parts.vae = loading.load_taesd(taesd_key)
+            parts.vae = loading.load_taesd(sources.taesd(options.taesd_key))
         elif vae_key:
             from diffusers import AutoencoderKL
 
@@ -127,13 +105,13 @@ class SDXL(LatentFamily):
         if lora_key:
             from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
 
-            state = loading.read_lora(str(lora_key), "sdxl", DEFAULT_XL_LORA_KEY, allow_pickle)
+            state = read_lora(str(lora_key), "sdxl", DEFAULT_XL_LORA_KEY, options.allow_pickle)
             shell = StableDiffusionXLPipeline(
                 vae=parts.vae, text_encoder=parts.text_encoder, text_encoder_2=parts.text_encoder_2,
                 tokenizer=parts.tokenizer, tokenizer_2=parts.tokenizer_2, unet=parts.unet,
                 scheduler=EulerDiscreteScheduler.from_config(parts.scheduler_config),
             )
-            loading.fuse_lora_into(shell, state, str(lora_key))
+            fuse_lora_into(shell, state, str(lora_key))
         loading.to_device([parts.text_encoder, parts.text_encoder_2, parts.unet], device, dtype, "SDXL")
         overflows = dtype == torch.float16 and getattr(parts.vae.config, "force_upcast", False)
         loading.to_device([parts.vae], device, torch.float32 if overflows else dtype, "SDXL")
@@ -185,7 +163,7 @@ def _load_components(hf_key: str, config: str | None, allow_pickle: bool, need_v
     if not need_vae:
         del parts["vae"]
     files = loading.repo_files(parts, dtype)
-    defaults = {**loading.DEFAULT_SCHEDULER_CONFIG, "prediction_type": "epsilon"}
+    defaults = {**DEFAULT_SCHEDULER_CONFIG, "prediction_type": "epsilon"}
     return SDXLComponents(
         tokenizer=loading.load_part(CLIPTokenizer, hf_key, "tokenizer", files),
         tokenizer_2=loading.load_part(CLIPTokenizer, hf_key, "tokenizer_2", files),
@@ -239,7 +217,7 @@ def _load_single_file(file: Path, config: str, dtype) -> SDXLComponents:
         return StableDiffusionXLPipeline.from_single_file(str(file), config=config, torch_dtype=dtype, **kw)
 
     pipe = load(local_files_only=True) if local else loading.hub_call(load, config, XL_CONFIG_FILES, "Config repository", option="config")
-    scheduler_config = {**loading.DEFAULT_SCHEDULER_CONFIG, **dict(pipe.scheduler.config)}
+    scheduler_config = {**DEFAULT_SCHEDULER_CONFIG, **dict(pipe.scheduler.config)}
     return SDXLComponents(
         pipe.tokenizer, pipe.tokenizer_2, pipe.text_encoder, pipe.text_encoder_2, pipe.unet, pipe.vae, scheduler_config
     )

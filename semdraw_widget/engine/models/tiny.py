@@ -1,7 +1,8 @@
 """`hf_key="tiny"`, `"tiny-xl"`, `"tiny-3"`: random-weight miniatures of SD 1.5, SDXL and SD3, built offline.
 
-Each miniature is written to disk in the same layouts as the real weights and then loaded back
-through `loading.py`, so tests and CI exercise the real loading path. Its images are noise by design.
+Each miniature is written to disk in the same layouts as the real weights and then loaded back through
+the families' own loaders (their entries in `sources.BUILTIN_MODELS` name the folders), so tests and CI
+exercise the real loading path. Its images are noise by design.
 Weights come from a fixed seed, so every process builds bit-identical files.
 
 - SD 1.5 (`sd15/`): UNet, CLIP text encoder, byte-level CLIP tokenizer, KL VAE, scheduler config; a
