@@ -40,7 +40,6 @@ from .frame_sender import FrameSender, FrameTiming
 
 log = logging.getLogger("semdraw_widget")
 
-
 _pipeline_locks: "weakref.WeakKeyDictionary[Any, threading.Lock]" = weakref.WeakKeyDictionary()
 _registry_lock = threading.Lock()
 
@@ -60,6 +59,63 @@ def failure_hint(exc: BaseException) -> str:
     if "OutOfMemory" in name or "out of memory" in str(exc):
         return "The GPU ran out of memory: use fewer layers or a smaller canvas, free other notebooks' GPU memory, then try again."
     return "See the kernel log for the traceback; fix the cause, then try again."
+
+
+
+class PromptModel(Protocol):
+    def tokens_over_limit(self, text: str) -> int:
+        """How many of `text`'s tokens the text encoder cannot read (0: the prompt fits)."""
+
+
+@runtime_checkable
+class StreamingPipeline(Protocol):
+    """What a canvas needs of its pipeline, and all it uses (`StreamMultiDiffusion` is the one there is).
+
+    The engine layers are indexed bottom to top; `update_single_layer(idx=num_layers, ...)` adds one."""
+
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def num_slots(self) -> int:
+        """Denoising slots: a change has settled after this many frames."""
+    @property
+    def num_layers(self) -> int: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def fresh_noise(self) -> bool:
+        """New noise every frame: the image never settles."""
+    @property
+    def converged(self) -> bool:
+        """The scene has settled: the next frame would repeat the last one."""
+    @property
+    def needs_warm_up(self) -> bool:
+        """`warm_up` has work to do for the current batch (compiled pipelines)."""
+    @property
+    def compiling(self) -> bool:
+        """A background compile is running; frames go on uncompiled."""
+    @property
+    def compile_error(self) -> str | None: ...
+    @property
+    def model(self) -> PromptModel: ...
+
+    def update_background(self, image: Any = None, prompt: str | None = None,
+                          negative_prompt: str | None = None) -> None: ...
+    def update_single_layer(self, idx: int, **settings: Any) -> None: ...
+    def remove_layer(self, idx: int) -> None: ...
+    def reset_seed(self, seed: int | None = None) -> None: ...
+    def apply_updates(self) -> None:
+        """Do an update's host-side work now, so that the frame call only queues device work."""
+    def __call__(self, output_type: str = "pil") -> Any:
+        """Step every slot once; `output_type="latent"` returns the newest clean latent."""
+    def decode(self, latent: Any, output_type: str = "pil") -> Any:
+        """`output_type="pt"`: the latent as uint8 RGB on the device, for `HostFrame`."""
+    def frame_stages(self) -> Any:
+        """The last frame's stage timings, read later with `.result()`, or None (only when profiling)."""
+    def warm_up(self, block: bool = True) -> int: ...
+    def inspect_slots(self) -> Any: ...
 
 
 def check_pipeline(pipeline: Any, width: int, height: int) -> None:
