@@ -483,7 +483,7 @@ def _mask_member(version: int, index: int, layer_id: str) -> str:
     return f"masks/{index}.png" if version >= 2 else f"masks/{layer_id}.png"
 
 
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # a JSON string, escapes and all
 _JSON_BRACKET = re.compile(r"[\[\]{}]")
 
 
@@ -515,6 +515,8 @@ def _read_member(archive: zipfile.ZipFile, name: str, budget: int) -> bytes:
         raise ValueError(f"{name} inflates to {info.file_size} bytes, more than the {budget} a scene's {name} may hold")
     try:
         return archive.read(info)
+    except MemoryError:  # not damage: a budget was missed
+        raise
     except Exception as exc:  # a damaged archive fails in many ways (bad CRC, broken deflate stream, ...)
         raise ValueError(f"{name} cannot be read ({type(exc).__name__}: {exc})") from None
 
@@ -533,5 +535,7 @@ def _read_png(archive: zipfile.ZipFile, name: str, mode: str, width: int, height
             raise ValueError(f"{name} is {image.width}x{image.height} pixels; the canvas is {width}x{height}")
         try:
             return np.asarray(image.convert(mode))
+        except MemoryError:
+            raise
         except Exception as exc:
             raise ValueError(f"{name} is not a readable image ({type(exc).__name__}: {exc})") from None

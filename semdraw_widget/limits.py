@@ -30,11 +30,11 @@ MAX_LAYERS = 16
 MAX_TEXT_CHARS = 2000  # a prompt, negative prompt or layer name: far beyond what a text encoder reads
 MAX_ID_CHARS = 64  # a layer id or a view id: the views make 9- and 8-character ones
 # A background image upload: the file, then its pixels, checked from its header before decoding.
-MAX_IMAGE_BYTES = 20 * 1024 * 1024
+MAX_IMAGE_BYTES = 20 * MiB
 MAX_IMAGE_PIXELS = 64 * 10**6  # a 45-megapixel camera photo fits; decoded it is at most 256 MB (RGBA)
 HELD_STROKE_BYTES = 16 * MiB  # strokes held for a layer that has not arrived yet, per canvas
 # A scene file: its scene.json (the longest legitimate one, 16 layers of 2000-character prompts all
-# written as \\u escapes, is about 1.2 MiB) and how deep its JSON nests (a saved scene nests 3 deep).
+# written as 12-byte \u escapes, is about 1.2 MiB) and how deep its JSON nests (a saved scene nests 3 deep).
 MAX_SCENE_JSON_BYTES = 2 * MiB
 MAX_JSON_DEPTH = 8
 # A scene's PNG member may hold its pixels uncompressed plus this much for PNG's own headers and chunks.
@@ -44,13 +44,9 @@ MAX_REPORT_CHARS = 1000  # a status line or error message about a browser messag
 
 
 def scene_image_budget(width: int, height: int, channels: int) -> int:
-    """The most bytes a scene's PNG of `width` x `height` with `channels` 8-bit channels may inflate to."""
+    """The most bytes a scene's PNG of `width` x `height` with `channels` 8-bit channels may inflate to. With
+    the JSON's budget and the layer limit, it bounds a whole scene: 24 MiB at 512 x 512, 323 MiB at 4096 x 4096."""
     return width * height * channels + height + PNG_OVERHEAD_BYTES
-
-
-def scene_budget(width: int, height: int) -> int:
-    """The most bytes one scene of this canvas size may inflate to: its JSON, a mask per layer, a background."""
-    return MAX_SCENE_JSON_BYTES + MAX_LAYERS * scene_image_budget(width, height, 1) + scene_image_budget(width, height, 3)
 
 
 class _Quoting(reprlib.Repr):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, check_id, quote
+from .limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MiB, check_id, quote
 
 #: Jupyter servers cap one websocket message at 10 MB by default; stay well under it per message.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
@@ -160,7 +160,7 @@ def decode_background_image(content: dict, buffers, width: int, height: int) -> 
     payload = _buffer_bytes(buffers)
     if len(payload) > MAX_IMAGE_BYTES:
         raise ProtocolError(
-            f"background image is {len(payload) / 1e6:.1f} MB; the limit is {MAX_IMAGE_BYTES / 1e6:.0f} MB"
+            f"background image is {len(payload) / MiB:.1f} MB; the limit is {MAX_IMAGE_BYTES / MiB:.0f} MB"
         )
     from PIL import Image
 
@@ -168,7 +168,7 @@ def decode_background_image(content: dict, buffers, width: int, height: int) -> 
         # Only the declared format's decoder reads it: the other decoders Pillow has stay out of reach.
         with Image.open(io.BytesIO(payload), formats=[fmt.upper()]) as image:
             return fit_image(image, width, height)
-    except ProtocolError:
+    except (ProtocolError, MemoryError):  # not a damaged file: a limit said no, or a budget was missed
         raise
     except Exception as exc:  # Pillow's decoders report a damaged file in many ways (OSError, SyntaxError, ...)
         raise ProtocolError(f"could not read the background image as {fmt} ({type(exc).__name__}: {exc})") from None

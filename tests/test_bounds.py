@@ -79,6 +79,20 @@ def test_a_scene_member_larger_than_its_pixels_is_refused_unread(tmp_path):
         CanvasState.read_scene(path)
 
 
+def test_the_largest_legitimate_scene_fits_its_budgets(tmp_path):
+    # every layer, every text at its longest, in characters JSON writes as 12-byte escapes
+    state = CanvasState(16, 16)
+    longest = "\U0001f600" * limits.MAX_TEXT_CHARS
+    for i in range(limits.MAX_LAYERS):
+        state.add_layer(longest, id=f"{i:02d}" + "\U0001f600" * (limits.MAX_ID_CHARS - 2), name=longest, negative_prompt=longest)
+    state.set_background(longest, longest)
+    path = state.save(tmp_path / "largest.semdraw")
+    with zipfile.ZipFile(path) as archive:
+        assert limits.MAX_SCENE_JSON_BYTES / 2 < archive.getinfo("scene.json").file_size < limits.MAX_SCENE_JSON_BYTES
+    loaded, _ = CanvasState.read_scene(path)
+    assert loaded.layers == state.layers
+
+
 # ---- 3. layers per canvas -------------------------------------------------------------------------------
 def test_python_cannot_add_more_layers_than_a_canvas_holds(make_canvas):
     canvas = make_canvas(width=16, height=16)
