@@ -31,6 +31,7 @@ from .limits import (
     check_layer_count,
     check_number,
     check_text,
+    describe_error,
     quote,
     scene_image_budget,
 )
@@ -415,8 +416,9 @@ class CanvasState:
         path = Path(path)
         try:
             archive = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, FileNotFoundError, IsADirectoryError) as exc:
-            raise ValueError(f"{path} is not a saved semdraw scene ({exc})") from None
+        # a damaged directory fails in several ways (an unknown zip version is a NotImplementedError)
+        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, ValueError) as exc:
+            raise ValueError(f"{path} is not a saved semdraw scene ({describe_error(exc)})") from None
         with archive:
             try:
                 data = _read_member(archive, "scene.json", MAX_SCENE_JSON_BYTES)
@@ -505,20 +507,22 @@ def _parse_json(data: bytes) -> Any:
 
 
 def _read_member(archive: zipfile.ZipFile, name: str, budget: int) -> bytes:
-    """A member's bytes, refused from the archive's directory, before inflating, when it holds more than `budget`
-    (zipfile stops inflating at that declared size, so a member cannot hold more than it says)."""
+    """A member's bytes, refused from the archive's directory, before reading, when it holds more than `budget`.
+    Both sizes are checked: zipfile stops inflating at the declared size (so a member cannot hold more than it
+    says), but reads the compressed bytes in one piece, allocating whatever compressed size the directory claims."""
     try:
         info = archive.getinfo(name)
     except KeyError:
         raise ValueError(f"{name} is missing") from None
-    if info.file_size > budget:
-        raise ValueError(f"{name} inflates to {info.file_size} bytes, more than the {budget} a scene's {name} may hold")
+    if info.file_size > budget or info.compress_size > budget:
+        raise ValueError(f"{name} inflates to {info.file_size} bytes ({info.compress_size} compressed), more than "
+                         f"the {budget} a scene's {name} may hold")
     try:
         return archive.read(info)
     except MemoryError:  # not damage: a budget was missed
         raise
     except Exception as exc:  # a damaged archive fails in many ways (bad CRC, broken deflate stream, ...)
-        raise ValueError(f"{name} cannot be read ({type(exc).__name__}: {exc})") from None
+        raise ValueError(f"{name} cannot be read ({describe_error(exc)})") from None
 
 
 def _read_png(archive: zipfile.ZipFile, name: str, mode: str, width: int, height: int) -> np.ndarray:
@@ -529,7 +533,7 @@ def _read_png(archive: zipfile.ZipFile, name: str, mode: str, width: int, height
     try:
         image = Image.open(io.BytesIO(data), formats=["PNG"])
     except Exception as exc:  # PIL reports a broken image in many ways (OSError, SyntaxError, zlib.error, ...)
-        raise ValueError(f"{name} is not a readable image ({type(exc).__name__}: {exc})") from None
+        raise ValueError(f"{name} is not a readable image ({describe_error(exc)})") from None
     with image:
         if image.size != (width, height):
             raise ValueError(f"{name} is {image.width}x{image.height} pixels; the canvas is {width}x{height}")
@@ -538,4 +542,4 @@ def _read_png(archive: zipfile.ZipFile, name: str, mode: str, width: int, height
         except MemoryError:
             raise
         except Exception as exc:
-            raise ValueError(f"{name} is not a readable image ({type(exc).__name__}: {exc})") from None
+            raise ValueError(f"{name} is not a readable image ({describe_error(exc)})") from None

@@ -81,6 +81,13 @@ def quote(value: Any) -> str:
     return text if len(text) <= 4 * MAX_QUOTED_CHARS else text[: 4 * MAX_QUOTED_CHARS] + "..."
 
 
+def describe_error(exc: BaseException) -> str:
+    """A library's exception (a zip or image decoder's) for an error message: its type and the start of its
+    text, which may quote the bad bytes at length."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text if len(text) <= 4 * MAX_QUOTED_CHARS else text[: 4 * MAX_QUOTED_CHARS] + '...'}"
+
+
 def shorten(message: str) -> str:
     """A message cut to MAX_REPORT_CHARS, for the status line, error messages and the log."""
     if len(message) <= MAX_REPORT_CHARS:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MiB, check_id, quote
+from .limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MiB, check_id, describe_error, quote
 
 #: Jupyter servers cap one websocket message at 10 MB by default; stay well under it per message.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
@@ -171,7 +171,7 @@ def decode_background_image(content: dict, buffers, width: int, height: int) -> 
     except (ProtocolError, MemoryError):  # not a damaged file: a limit said no, or a budget was missed
         raise
     except Exception as exc:  # Pillow's decoders report a damaged file in many ways (OSError, SyntaxError, ...)
-        raise ProtocolError(f"could not read the background image as {fmt} ({type(exc).__name__}: {exc})") from None
+        raise ProtocolError(f"could not read the background image as {fmt} ({describe_error(exc)})") from None
 
 
 def fit_image(image, width: int, height: int) -> np.ndarray:

@@ -9,6 +9,7 @@ import json
 import logging
 import zipfile
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,7 +61,19 @@ def test_a_scene_json_that_inflates_past_its_budget_is_refused_unread(tmp_path):
             member.write(b" " * MiB)
         member.write(b"}")
     assert path.stat().st_size < 200_000
-    with memory_budget(32 * MiB), pytest.raises(ValueError, match=r"scene\.json inflates to 671\d{5} bytes, more than the 2097152"):
+    with memory_budget(32 * MiB), pytest.raises(ValueError, match=r"scene\.json inflates to 671\d{5} bytes \(\d+ compressed\), more than the 2097152"):
+        CanvasState.read_scene(path)
+
+
+def test_a_scene_member_claiming_a_huge_compressed_size_is_refused_unread(tmp_path):
+    # found by the fuzz tests: zipfile reads a member's compressed bytes in one piece, so a directory entry
+    # claiming 2 GB made it allocate 2 GB for a file of a few hundred bytes
+    path = write_scene(tmp_path / "liar.semdraw", scene_json())
+    data = bytearray(path.read_bytes())
+    entry = data.index(b"PK\x01\x02")  # the directory's first entry: scene.json
+    data[entry + 20 : entry + 24] = (2**31).to_bytes(4, "little")  # its compressed size
+    path.write_bytes(bytes(data))
+    with memory_budget(64 * MiB), pytest.raises(ValueError, match=r"scene\.json inflates to \d+ bytes \(2147483648 compressed\)"):
         CanvasState.read_scene(path)
 
 
@@ -75,7 +88,7 @@ def test_a_mask_png_bomb_is_refused_from_its_header(tmp_path):
 def test_a_scene_member_larger_than_its_pixels_is_refused_unread(tmp_path):
     padded = png_bytes(Image.new("L", (16, 16))) + bytes(2 * MiB)  # a valid PNG, then megabytes of nothing
     path = write_scene(tmp_path / "padded.semdraw", scene_json(layers=[{"id": "a"}], version=1), {"masks/a.png": padded})
-    with pytest.raises(ValueError, match=r"masks/a\.png inflates to \d+ bytes, more than the \d+"):
+    with pytest.raises(ValueError, match=r"masks/a\.png inflates to \d+ bytes \(\d+ compressed\), more than the \d+"):
         CanvasState.read_scene(path)
 
 
@@ -113,6 +126,11 @@ def test_a_browser_update_of_thousands_of_layers_is_refused_whole(make_canvas):
         from_browser(canvas, {"type": "sync"})
     assert f"at most {limits.MAX_LAYERS} layers" in canvas.status
     assert canvas.state.layer_ids == [kept] and [layer["id"] for layer in canvas.layers] == [kept]
+
+
+def test_the_view_stops_at_the_same_number_of_layers():
+    palette_js = (Path(__file__).resolve().parents[1] / "js" / "src" / "palette.js").read_text(encoding="utf-8")
+    assert f"export const MAX_LAYERS = {limits.MAX_LAYERS};" in palette_js
 
 
 def test_a_scene_of_too_many_layers_is_refused_before_any_mask_exists(tmp_path):

@@ -262,8 +262,8 @@ def scene_texts(draw):
             scene[key] = draw(json_values | st.sampled_from([4096, 4095, 0, -8, 2**40, True]))
         else:
             scene.pop(key, None)
-    if choice > 9 and isinstance(scene.get("layers"), list) and scene["layers"]:
-        layer = dict(scene["layers"][0])
+    if choice > 9 and isinstance(scene.get("layers"), list):
+        layer = dict(SCENE["layers"][0])
         layer[draw(st.sampled_from([*layer, "unknown"]))] = draw(json_values | st.text(min_size=1990, max_size=2010))
         scene["layers"] = draw(st.sampled_from([[layer], [layer] * 2, [layer] * 17, scene["layers"] + [layer]]))
     return json.dumps(scene).encode()
