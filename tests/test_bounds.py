@@ -77,6 +77,26 @@ def test_a_scene_member_claiming_a_huge_compressed_size_is_refused_unread(tmp_pa
         CanvasState.read_scene(path)
 
 
+def test_a_damaged_zip_directory_is_a_value_error_quoting_little(tmp_path):
+    # found by the fuzz tests: an unknown zip version in the directory raised NotImplementedError out of load()
+    path = write_scene(tmp_path / "version.semdraw", scene_json())
+    data = bytearray(path.read_bytes())
+    entry = data.index(b"PK\x01\x02")
+    data[entry + 6] = 84  # "version needed to extract": 8.4
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"version.semdraw is not a saved semdraw scene \(NotImplementedError: zip file version 8.4\)"):
+        CanvasState.read_scene(path)
+    # ... and zipfile's message about a member whose local header disagrees with the directory quotes its bytes
+    scene = scene_json(layers=[{"id": "a" * 60}], version=1)
+    path = write_scene(tmp_path / "names.semdraw", scene, {"masks/" + "a" * 60 + ".png": bytes(100_000)})
+    data = path.read_bytes()
+    local = data.index(b"PK\x03\x04", 4)  # the mask's local header: make its name length cover the data
+    path.write_bytes(data[: local + 26] + (60_000).to_bytes(2, "little") + data[local + 28 :])
+    with pytest.raises(ValueError) as error:
+        CanvasState.read_scene(path)
+    assert "BadZipFile" in str(error.value) and len(str(error.value)) < 600
+
+
 def test_a_mask_png_bomb_is_refused_from_its_header(tmp_path):
     bomb = png_bomb(8000, 8000)  # 64 MB of pixels in about 64 KB
     for version, member in ((1, "masks/a.png"), (2, "masks/0.png")):
