@@ -136,7 +136,7 @@ def soak(args: argparse.Namespace) -> dict:
     from semdraw_widget import SemanticCanvas
     from semdraw_widget.engine import StreamMultiDiffusion
 
-    at_load = process_status()
+    after_imports = process_status()
     pipeline = StreamMultiDiffusion(args.device, hf_key="tiny", width=args.size, height=args.size)
     canvas = SemanticCanvas(args.size, args.size, pipeline=pipeline, background_prompt="a wooden table")
     layer_ids = [canvas.add_layer(f"object {i}") for i in range(args.layers)]
@@ -200,7 +200,7 @@ def soak(args: argparse.Namespace) -> dict:
         "lost_pixels": sum(lost.values()),
         "errors": len(browser.errors),
         "first_errors": browser.errors[:3],
-        "rss_mb": {"at_load": round(at_load["rss_mb"], 1), "start": round(warm[0]["rss_mb"], 1),
+        "rss_mb": {"after_imports": round(after_imports["rss_mb"], 1), "start": round(warm[0]["rss_mb"], 1),
                    "end": round(end["rss_mb"], 1), "max": round(max(s["rss_mb"] for s in warm), 1)},
         "python_threads": {"before_start": threads_before["python"], "min": min(s["python_threads"] for s in samples),
                            "max": max(s["python_threads"] for s in samples), "after_close": threads_after_close["python"]},
@@ -223,7 +223,7 @@ def report(summary: dict) -> str:
         f"  lost pixels   {summary['lost_pixels']}",
         f"  frames after a stop {summary['frames_after_stop']}; stream threads left running {summary['stream_threads_left_after_stop']}",
         f"  errors        {summary['errors']} {summary['first_errors'] or ''}".rstrip(),
-        f"  memory (RSS)  start {rss['start']} MB, end {rss['end']} MB, max {rss['max']} MB (at load {rss['at_load']} MB)",
+        f"  memory (RSS)  start {rss['start']} MB, end {rss['end']} MB, max {rss['max']} MB (after the imports {rss['after_imports']} MB)",
         f"  threads       Python {py['min']}-{py['max']} while streaming ({py['before_start']} before, {py['after_close']} after "
         f"close); OS {os_threads['min']}-{os_threads['max']} ({os_threads['before_start']} before, {os_threads['after_close']} after)",
         f"  {'OK' if summary['ok'] else 'FAILED'}",
