@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import secrets
 import threading
 import zipfile
@@ -21,13 +22,25 @@ from typing import Any, Callable
 import numpy as np
 
 from .coverage import to_coverage
-from .limits import LAYER_SETTING_LIMITS, check_number
+from .limits import (
+    LAYER_SETTING_LIMITS,
+    MAX_JSON_DEPTH,
+    MAX_SCENE_JSON_BYTES,
+    MAX_SIDE,
+    check_id,
+    check_layer_count,
+    check_number,
+    check_text,
+    describe_error,
+    quote,
+    scene_image_budget,
+)
 
 log = logging.getLogger("semdraw_widget")
 SCENE_FORMAT = "semdraw-scene"
-SCENE_VERSION = 1
-MAX_SIDE = 4096
-MAX_PROMPT_CHARS = 2000
+# Version 2 names each mask member by its layer's index (masks/0.png, bottom first); version 1 named it by
+# the layer's id, which a careless extractor would take as a path. Both are read.
+SCENE_VERSION = 2
 
 LAYER_DEFAULTS: dict[str, Any] = {
     "name": "",
@@ -48,7 +61,7 @@ def check_canvas_size(width: Any, height: Any) -> tuple[int, int]:
     checked = []
     for name, value in (("width", width), ("height", height)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ValueError(f"{name} must be an integer number of pixels (got {value!r})")
+            raise ValueError(f"{name} must be an integer number of pixels (got {quote(value)})")
         value = int(value)
         if value < 8 or value > MAX_SIDE:
             raise ValueError(f"{name} must be between 8 and {MAX_SIDE} pixels (got {value})")
@@ -63,15 +76,6 @@ def new_layer_id() -> str:
     return "l" + secrets.token_hex(4)
 
 
-def check_text(what: str, value: Any) -> str:
-    """A prompt or name: a string of at most MAX_PROMPT_CHARS; `what` names it in the error."""
-    if not isinstance(value, str):
-        raise ValueError(f"{what} must be a string (got {type(value).__name__})")
-    if len(value) > MAX_PROMPT_CHARS:
-        raise ValueError(f"{what} is {len(value)} characters long; keep it under {MAX_PROMPT_CHARS}")
-    return value
-
-
 def _check_color(value: Any) -> str:
     ok = isinstance(value, str) and len(value) == 7 and value[0] == "#"
     if ok:
@@ -80,7 +84,7 @@ def _check_color(value: Any) -> str:
         except ValueError:
             ok = False
     if not ok:
-        raise ValueError(f"layer color must look like '#rrggbb' (got {value!r})")
+        raise ValueError(f"layer color must look like '#rrggbb' (got {quote(value)})")
     return value.lower()
 
 
@@ -90,12 +94,10 @@ def normalize_layer(spec: dict, index: int = 0) -> dict:
         raise ValueError(f"a layer must be a dict (got {type(spec).__name__})")
     unknown = set(spec) - set(LAYER_DEFAULTS) - {"id"}
     if unknown:
-        raise ValueError(f"unknown layer field(s) {sorted(unknown)}; known: {['id', *LAYER_DEFAULTS]}")
+        raise ValueError(f"unknown layer field(s) {quote(sorted(map(str, unknown)))}; known: {['id', *LAYER_DEFAULTS]}")
     layer = {"id": spec.get("id") or new_layer_id(), **LAYER_DEFAULTS, "color": LAYER_COLORS[index % len(LAYER_COLORS)]}
     layer.update({k: v for k, v in spec.items() if k != "id"})
-    if not isinstance(layer["id"], str) or not layer["id"].isprintable():
-        # printable: ids name the mask files inside a saved scene, where a NUL would cut the name short
-        raise ValueError(f"layer id must be a string of printable characters (got {layer['id']!r})")
+    check_id("layer id", layer["id"])
     for key in ("name", "prompt", "negative_prompt"):
         layer[key] = check_text(f"layer {key}", layer[key])
     layer["color"] = _check_color(layer["color"])
@@ -103,7 +105,7 @@ def normalize_layer(spec: dict, index: int = 0) -> dict:
         what = "a number of pixels" if key == "mask_blur" else "a number"
         layer[key] = check_number(f"layer {key}", layer[key], LAYER_SETTING_LIMITS[key], what)
     if not isinstance(layer["visible"], bool):
-        raise ValueError(f"layer visible must be True or False (got {layer['visible']!r})")
+        raise ValueError(f"layer visible must be True or False (got {quote(layer['visible'])})")
     return layer
 
 
@@ -161,10 +163,11 @@ class CanvasState:
             if layer["id"] == layer_id:
                 return i
         known = ", ".join(repr(layer["id"]) for layer in self._layers) or "none yet"
-        raise KeyError(f"unknown layer {layer_id!r}; known layers: {known}")
+        raise KeyError(f"unknown layer {quote(layer_id)}; known layers: {known}")
 
     def add_layer(self, prompt: str = "", **fields) -> str:
         with self._lock:
+            check_layer_count(len(self._layers) + 1)
             layer = normalize_layer({"prompt": prompt, **fields}, len(self._layers))
             if layer["id"] in self._masks:
                 raise ValueError(f"a layer with id {layer['id']!r} already exists")
@@ -177,7 +180,7 @@ class CanvasState:
         if "id" in fields and fields["id"] != layer_id:
             # The id keys the layer's mask and revisions (and the browser's copy): it names the layer for good.
             raise ValueError(
-                f"a layer's id cannot change (asked to rename {layer_id!r} to {fields['id']!r}); change its "
+                f"a layer's id cannot change (asked to rename {quote(layer_id)} to {quote(fields['id'])}); change its "
                 "name instead, or add a layer with add_layer(..., id=...) and copy the mask with "
                 "set_mask(new_id, get_mask(old_id))"
             )
@@ -202,6 +205,7 @@ class CanvasState:
         """
         if not isinstance(specs, (list, tuple)):
             raise ValueError(f"layers must be a list of dicts (got {type(specs).__name__})")
+        check_layer_count(len(specs))  # before a single layer is looked at
         layers = [normalize_layer(spec, i) for i, spec in enumerate(specs)]
         ids = [layer["id"] for layer in layers]
         if len(set(ids)) != len(ids):
@@ -393,10 +397,10 @@ class CanvasState:
             background_image = self.background_image
         with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
             archive.writestr("scene.json", json.dumps(scene, indent=2))
-            for layer in scene["layers"]:
+            for index, layer in enumerate(scene["layers"]):
                 out = io.BytesIO()
                 Image.fromarray(masks[layer["id"]], "L").save(out, format="PNG")
-                archive.writestr(f"masks/{layer['id']}.png", out.getvalue())
+                archive.writestr(_mask_member(SCENE_VERSION, index, layer["id"]), out.getvalue())
             if background_image is not None:
                 out = io.BytesIO()
                 Image.fromarray(background_image, "RGB").save(out, format="PNG")
@@ -407,62 +411,67 @@ class CanvasState:
     def read_scene(cls, path: str | Path) -> tuple["CanvasState", dict]:
         """Load a saved scene; returns the state and the scene's JSON (for settings beyond the state).
 
-        A file that is not a scene, or is damaged, is a ValueError naming the file and what is wrong."""
+        A file that is not a scene, is damaged, or exceeds a scene's budgets (docs/reliability.md) is a
+        ValueError naming the file and what is wrong; each budget is checked before its member is read."""
         path = Path(path)
         try:
             archive = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, FileNotFoundError, IsADirectoryError) as exc:
-            raise ValueError(f"{path} is not a saved semdraw scene ({exc})") from None
+        # a damaged directory fails in several ways (an unknown zip version is a NotImplementedError)
+        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, ValueError) as exc:
+            raise ValueError(f"{path} is not a saved semdraw scene ({describe_error(exc)})") from None
         with archive:
             try:
-                text = _read_member(archive, "scene.json")
+                data = _read_member(archive, "scene.json", MAX_SCENE_JSON_BYTES)
             except ValueError as exc:
                 raise ValueError(f"{path} is not a saved semdraw scene ({exc})") from None
             try:
-                scene = json.loads(text)
-            except ValueError as exc:  # a JSONDecodeError, or bytes that are not text
-                raise ValueError(f"{path} is damaged: its scene.json is not valid JSON ({exc})") from None
+                scene = _parse_json(data)
+            except ValueError as exc:
+                raise ValueError(f"{path} is damaged: its scene.json {exc}") from None
             if not isinstance(scene, dict):
                 raise ValueError(f"{path} is not a saved semdraw scene (its scene.json holds a {type(scene).__name__})")
             if scene.get("format") != SCENE_FORMAT:
                 raise ValueError(
-                    f"{path} is not a saved semdraw scene (its scene.json has format {scene.get('format')!r}, "
+                    f"{path} is not a saved semdraw scene (its scene.json has format {quote(scene.get('format'))}, "
                     f"not {SCENE_FORMAT!r})"
                 )
             version = scene.get("version")
             if isinstance(version, bool) or not isinstance(version, int):
-                raise ValueError(f"{path} is damaged: its scene.json has no whole-number version (got {version!r})")
+                raise ValueError(f"{path} is damaged: its scene.json has no whole-number version (got {quote(version)})")
             if version > SCENE_VERSION:
                 raise ValueError(
                     f"{path} was saved by a newer semdraw_widget (scene version {version}; this one reads up to "
                     f"{SCENE_VERSION}): upgrade semdraw_widget to open it"
                 )
             try:
-                state = cls._from_scene(scene, archive)
+                state = cls._from_scene(scene, archive, version)
             except ValueError as exc:
                 raise ValueError(f"{path} is damaged: {exc}") from None
         return state, scene
 
     @classmethod
-    def _from_scene(cls, scene: dict, archive: zipfile.ZipFile) -> "CanvasState":
+    def _from_scene(cls, scene: dict, archive: zipfile.ZipFile, version: int) -> "CanvasState":
         missing = [key for key in ("width", "height", "layers") if key not in scene]
         if missing:
             raise ValueError(f"its scene.json lacks {', '.join(missing)}")
         background = scene.get("background", {})
         if not isinstance(background, dict):
-            raise ValueError(f"its scene.json's background must be a dict of prompts (got {background!r})")
+            raise ValueError(f"its scene.json's background must be a dict of prompts (got {quote(background)})")
+        has_image = scene.get("has_background_image", False)
+        if not isinstance(has_image, bool):
+            raise ValueError(f"its scene.json's has_background_image must be true or false (got {quote(has_image)})")
         state = cls(scene["width"], scene["height"])
-        state.set_layers(scene["layers"])
+        state.set_layers(scene["layers"])  # the layer count is checked before any mask exists
         state.set_background(background.get("prompt", ""), background.get("negative_prompt", ""))
-        for layer_id in state.layer_ids:
-            name = f"masks/{layer_id}.png"
-            mask = _read_png(archive, name, "L")
+        for index, layer_id in enumerate(state.layer_ids):
+            name = _mask_member(version, index, layer_id)
+            mask = _read_png(archive, name, "L", state.width, state.height)
             try:
                 state.set_mask(layer_id, mask)
             except ValueError as exc:
                 raise ValueError(f"{name}: {exc}") from None
-        if scene.get("has_background_image"):
-            image = _read_png(archive, "background.png", "RGB")
+        if has_image:
+            image = _read_png(archive, "background.png", "RGB", state.width, state.height)
             try:
                 state.set_background_image(image)
             except ValueError as exc:
@@ -470,21 +479,67 @@ class CanvasState:
         return state
 
 
-def _read_member(archive: zipfile.ZipFile, name: str) -> bytes:
+def _mask_member(version: int, index: int, layer_id: str) -> str:
+    """The zip member holding a layer's mask: by the layer's index from scene version 2 on, so that no
+    member name carries a layer id (which may hold "/" or ".."); by its id in version 1."""
+    return f"masks/{index}.png" if version >= 2 else f"masks/{layer_id}.png"
+
+
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # a JSON string, escapes and all
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _parse_json(data: bytes) -> Any:
+    """scene.json's bytes as JSON, its nesting checked first: a deep one would exhaust the parser's recursion."""
     try:
-        return archive.read(name)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"is not UTF-8 text ({exc})") from None
+    depth = 0
+    for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"nests deeper than {MAX_JSON_DEPTH} levels (a saved scene nests 3)")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"is not valid JSON ({exc})") from None
+
+
+def _read_member(archive: zipfile.ZipFile, name: str, budget: int) -> bytes:
+    """A member's bytes, refused from the archive's directory, before reading, when it holds more than `budget`.
+    Both sizes are checked: zipfile stops inflating at the declared size (so a member cannot hold more than it
+    says), but reads the compressed bytes in one piece, allocating whatever compressed size the directory claims."""
+    try:
+        info = archive.getinfo(name)
     except KeyError:
         raise ValueError(f"{name} is missing") from None
+    if info.file_size > budget or info.compress_size > budget:
+        raise ValueError(f"{name} inflates to {info.file_size} bytes ({info.compress_size} compressed), more than "
+                         f"the {budget} a scene's {name} may hold")
+    try:
+        return archive.read(info)
+    except MemoryError:  # not damage: a budget was missed
+        raise
     except Exception as exc:  # a damaged archive fails in many ways (bad CRC, broken deflate stream, ...)
-        raise ValueError(f"{name} cannot be read ({type(exc).__name__}: {exc})") from None
+        raise ValueError(f"{name} cannot be read ({describe_error(exc)})") from None
 
 
-def _read_png(archive: zipfile.ZipFile, name: str, mode: str) -> np.ndarray:
+def _read_png(archive: zipfile.ZipFile, name: str, mode: str, width: int, height: int) -> np.ndarray:
+    """A PNG member of the canvas's size, as an array of `mode`; its size is checked before a pixel is decoded."""
     from PIL import Image
 
-    data = _read_member(archive, name)
+    data = _read_member(archive, name, scene_image_budget(width, height, len(mode)))
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            return np.asarray(image.convert(mode))
+        image = Image.open(io.BytesIO(data), formats=["PNG"])
     except Exception as exc:  # PIL reports a broken image in many ways (OSError, SyntaxError, zlib.error, ...)
-        raise ValueError(f"{name} is not a readable image ({type(exc).__name__}: {exc})") from None
+        raise ValueError(f"{name} is not a readable image ({describe_error(exc)})") from None
+    with image:
+        if image.size != (width, height):
+            raise ValueError(f"{name} is {image.width}x{image.height} pixels; the canvas is {width}x{height}")
+        try:
+            return np.asarray(image.convert(mode))
+        except MemoryError:
+            raise
+        except Exception as exc:
+            raise ValueError(f"{name} is not a readable image ({describe_error(exc)})") from None

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MiB, check_id, describe_error, quote
+
 #: Jupyter servers cap one websocket message at 10 MB by default; stay well under it per message.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
-#: Background images larger than this are refused before decoding.
-MAX_IMAGE_BYTES = 20 * 1024 * 1024
-MAX_IMAGE_PIXELS = 64 * 10**6  # ... and so are images with more pixels (16 x a 2048 x 2048 canvas)
 ACTIONS = ("start", "stop", "step", "render")
 IMAGE_FORMATS = ("png", "jpeg", "webp")
 
@@ -51,10 +50,17 @@ class MaskPatch:
 def _require_int(content: dict, key: str, minimum: int = 0) -> int:
     value = content.get(key)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ProtocolError(f"mask message field {key!r} must be an integer (got {value!r})")
+        raise ProtocolError(f"mask message field {key!r} must be an integer (got {quote(value)})")
     if value < minimum:
         raise ProtocolError(f"mask message field {key!r} must be >= {minimum} (got {value})")
     return value
+
+
+def _checked_id(what: str, value) -> str:
+    try:
+        return check_id(what, value)
+    except ValueError as exc:
+        raise ProtocolError(str(exc)) from None
 
 
 def _buffer_bytes(buffers) -> bytes:
@@ -67,9 +73,10 @@ def _buffer_bytes(buffers) -> bytes:
 
 def decode_mask_message(content: dict, buffers, width: int, height: int) -> MaskPatch:
     """Validate a ``mask`` message against a canvas of ``width`` x ``height`` and decode its rectangle."""
-    layer = content.get("layer")
-    if not isinstance(layer, str) or not layer:
-        raise ProtocolError(f"mask message needs a layer id string (got {layer!r})")
+    layer = _checked_id("a mask message's layer id", content.get("layer"))
+    view = content.get("view")
+    if view is not None:
+        _checked_id("a mask message's view id", view)
     x, y = _require_int(content, "x"), _require_int(content, "y")
     w, h = _require_int(content, "w", 1), _require_int(content, "h", 1)
     if x + w > width or y + h > height:
@@ -78,7 +85,7 @@ def decode_mask_message(content: dict, buffers, width: int, height: int) -> Mask
         )
     rev = content.get("rev", 0)
     if isinstance(rev, bool) or not isinstance(rev, int):
-        raise ProtocolError(f"mask message field 'rev' must be an integer (got {rev!r})")
+        raise ProtocolError(f"mask message field 'rev' must be an integer (got {quote(rev)})")
     payload = _buffer_bytes(buffers)
     expected = w * h
     enc = content.get("enc", "raw")
@@ -92,12 +99,14 @@ def decode_mask_message(content: dict, buffers, width: int, height: int) -> Mask
         except zlib.error as exc:
             raise ProtocolError(f"mask payload is not valid deflate data ({exc})") from None
     else:
-        raise ProtocolError(f"unknown mask encoding {enc!r}; use 'raw' or 'deflate'")
+        raise ProtocolError(f"unknown mask encoding {quote(enc)}; use 'raw' or 'deflate'")
     if len(raw) != expected:
         raise ProtocolError(f"mask payload holds {len(raw)} bytes but a {w}x{h} rectangle needs {expected}")
+    if enc == "deflate" and (not inflater.eof or inflater.unused_data):
+        # The right number of bytes, but from a stream cut before its checksum or followed by other bytes: damaged.
+        raise ProtocolError("mask payload is not one complete deflate stream (it is cut short, or followed by other bytes)")
     data = np.frombuffer(raw, dtype=np.uint8).reshape(h, w).copy()
-    view = content.get("view")
-    return MaskPatch(layer=layer, x=x, y=y, data=data, rev=rev, view=view if isinstance(view, str) else None)
+    return MaskPatch(layer=layer, x=x, y=y, data=data, rev=rev, view=view)
 
 
 def encode_mask_message(
@@ -127,56 +136,65 @@ def mask_messages(layer: str, mask: np.ndarray, origin: str, view: str | None = 
 def decode_ack(content: dict) -> int:
     seq = content.get("seq")
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
-        raise ProtocolError(f"ack message needs a non-negative integer 'seq' (got {seq!r})")
+        raise ProtocolError(f"ack message needs a non-negative integer 'seq' (got {quote(seq)})")
     return seq
 
 
 def decode_action(content: dict) -> str:
     name = content.get("name")
     if name not in ACTIONS:
-        raise ProtocolError(f"unknown action {name!r}; expected one of {', '.join(ACTIONS)}")
+        raise ProtocolError(f"unknown action {quote(name)}; expected one of {', '.join(ACTIONS)}")
     return name
 
 
 def decode_background_image(content: dict, buffers, width: int, height: int) -> np.ndarray | None:
     """Decode an uploaded background image into RGB uint8 of the canvas size, or None to clear it."""
-    if content.get("clear"):
+    clear = content.get("clear", False)
+    if not isinstance(clear, bool):
+        raise ProtocolError(f"background image field 'clear' must be true or false (got {quote(clear)})")
+    if clear:
         return None
     fmt = content.get("format")
     if fmt not in IMAGE_FORMATS:
-        raise ProtocolError(f"background image format must be one of {', '.join(IMAGE_FORMATS)} (got {fmt!r})")
+        raise ProtocolError(f"background image format must be one of {', '.join(IMAGE_FORMATS)} (got {quote(fmt)})")
     payload = _buffer_bytes(buffers)
     if len(payload) > MAX_IMAGE_BYTES:
         raise ProtocolError(
-            f"background image is {len(payload) / 1e6:.1f} MB; the limit is {MAX_IMAGE_BYTES / 1e6:.0f} MB"
+            f"background image is {len(payload) / MiB:.1f} MB; the limit is {MAX_IMAGE_BYTES / MiB:.0f} MB"
         )
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
-        image = Image.open(io.BytesIO(payload))
-        # A small file can hold a huge image: check its size before decoding a pixel.
-        if image.width * image.height > MAX_IMAGE_PIXELS:
-            raise ProtocolError(
-                f"background image is {image.width}x{image.height} pixels; the limit is {MAX_IMAGE_PIXELS // 10**6} "
-                f"megapixels. Downscale it to about {width}x{height} first."
-            )
-        image.load()
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise ProtocolError(f"could not read the background image as {fmt} ({exc})") from None
-    return fit_image(image, width, height)
+        # Only the declared format's decoder reads it: the other decoders Pillow has stay out of reach.
+        with Image.open(io.BytesIO(payload), formats=[fmt.upper()]) as image:
+            return fit_image(image, width, height)
+    except (ProtocolError, MemoryError):  # not a damaged file: a limit said no, or a budget was missed
+        raise
+    except Exception as exc:  # Pillow's decoders report a damaged file in many ways (OSError, SyntaxError, ...)
+        raise ProtocolError(f"could not read the background image as {fmt} ({describe_error(exc)})") from None
 
 
 def fit_image(image, width: int, height: int) -> np.ndarray:
-    """Scale and centre-crop a PIL image to cover width x height; return RGB uint8 (H, W, 3)."""
+    """Scale and centre-crop a PIL image to cover width x height; return RGB uint8 (H, W, 3).
+
+    The pixel count is checked before a lazily opened file is decoded (a small file can hold a huge image),
+    and only the part that shows is scaled, so no image, however thin, is scaled to more than the canvas."""
     from PIL import Image
 
-    image = image.convert("RGB")
+    if image.width * image.height > MAX_IMAGE_PIXELS:
+        raise ProtocolError(
+            f"background image is {image.width}x{image.height} pixels; the limit is {MAX_IMAGE_PIXELS // 10**6} "
+            f"megapixels. Downscale it to about {width}x{height} first."
+        )
+    if not image.width or not image.height:
+        raise ProtocolError(f"background image is {image.width}x{image.height} pixels: it has none to show")
     scale = max(width / image.width, height / image.height)
-    resized = image.resize(
-        (max(width, round(image.width * scale)), max(height, round(image.height * scale))), Image.LANCZOS
+    shown_width, shown_height = width / scale, height / scale  # the centred part of the image that covers the canvas
+    left, top = (image.width - shown_width) / 2, (image.height - shown_height) / 2
+    resized = image.convert("RGB").resize(
+        (width, height), Image.LANCZOS, box=(left, top, left + shown_width, top + shown_height)
     )
-    left, top = (resized.width - width) // 2, (resized.height - height) // 2
-    return np.asarray(resized.crop((left, top, left + width, top + height)), dtype=np.uint8)
+    return np.asarray(resized, dtype=np.uint8)
 
 
 def encode_image(rgb: np.ndarray, fmt: str, quality: int = 85) -> bytes:
@@ -209,9 +227,7 @@ def background_message(rgb: np.ndarray | None, view: str | None = None) -> tuple
 def decode_sync(content: dict) -> str | None:
     """The id of the view asking for a sync, to address the replies to it (None: every view)."""
     view = content.get("view")
-    if view is not None and not isinstance(view, str):
-        raise ProtocolError(f"sync: view must be a string id, got {view!r}")
-    return view
+    return None if view is None else _checked_id("sync: view", view)
 
 
 def error_message(message: str) -> tuple[dict, list]:

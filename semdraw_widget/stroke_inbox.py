@@ -15,12 +15,12 @@ import threading
 import time
 from typing import Callable
 
+from .limits import HELD_STROKE_BYTES
 from .protocol import MaskPatch, ProtocolError
 
 log = logging.getLogger("semdraw_widget")
 
 HOLD_UNKNOWN_LAYER_S = 2.0  # how long a stroke may wait for its layer to arrive
-HELD_STROKE_BYTES = 16 * 1024 * 1024  # at most this much held stroke data per canvas
 
 
 class StrokeInbox:

@@ -21,10 +21,10 @@ import numpy as np
 import traitlets as t
 
 from . import protocol
-from .canvas_state import CanvasState, check_canvas_size, check_text
+from .canvas_state import CanvasState, check_canvas_size
 from .coverage import image_from_array, warn_if_zero_one_uint8
 from .kernel_thread import KernelThread
-from .limits import check_max_in_flight, check_seed
+from .limits import check_max_in_flight, check_seed, check_text, quote, shorten
 from .stroke_inbox import StrokeInbox
 
 log = logging.getLogger("semdraw_widget")
@@ -181,7 +181,7 @@ class SemanticCanvas(anywidget.AnyWidget):
         # make it active in one message, and the state hears of the new layer only after this check.
         known = [layer.get("id") for layer in self.layers if isinstance(layer, dict)]
         if value and value not in known:
-            raise t.TraitError(f"unknown layer {value!r}; known layers: {known}")
+            raise t.TraitError(f"unknown layer {quote(value)}; known layers: {known}")
         return value
 
     @t.validate("background")
@@ -224,7 +224,7 @@ class SemanticCanvas(anywidget.AnyWidget):
             except Exception as exc:  # the kernel and the view must survive anything a view sends
                 if not isinstance(exc, (t.TraitError, ValueError, TypeError)):
                     log.exception("error while applying a change from the browser")
-                self._report(f"ignored a change of {name!r} from the browser: {exc}")
+                self._report(f"ignored a change of {quote(name)} from the browser: {exc}")
                 if name in self.keys:
                     self.send_state(name)
 
@@ -247,7 +247,7 @@ class SemanticCanvas(anywidget.AnyWidget):
                 rgb = protocol.decode_background_image(content, buffers, self.width, self.height)
                 self.set_background_image(rgb)
             else:
-                raise protocol.ProtocolError(f"unknown message type {kind!r}")
+                raise protocol.ProtocolError(f"unknown message type {quote(kind)}")
         except (protocol.ProtocolError, KeyError, ValueError) as exc:
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
             self._report(f"ignored a message from the browser: {message}")
@@ -284,7 +284,9 @@ class SemanticCanvas(anywidget.AnyWidget):
             self._runner.resend_latest()
 
     def _report(self, message: str) -> None:
-        """Show a problem to the person (status line + error message) and log it."""
+        """Show a problem to the person (status line + error message) and log it. Cut short when long: a
+        message may quote what a view sent (traitlets' errors quote a bad value whole)."""
+        message = shorten(message)
         log.warning(message)
         self.send_threadsafe(*protocol.error_message(message))
         self.set_traits_threadsafe(status=message)
@@ -379,16 +381,16 @@ class SemanticCanvas(anywidget.AnyWidget):
         """Set or clear (None) the background image; it is scaled and centre-cropped to cover the canvas.
 
         A PIL image, a path, or an array shaped (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) grey, holding
-        uint8 0..255 or floats in [0, 1]."""
+        uint8 0..255 or floats in [0, 1]. At most 64 megapixels (docs/reliability.md); a file's size is
+        checked before it is decoded."""
         rgb = None
-        if image is not None:
+        if isinstance(image, (str, Path)):
             from PIL import Image
 
-            if isinstance(image, (str, Path)):
-                image = Image.open(image)
-            elif isinstance(image, np.ndarray):
-                image = image_from_array(image)
-            rgb = protocol.fit_image(image, self.width, self.height)
+            with Image.open(image) as opened:
+                rgb = protocol.fit_image(opened, self.width, self.height)
+        elif image is not None:
+            rgb = protocol.fit_image(image_from_array(image) if isinstance(image, np.ndarray) else image, self.width, self.height)
         self._state.set_background_image(rgb)
         self.send_threadsafe(*protocol.background_message(self._state.background_image))
         self.set_traits_threadsafe(background={**self.background, "has_image": rgb is not None})

@@ -1,4 +1,5 @@
-"""The benchmark harness runs end to end on the tiny model (CPU): fields present and sane, no timing thresholds."""
+"""The benchmark harnesses run end to end on the tiny model (CPU): fields present and sane, no timing thresholds;
+the soak's short run checks that no stroke is lost and no frame follows a stop."""
 
 import json
 import sys
@@ -49,3 +50,14 @@ def test_an_architecture_without_a_builder_says_so():
 
     summary = main(["--arch", "sd3", "--frames", "1"])
     assert summary["error"].startswith("--arch sd3: ") and summary["results"] == []
+
+
+def test_soak_short(capsys):
+    from benchmarks.soak import main
+
+    summary = main(["--seconds", "4", "--cycle-seconds", "1.5", "--warmup-seconds", "1", "--stroke-rate", "50"])
+    assert summary["ok"], summary
+    assert summary["frames"] > 0 and summary["strokes"] > 50 and summary["stops"] >= 3
+    assert (summary["lost_pixels"], summary["frames_after_stop"], summary["errors"]) == (0, 0, 0)
+    assert summary["python_threads"]["after_close"] <= summary["python_threads"]["before_start"]  # none left behind
+    assert "lost pixels   0" in capsys.readouterr().out

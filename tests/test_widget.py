@@ -10,14 +10,9 @@ import pytest
 import traitlets
 
 from waiting import wait_until
-from widget_helpers import stroke_message
+from widget_helpers import from_browser, stroke_message
 from semdraw_widget import protocol, widget as widget_module
 from semdraw_widget.canvas_state import CanvasState
-
-
-def from_browser(canvas, content, buffers=()):
-    """Deliver a custom message the way the comm does."""
-    canvas._handle_custom_msg(content, list(buffers))
 
 
 def test_canvas_works_without_any_model(make_canvas):

@@ -2,7 +2,7 @@
 // select, change a setting. A change of the list and the active layer it implies go to the kernel in one
 // update, so the kernel never sees one without the other.
 
-import { newLayer, withDefaults } from "./palette.js";
+import { MAX_LAYERS, newLayer, withDefaults } from "./palette.js";
 import { extract, nonZeroBounds } from "./rects.js";
 import { readTrait, writeTraits } from "./traits.js";
 
@@ -51,11 +51,14 @@ export class LayerList {
     this.set(this.all().map((l) => (l.id === id ? { ...l, ...patch } : l)));
   }
 
+  /** Adds a layer on top and makes it active; false (nothing added) when the canvas holds MAX_LAYERS. */
   add() {
     const layers = this.all();
+    if (layers.length >= MAX_LAYERS) return false;
     const layer = newLayer(layers);
     this.masks.mask(layer.id);
     this.set([...layers, layer], layer.id);
+    return true;
   }
 
   /** Deletes a layer and its mask, as one undoable edit. */

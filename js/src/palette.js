@@ -59,6 +59,9 @@ export function exportPalette(layers, background) {
   };
 }
 
+/** Layers per canvas, as the kernel allows (semdraw_widget/limits.py MAX_LAYERS). */
+export const MAX_LAYERS = 16;
+
 /** [min, max] of the numeric settings, as the kernel checks them (canvas_state.normalize_layer). */
 export const NUMBER_RANGES = {
   prompt_strength: [0, 1],
@@ -100,6 +103,9 @@ export function importPalette(palette, layers, background) {
   });
   const out = layers.map((l, i) => (i < settings.length ? withDefaults({ ...l, ...settings[i] }) : l));
   for (const s of settings.slice(layers.length)) out.push(newLayer(out, s));
+  if (out.length > MAX_LAYERS) {
+    throw new Error(`this palette would make ${out.length} layers; a canvas holds at most ${MAX_LAYERS}`);
+  }
   const bg = palette.background && typeof palette.background === "object" ? palette.background : {};
   return {
     layers: out,

@@ -15,6 +15,7 @@ import { LayerList } from "./layer_list.js";
 import { LayersPanel } from "./layers_panel.js";
 import { MaskOverlay } from "./mask_overlay.js";
 import { MaskSync } from "./mask_sync.js";
+import { MAX_LAYERS } from "./palette.js";
 import { parseKernelMessage } from "./protocol.js";
 import { StrokeInput } from "./stroke_input.js";
 import { KeyboardShortcuts, Toolbar, VIEWS, clampBrush } from "./toolbar.js";
@@ -239,7 +240,8 @@ export class SemdrawView {
       case "palette-import": return this.toolbar.paletteFile.click();
       case "bg-load": return this.layersPanel.bgFile.click();
       case "bg-clear": return this.files.clearBackground();
-      case "layer-add": return this.layers.add();
+      case "layer-add":
+        return this.layers.add() || this.say(`A canvas holds at most ${MAX_LAYERS} layers: delete one to add another.`, true);
       case "layer-delete": return this.edits.deleteLayer(layer);
       case "layer-up": return this.layers.move(layer, -1);
       case "layer-down": return this.layers.move(layer, 1);

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { LAYER_COLORS, exportPalette, importPalette, newLayer, newLayerId } from "../src/palette.js";
+import { LAYER_COLORS, MAX_LAYERS, exportPalette, importPalette, newLayer, newLayerId } from "../src/palette.js";
 
 test("new layer ids look like l + 8 base36 characters and differ", () => {
   const ids = new Set(Array.from({ length: 200 }, newLayerId));
@@ -41,4 +41,12 @@ test("malformed palettes are refused with a readable message", () => {
   assert.throws(() => importPalette({ layers: [{ prompt_strength: 3 }] }, [], {}), /layer 1: invalid prompt_strength/);
   assert.throws(() => importPalette({ layers: [{ color: "red" }] }, [], {}), /invalid color/);
   assert.throws(() => importPalette({ layers: [7] }, [], {}), /not an object/);
+});
+
+test("a palette that would make more layers than a canvas holds is refused whole", () => {
+  const existing = Array.from({ length: MAX_LAYERS - 1 }, () => newLayer([]));
+  const two = { layers: [...existing.map(() => ({})), { prompt: "a" }, { prompt: "b" }] };
+  assert.throws(() => importPalette(two, existing, {}), new RegExp(`would make ${MAX_LAYERS + 1} layers; a canvas holds at most ${MAX_LAYERS}`));
+  const one = { layers: [...existing.map(() => ({})), { prompt: "a" }] };
+  assert.equal(importPalette(one, existing, {}).layers.length, MAX_LAYERS);
 });

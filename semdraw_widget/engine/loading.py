@@ -187,7 +187,7 @@ def is_local(key: str) -> bool:
 
 
 def check_pickle(path: Path, allow_pickle: bool, what: str = "checkpoint") -> None:
-    if path.suffix in PICKLE_SUFFIXES and not allow_pickle:
+    if path.suffix.lower() in PICKLE_SUFFIXES and not allow_pickle:  # EVIL.CKPT is a pickle too
         raise UnsafeCheckpointError(
             f"{path} is a pickled {what} ({path.suffix}): pickles are not opened by default, because opening one can "
             "run arbitrary code hidden in the file. Convert it to .safetensors, or pass allow_pickle=True if you "
