@@ -39,7 +39,7 @@ SCHEDULER_CONFIG = {
     "beta_end": 0.012,
     "beta_schedule": "scaled_linear",
     "num_train_timesteps": 1000,
-    "prediction_type": "epsilon",
+    "prediction_type": "v_prediction",
     "set_alpha_to_one": True,
     "steps_offset": 1,
     "timestep_spacing": "leading",
@@ -72,7 +72,7 @@ class Recipe:
     lr: float = 1.5e-3
     ema: float = 0.998
     checkpoint_every: int = 250
-    max_weight: float = 25.0
+    max_weight: float = 1.0
     classifier_images: int = 1200
 
     def to_json(self) -> str:
@@ -269,8 +269,9 @@ def train_denoiser(recipe: Recipe, ae, tokenizer, rng: np.random.Generator, log:
         noise = torch.randn(x0.shape, generator=generator)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
         cond = text_encoder(ids)[0]
-        eps = unet(x_t, t, encoder_hidden_states=cond).sample
-        per_sample = (eps - noise).pow(2).mean(dim=(1, 2, 3))
+        v = unet(x_t, t, encoder_hidden_states=cond).sample
+        target = a.sqrt() * noise - (1 - a).sqrt() * x0
+        per_sample = (v - target).pow(2).mean(dim=(1, 2, 3))
         loss = (per_sample * loss_weights(a.flatten(), recipe.max_weight)).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -20,8 +20,9 @@ import numpy as np
 
 from .vocabulary import COLOURS, TEXTURES, Material, all_materials
 
+CELL = 8  # pixels: the autoencoder's cell, and the period of every texture's fine detail
 # How far each texture's pattern moves the base colour towards its contrast colour.
-MIX = {"stripes": 0.8, "dots": 0.85, "checks": 0.8, "waves": 0.6, "grass": 0.7, "clouds": 0.85, "brick": 0.9, "stone": 0.85}
+MIX = {"stripes": 0.8, "dots": 0.9, "checks": 0.8, "waves": 0.7, "grass": 0.75, "clouds": 0.85, "brick": 0.9, "stone": 0.85}
 
 
 def contrast(rgb: np.ndarray) -> np.ndarray:
@@ -33,11 +34,6 @@ def contrast(rgb: np.ndarray) -> np.ndarray:
 def _grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     return x, y
-
-
-def _sharp(wave: np.ndarray, sharpness: float = 4.0) -> np.ndarray:
-    """A sine turned into a soft-edged square wave in [0, 1]."""
-    return 0.5 + 0.5 * np.tanh(sharpness * wave)
 
 
 def _value_noise(height: int, width: int, cell: float, rng: np.random.Generator) -> np.ndarray:
@@ -55,99 +51,55 @@ def _value_noise(height: int, width: int, cell: float, rng: np.random.Generator)
     return (a * (1 - fx) + b * fx) * (1 - fy) + (c * (1 - fx) + d * fx) * fy
 
 
-def _value_noise_at(u: np.ndarray, v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Smooth random field in [0, 1] at grid coordinates (u, v) (one random value per unit cell), for
-    anisotropic or rotated noise."""
-    u, v = u - u.min(), v - v.min()
-    grid = rng.random((int(v.max()) + 2, int(u.max()) + 2), dtype=np.float32)
-    u0, v0 = np.floor(u).astype(int), np.floor(v).astype(int)
-    fu, fv = u - u0, v - v0
-    fu, fv = fu * fu * (3 - 2 * fu), fv * fv * (3 - 2 * fv)
-    top = grid[v0, u0] * (1 - fu) + grid[v0, u0 + 1] * fu
-    bottom = grid[v0 + 1, u0] * (1 - fu) + grid[v0 + 1, u0 + 1] * fu
-    return top * (1 - fv) + bottom * fv
-
-
-def _rotated(x: np.ndarray, y: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
-    c, s = np.cos(angle), np.sin(angle)
-    return x * c + y * s, -x * s + y * c
-
-
 def pattern(texture: str, height: int, width: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(p, shade): the texture's pattern in [0, 1] and a per-pixel brightness factor (bricks, stones and
-    blades of grass differ a little from each other)."""
+    """(p, shade): the texture's pattern in [0, 1] and a per-pixel brightness factor.
+
+    Fine detail repeats every CELL pixels, aligned with the image's pixel grid, so the autoencoder (which
+    also works in 8-pixel cells) encodes a texture as one code per cell and its decoder draws the detail: the
+    diffusion model then only chooses a code per region, which it does in a few steps. What changes from image
+    to image is coarse (coarser than 16 pixels), which a few steps also resolve: where clouds are, how waves
+    bend, patches of light and shade.
+    """
     x, y = _grid(height, width)
-    x, y = x + rng.uniform(0, 512), y + rng.uniform(0, 512)  # phase
-    scale = rng.uniform(0.8, 1.25)
-    shade = np.ones((height, width), np.float32)
-    if texture == "stripes":
-        u, _ = _rotated(x, y, rng.choice([0.0, 0.5, 0.25, 0.75]) * np.pi)
-        p = _sharp(np.sin(2 * np.pi * u / (24 * scale)) - 0.2)  # marks a little narrower than the base
-    elif texture == "dots":
-        period = 24 * scale
-        u, v = _rotated(x, y, rng.uniform(-0.2, 0.2))
-        du, dv = (u % period) - period / 2, (v % period) - period / 2
-        p = _sharp((0.3 * period - np.sqrt(du * du + dv * dv)) / 2.0, 1.0)
-    elif texture == "checks":
-        size = 16 * scale
-        u, v = _rotated(x, y, rng.choice([0.0, 0.25]) * np.pi)
-        p = _sharp(np.sin(np.pi * u / size) * np.sin(np.pi * v / size), 6.0)
-    elif texture == "waves":
-        period, amplitude, length = 20 * scale, rng.uniform(3, 6) * scale, rng.uniform(40, 64) * scale
-        d = y + amplitude * np.sin(2 * np.pi * x / length)
-        p = _sharp(np.sin(2 * np.pi * d / period) - 0.3, 3.0)
-    elif texture == "grass":
-        # blades: noise with thin, tall cells along a slightly tilted vertical, thresholded into streaks
-        u, v = _rotated(x, y, rng.uniform(-0.15, 0.15))
-        blades = _value_noise_at(u / (2.5 * scale), v / (18 * scale), rng)
-        p = _sharp((blades - 0.5) * 5, 1.0)
-        shade = 0.9 + 0.2 * _value_noise(height, width, 20, rng)
-    elif texture == "clouds":
-        field = sum(weight * _value_noise(height, width, cell * scale, rng) for weight, cell in ((0.55, 32), (0.3, 16), (0.15, 8)))
-        p = np.clip((field - 0.48) / 0.14, 0.0, 1.0)
+    shade = 1.0 + 0.12 * (_value_noise(height, width, 48, rng) - 0.5)  # coarse light and shade
+    if texture == "stripes":  # diagonal stripes
+        d = (x + y + 0.5) % CELL
+        p = _band(d, 0.0, CELL / 2)
+    elif texture == "dots":  # a dot in every cell
+        du, dv = x % CELL - (CELL - 1) / 2, y % CELL - (CELL - 1) / 2
+        p = np.clip(2.6 - np.sqrt(du * du + dv * dv), 0.0, 1.0)
+    elif texture == "checks":  # half-cell squares
+        p = ((x // (CELL // 2) + y // (CELL // 2)) % 2).astype(np.float32)
+    elif texture == "waves":  # lines across, bending with a long random swell
+        length, phase = rng.uniform(48, 96), rng.uniform(0, 2 * np.pi)
+        d = (y + 2.5 * np.sin(2 * np.pi * x / length + phase)) % CELL
+        p = _band(d, 1.0, 3.5)
+    elif texture == "grass":  # blades: thin vertical strokes, taller where the coarse noise is high
+        blade = (x % (CELL // 2) == 1).astype(np.float32)
+        tops = _value_noise(height, width, 24, rng)
+        p = blade * np.clip(1.6 - ((y % CELL) / CELL) * (1.5 - tops), 0.0, 1.0)
+        shade = shade * (0.92 + 0.16 * tops)
+    elif texture == "clouds":  # soft puffs at several coarse scales
+        field = sum(weight * _value_noise(height, width, cell, rng) for weight, cell in ((0.6, 40), (0.4, 20)))
+        p = np.clip((field - 0.47) / 0.12, 0.0, 1.0)
         p = p * p * (3 - 2 * p)
-    elif texture == "brick":
-        brick_w, brick_h, mortar = 30 * scale, 14 * scale, 2.2
-        row = np.floor(y / brick_h)
-        u = x + (row % 2) * brick_w / 2
-        column = np.floor(u / brick_w)
-        du, dv = u - column * brick_w, y - row * brick_h
-        edge = np.minimum(np.minimum(du, brick_w - du), np.minimum(dv, brick_h - dv))
-        p = _sharp((mortar - edge) / 1.0, 1.0)
-        shade = 0.88 + 0.24 * _hash(row, column, rng)
-    elif texture == "stone":
-        p, shade = _cobbles(x, y, 26 * scale, rng)
+    elif texture == "brick":  # bricks a cell wide and half a cell high, every other row shifted, thin mortar
+        row = y // (CELL // 2)
+        u = (x + (row % 2) * (CELL // 2)) % CELL
+        p = ((u == 0) | (y % (CELL // 2) == 0)).astype(np.float32)
+    elif texture == "stone":  # rounded stones, one per cell, each a little lighter or darker, dark gaps
+        du, dv = np.abs(x % CELL - (CELL - 1) / 2), np.abs(y % CELL - (CELL - 1) / 2)
+        p = np.clip(np.maximum(du, dv) + 0.35 * np.minimum(du, dv) - 2.6, 0.0, 1.0)
+        tone = rng.random((height // CELL + 1, width // CELL + 1)).astype(np.float32)
+        shade = shade * (0.86 + 0.28 * tone[(y // CELL).astype(int), (x // CELL).astype(int)])
     else:
         raise ValueError(f"unknown texture {texture!r}")
     return p.astype(np.float32), shade.astype(np.float32)
 
 
-def _hash(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A repeatable random value in [0, 1) per integer pair (per brick)."""
-    k1, k2 = rng.integers(1, 10_000, 2)
-    return (np.sin(a * 12.9898 * k1 + b * 78.233 * k2) * 43758.5453) % 1.0
-
-
-def _cobbles(x: np.ndarray, y: np.ndarray, cell: float, rng: np.random.Generator):
-    """Voronoi cells on a jittered grid: p is 1 in the gaps between stones; each stone has its own shade."""
-    gy, gx = np.floor(y / cell).astype(int), np.floor(x / cell).astype(int)
-    jitter = rng.random((int(gy.max()) + 3, int(gx.max()) + 3, 2)) * 0.8 + 0.1
-    tone = rng.random((int(gy.max()) + 3, int(gx.max()) + 3)).astype(np.float32)
-    best = np.full(x.shape, np.inf, np.float32)
-    second = np.full(x.shape, np.inf, np.float32)
-    owner_tone = np.zeros(x.shape, np.float32)
-    for oy in (-1, 0, 1):
-        for ox in (-1, 0, 1):
-            cy, cx = np.clip(gy + oy, 0, None), np.clip(gx + ox, 0, None)
-            py = (cy + jitter[cy, cx, 0]) * cell
-            px = (cx + jitter[cy, cx, 1]) * cell
-            d = np.sqrt((x - px) ** 2 + (y - py) ** 2)
-            closer = d < best
-            second = np.where(closer, best, np.minimum(second, d))
-            owner_tone = np.where(closer, tone[cy, cx], owner_tone)
-            best = np.where(closer, d, best)
-    p = _sharp((2.5 - (second - best)) / 1.2, 1.0)
-    return p, 0.85 + 0.3 * owner_tone
+def _band(d: np.ndarray, start: float, end: float) -> np.ndarray:
+    """1 where start <= d < end, with one pixel of soft edge on either side."""
+    return np.clip(np.minimum(d - start + 0.5, end - d + 0.5), 0.0, 1.0)
 
 
 def render(material: Material, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
