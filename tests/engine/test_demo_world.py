@@ -69,31 +69,31 @@ def test_an_image_shows_the_colour_its_caption_names(colour):
         assert near[colour] > 0.3 and near[colour] > max(near.values()) - 0.15, (texture, near)
 
 
-def _periodicity(image: np.ndarray, axis: int) -> float:
-    """How strongly the brightness repeats along `axis`: the largest non-zero frequency's share of power."""
-    luma = image @ np.array([0.3, 0.59, 0.11])
-    profile = luma.mean(axis=1 - axis)
-    power = np.abs(np.fft.rfft(profile - profile.mean())) ** 2
-    return float(power[1:].max() / (power[1:].sum() + 1e-9))
+def _correlation(luma: np.ndarray, dx: int, dy: int) -> float:
+    """Correlation of an image's brightness with itself shifted by (dx, dy) pixels."""
+    shifted = np.roll(luma, (dy, dx), axis=(0, 1))[32:-32, 32:-32]
+    inner = luma[32:-32, 32:-32]
+    return float(np.corrcoef(inner.ravel(), shifted.ravel())[0, 1])
 
 
 def test_textures_look_like_their_names():
     rng = np.random.default_rng(2)
     luma = np.array([0.3, 0.59, 0.11])
     plain = world.render(Material("red", None), 128, 128, rng) @ luma
-    for texture in TEXTURES:
-        image = world.render(Material("red", texture), 128, 128, rng) @ luma
+    images = {texture: world.render(Material("red", texture), 128, 128, rng) @ luma for texture in TEXTURES}
+    for texture, image in images.items():
         assert image.std() > 3 * plain.std(), texture  # every texture has marks; plain has grain only
-    horizontal = None
-    for _ in range(20):  # stripes come in four orientations; a horizontal one repeats down the image
-        stripes = world.render(Material("blue", "stripes"), 128, 128, rng)
-        if _periodicity(stripes, 0) > 0.5:
-            horizontal = stripes
-            break
-    assert horizontal is not None
-    assert _periodicity(horizontal, 1) < 0.5
-    waves = world.render(Material("blue", "waves"), 128, 128, rng)
-    assert _periodicity(waves, 0) > _periodicity(waves, 1)  # waves run across the image
+    tile = world.TILE
+    # diagonal stripes: half a tile along x inverts them, half a tile along the other diagonal too
+    assert _correlation(images["stripes"], tile // 2, 0) < -0.5
+    assert _correlation(images["stripes"], tile // 2, -tile // 2) > 0.8
+    # checks: half a tile along either axis inverts them, along both does not
+    assert _correlation(images["checks"], tile // 2, 0) < -0.5 and _correlation(images["checks"], tile // 2, tile // 2) > 0.8
+    # the repeating textures repeat every tile (waves every two tiles across); clouds are soft and coarse
+    for texture in ("stripes", "dots", "checks", "brick"):
+        assert _correlation(images[texture], tile, 0) > 0.7 and _correlation(images[texture], 0, tile) > 0.7, texture
+    assert _correlation(images["waves"], 2 * tile, 0) > 0.7 and _correlation(images["waves"], 0, tile) > 0.7
+    assert _correlation(images["clouds"], 4, 0) > 0.9 > _correlation(images["stripes"], 4, 0)
 
 
 def test_the_same_seed_draws_the_same_image_and_another_seed_moves_the_texture_not_the_colour():

@@ -23,12 +23,13 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
 def load_demo_model(folder: Path | str | None = None, device: Any = "cpu", dtype: Any = None):
-    """The demo model's family adapter (SD 1.5), loaded through the ordinary loading code from `folder`
-    (default: the shipped weights)."""
-    from ..sd15 import SD15
+    """The demo model (`hf_key="demo"`), or a model trained into `folder` by the train command, loaded
+    through the ordinary loading code."""
+    from .. import load_model
 
-    folder = Path(folder) if folder is not None else WEIGHTS_DIR
-    return SD15.load(str(folder), device=device, dtype=dtype, lora_key=None, taesd_key=str(folder / "vae"))
+    if folder is None:
+        return load_model("demo", device=device, dtype=dtype)
+    return load_model(str(folder), device=device, dtype=dtype, lora_key=None, taesd_key=str(Path(folder) / "vae"))
 
 
 __all__ = ["WEIGHTS_DIR", "describe", "known_words", "load_demo_model", "parse"]

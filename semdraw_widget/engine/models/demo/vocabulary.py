@@ -129,7 +129,31 @@ def known_words(prompt: str) -> list[str]:
 
 def describe() -> str:
     """One line listing the vocabulary, for banners and warnings."""
-    return f"colours: {', '.join(COLOURS)}; textures: {', '.join(TEXTURES)} (and synonyms such as water, sky, rock)"
+    return f"colours: {', '.join(COLOURS)}; textures: {', '.join(TEXTURES)}; and synonyms such as water, sky, rock"
+
+
+@dataclass(frozen=True)
+class ClosedVocabulary:
+    """What a model that knows only some words tells the canvas: the words (suggested in the prompt fields),
+    a one-line description (the banner), and a note for a prompt with none of them (the status line)."""
+
+    description: str
+    suggestions: tuple[str, ...]
+
+    def known_words(self, prompt: str) -> list[str]:
+        return known_words(prompt)
+
+    def note(self, prompt: str) -> str:
+        """"" when the prompt names something the model knows (or is empty), else what to do."""
+        if not prompt.strip() or known_words(prompt):
+            return ""
+        return f"The demo model knows none of the words of {prompt[:40]!r}, so it paints plain grey there. Its words: {self.description}."
+
+
+VOCABULARY = ClosedVocabulary(
+    describe(),
+    tuple(dict.fromkeys([*COLOURS, *TEXTURES, *sorted(set(COLOUR_WORDS) - set(COLOURS)), *sorted(set(TEXTURE_WORDS) - set(TEXTURES))])),
+)
 
 
 def all_materials() -> list[Material]:

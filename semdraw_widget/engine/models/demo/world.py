@@ -20,7 +20,8 @@ import numpy as np
 
 from .vocabulary import COLOURS, TEXTURES, Material, all_materials
 
-CELL = 8  # pixels: the autoencoder's cell, and the period of every texture's fine detail
+CELL = 8  # pixels: the autoencoder's cell (one latent pixel)
+TILE = 2 * CELL  # pixels: the period of every texture (the smallest repeat the autoencoder's codes can draw)
 # How far each texture's pattern moves the base colour towards its contrast colour.
 MIX = {"stripes": 0.8, "dots": 0.9, "checks": 0.8, "waves": 0.7, "grass": 0.75, "clouds": 0.85, "brick": 0.9, "stone": 0.85}
 
@@ -54,44 +55,49 @@ def _value_noise(height: int, width: int, cell: float, rng: np.random.Generator)
 def pattern(texture: str, height: int, width: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(p, shade): the texture's pattern in [0, 1] and a per-pixel brightness factor.
 
-    Fine detail repeats every CELL pixels, aligned with the image's pixel grid, so the autoencoder (which
-    also works in 8-pixel cells) encodes a texture as one code per cell and its decoder draws the detail: the
-    diffusion model then only chooses a code per region, which it does in a few steps. What changes from image
-    to image is coarse (coarser than 16 pixels), which a few steps also resolve: where clouds are, how waves
-    bend, patches of light and shade.
+    Every texture repeats every TILE pixels (or a multiple), on the pixel grid, at a random whole-CELL
+    offset. The autoencoder works in CELL-pixel cells, so a texture is a few codes repeating across a region
+    and the only thing left to chance at that scale is which code comes where (the offset): a choice the
+    diffusion model makes for a whole region at once, early, from the noise (a region holds many tiles, so
+    the evidence adds up). What else changes from image to image is coarse: where clouds are, patches of
+    light and shade.
     """
     x, y = _grid(height, width)
+    x = x + CELL * int(rng.integers(0, 4))  # the offset, in whole cells
+    y = y + CELL * int(rng.integers(0, 4))
     shade = 1.0 + 0.12 * (_value_noise(height, width, 48, rng) - 0.5)  # coarse light and shade
     if texture == "stripes":  # diagonal stripes
-        d = (x + y + 0.5) % CELL
-        p = _band(d, 0.0, CELL / 2)
-    elif texture == "dots":  # a dot in every cell
-        du, dv = x % CELL - (CELL - 1) / 2, y % CELL - (CELL - 1) / 2
-        p = np.clip(2.6 - np.sqrt(du * du + dv * dv), 0.0, 1.0)
-    elif texture == "checks":  # half-cell squares
-        p = ((x // (CELL // 2) + y // (CELL // 2)) % 2).astype(np.float32)
-    elif texture == "waves":  # lines across, bending with a long random swell
-        length, phase = rng.uniform(48, 96), rng.uniform(0, 2 * np.pi)
-        d = (y + 2.5 * np.sin(2 * np.pi * x / length + phase)) % CELL
-        p = _band(d, 1.0, 3.5)
-    elif texture == "grass":  # blades: thin vertical strokes, taller where the coarse noise is high
-        blade = (x % (CELL // 2) == 1).astype(np.float32)
+        p = _band((x + y) % TILE, 0.5, TILE / 2 + 0.5)
+    elif texture == "dots":  # a dot in every tile
+        du, dv = x % TILE - (TILE - 1) / 2, y % TILE - (TILE - 1) / 2
+        p = np.clip(4.4 - np.sqrt(du * du + dv * dv), 0.0, 1.0)
+    elif texture == "checks":  # squares of half a tile
+        p = ((x // (TILE // 2) + y // (TILE // 2)) % 2).astype(np.float32)
+    elif texture == "waves":  # wavy lines across, a wave every two tiles
+        d = (y + 3.0 * np.sin(2 * np.pi * x / (2 * TILE))) % TILE
+        p = _band(d, 2.0, 6.5)
+    elif texture == "grass":  # blades: two strokes per tile, taller where the coarse noise is high
+        column = x % TILE
+        blades = np.maximum(_band(column, 2.0, 5.0), 0.7 * _band(column, 9.0, 11.5))
         tops = _value_noise(height, width, 24, rng)
-        p = blade * np.clip(1.6 - ((y % CELL) / CELL) * (1.5 - tops), 0.0, 1.0)
+        p = blades * np.clip(1.8 - ((y % TILE) / TILE) * (1.6 - tops), 0.0, 1.0)
         shade = shade * (0.92 + 0.16 * tops)
-    elif texture == "clouds":  # soft puffs at several coarse scales
+    elif texture == "clouds":  # soft puffs at two coarse scales
         field = sum(weight * _value_noise(height, width, cell, rng) for weight, cell in ((0.6, 40), (0.4, 20)))
-        p = np.clip((field - 0.47) / 0.12, 0.0, 1.0)
+        p = np.clip((field - 0.5) / 0.12, 0.0, 1.0)
         p = p * p * (3 - 2 * p)
-    elif texture == "brick":  # bricks a cell wide and half a cell high, every other row shifted, thin mortar
-        row = y // (CELL // 2)
-        u = (x + (row % 2) * (CELL // 2)) % CELL
-        p = ((u == 0) | (y % (CELL // 2) == 0)).astype(np.float32)
-    elif texture == "stone":  # rounded stones, one per cell, each a little lighter or darker, dark gaps
-        du, dv = np.abs(x % CELL - (CELL - 1) / 2), np.abs(y % CELL - (CELL - 1) / 2)
-        p = np.clip(np.maximum(du, dv) + 0.35 * np.minimum(du, dv) - 2.6, 0.0, 1.0)
-        tone = rng.random((height // CELL + 1, width // CELL + 1)).astype(np.float32)
-        shade = shade * (0.86 + 0.28 * tone[(y // CELL).astype(int), (x // CELL).astype(int)])
+    elif texture == "brick":  # bricks a tile wide and half a tile high, every other row shifted, mortar lines
+        row = y // (TILE // 2)
+        u = (x + (row % 2) * (TILE // 2)) % TILE
+        p = np.maximum(_band(u, -1.0, 1.0), _band(y % (TILE // 2), -1.0, 1.0))
+    elif texture == "stone":  # rounded stones a tile across, every other row shifted, each its own shade
+        row = y // TILE
+        u = (x + (row % 2) * (TILE // 2)) % TILE
+        du, dv = np.abs(u - (TILE - 1) / 2), np.abs(y % TILE - (TILE - 1) / 2)
+        p = np.clip(np.maximum(du, dv) + 0.4 * np.minimum(du, dv) - 5.5, 0.0, 1.0)
+        tone = rng.random((height // TILE + 6, width // TILE + 6)).astype(np.float32)
+        column = ((x + (row % 2) * (TILE // 2)) // TILE).astype(int)
+        shade = shade * (0.9 + 0.2 * tone[row.astype(int) % tone.shape[0], column % tone.shape[1]])
     else:
         raise ValueError(f"unknown texture {texture!r}")
     return p.astype(np.float32), shade.astype(np.float32)
