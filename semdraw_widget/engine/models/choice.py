@@ -16,7 +16,7 @@ from .sources import BUILTIN_MODELS
 
 log = logging.getLogger("semdraw_widget")
 MODEL_VARIABLE = "SEMDRAW_MODEL"
-FALLBACK_MODEL = "demo"  # what "auto" loads where the default model cannot be had: it runs on a CPU and paints
+FALLBACK_MODEL = "tiny"  # what "auto" loads where the default model cannot be had: it runs anywhere
 
 
 def configured_model() -> str | None:

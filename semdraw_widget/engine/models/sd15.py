@@ -106,6 +106,13 @@ class SD15(LatentFamily):
             parts.vae = loading.load_taesd(sources.taesd(options.taesd_key))
         lora_key = sources.lora(options.lora_key)
         if lora_key:
+            prediction = parts.scheduler_config.get("prediction_type", "epsilon")
+            if prediction != "epsilon":  # e.g. an SD 2.x-v checkpoint
+                raise ValueError(
+                    f"{hf_key!r} predicts v ({prediction}), as SD 2.x-v models do, but the LCM-LoRA {str(lora_key)!r} is "
+                    "distilled for epsilon-prediction SD 1.5 models, so their images would be wrong. Pass an SD 1.5 "
+                    "checkpoint, or lora_key=None for a model that samples in a few steps without it (e.g. hf_key='demo')."
+                )
             _fuse_lora(str(lora_key), parts, options.allow_pickle)
         loading.to_device([parts.text_encoder, parts.unet, parts.vae], device, dtype, "SD 1.5")
         parts.notice = notice
