@@ -10,7 +10,8 @@ A pipeline may be shared by several canvases. It then holds the layers of whiche
 frame; a mirror that finds another one's layers there (`owns_engine` is false) clears the engine and sends
 everything. Callers hold the pipeline's lock around `sync` (see streaming.py).
 
-The mirror also keeps what a sync learns on the way: prompts longer than the text encoder reads (a warning
+The mirror also keeps what a sync learns on the way: prompts longer than the text encoder reads, or with no
+word a closed-vocabulary model (the demo model) knows (a warning
 per layer, until that prompt changes), and the oldest stroke the next frame answers (for the latency
 figure). See docs/architecture.md, "A stroke".
 """
@@ -76,7 +77,7 @@ class EngineMirror:
 
     @property
     def prompt_warnings(self) -> tuple[str, ...]:
-        """What is wrong with the prompts the engine holds (too long), one text per layer."""
+        """What is wrong with the prompts the engine holds (too long, or no known word), one text per layer."""
         return tuple(self._warnings.values())
 
     # ---- strokes, for the latency figure ------------------------------------------------------------
@@ -130,7 +131,7 @@ class EngineMirror:
             if not changes:
                 continue
             if "prompt" in changes:
-                self._check_prompt_length(layer)
+                self._check_prompt(layer)
             if "mask" in changes:
                 # as a fraction: painted coverage is no person's mistake to warn about (an eraser's edge leaves 1s)
                 changes["mask"] = np.divide(snapshot.masks[layer["id"]], 255.0, dtype=np.float32)
@@ -157,17 +158,22 @@ class EngineMirror:
         if arrival >= self._strokes_since and (self._pending_arrival is None or arrival < self._pending_arrival):
             self._pending_arrival = arrival
 
-    def _check_prompt_length(self, layer: dict) -> None:
-        """Warn when a prompt is longer than the text encoder reads (its end is dropped); the warning holds
-        until that prompt changes."""
-        over = self.pipeline.model.tokens_over_limit(layer["prompt"])
+    def _check_prompt(self, layer: dict) -> None:
+        """Warn when a prompt is longer than the text encoder reads (its end is dropped), or when the model knows
+        only some words (the demo model) and the prompt has none of them; the warning holds until that prompt
+        changes."""
+        model = self.pipeline.model
+        over = model.tokens_over_limit(layer["prompt"])
+        vocabulary = model.vocabulary
         warnings = dict(self._warnings)
+        name = layer["name"] or layer["prompt"][:30]
         if over:
-            name = layer["name"] or layer["prompt"][:30]
             warnings[layer["id"]] = (
                 f"The prompt of layer {name!r} is {over} token(s) longer than the text encoder reads: "
                 "its end is ignored. Shorten it to keep every word."
             )
+        elif vocabulary is not None and vocabulary.note(layer["prompt"]):
+            warnings[layer["id"]] = f"Layer {name!r}: {vocabulary.note(layer['prompt'])}"
         elif warnings.pop(layer["id"], None) is None:
             return
         self._warnings = warnings

@@ -63,6 +63,8 @@ def failure_hint(exc: BaseException) -> str:
 
 
 class PromptModel(Protocol):
+    vocabulary: Any  # None, or the closed vocabulary of a model that knows only some words (`.note(prompt)`)
+
     def tokens_over_limit(self, text: str) -> int:
         """How many of `text`'s tokens the text encoder cannot read (0: the prompt fits)."""
 

@@ -12,8 +12,16 @@ SIZE = 16
 class WordModel:
     """A text encoder that reads 5 words."""
 
+    vocabulary = None  # it knows every word
+
     def tokens_over_limit(self, text):
         return max(0, len(text.split()) - 5)
+
+
+class DemoWordModel(WordModel):
+    """A model that knows only the demo model's words."""
+
+    from semdraw_widget.engine.models.demo.vocabulary import VOCABULARY as vocabulary
 
 
 class RecordingEngine:
@@ -143,6 +151,19 @@ def test_an_overlong_prompt_is_warned_about_until_it_changes_or_its_layer_hides(
     scene.update_layer("pear", prompt="a pear")
     mirror.sync(scene.snapshot())
     assert heard[-1] is None and mirror.prompt_warnings == ()
+
+
+def test_a_prompt_with_no_word_the_demo_model_knows_is_warned_about_until_it_names_one(scene):
+    engine = RecordingEngine()
+    engine.model = DemoWordModel()
+    heard = []
+    mirror = EngineMirror(engine, seed=2024, on_warnings=heard.append)
+    mirror.sync(scene.snapshot())  # "an apple", "a pear": the demo model knows neither
+    assert len(mirror.prompt_warnings) == 2
+    assert all("knows none of the words" in warning and "red, green" in warning for warning in mirror.prompt_warnings)
+    scene.update_layer("pear", prompt="a green pear")
+    mirror.sync(scene.snapshot())
+    assert heard[-1] is None and len(mirror.prompt_warnings) == 1 and "'an apple'" in mirror.prompt_warnings[0]
 
 
 def test_the_latency_counts_the_oldest_new_stroke_made_since_the_start_once(scene):

@@ -391,6 +391,21 @@ class RegionScene:
     def has_background_layer(self) -> bool:
         return bool(self.background_prompt) and self.background_image is None
 
+    def _weigh_background(self, painted: list[Layer]) -> None:
+        """The background prompt's layer takes, at each slot, what the painted layers leave:
+        1 - min(1, sum of their weights) (the seed one-shot's rule). So while a background prompt exists, no
+        pixel -- painted or not -- falls back to the white latent, however weak, blurred or covered a layer is."""
+        bg = self._background_layer
+        # The bottom layer is the background prompt itself (prompt strength 1: nothing of the base in it).
+        bg.prompt, bg.negative_prompt = self.background_prompt, self.background_negative_prompt
+        t, (h, w) = len(self.steps), self.latent_size
+        taken = torch.zeros(t, 1, h, w, device=self.family.device)
+        for layer in painted:
+            if layer.active:
+                taken = taken + layer.weights
+        bg.weights = 1.0 - taken.clamp(max=1.0)
+        bg.active = bool(bg.weights.any())
+
     def stack(self) -> list[Layer]:
         return ([self._background_layer] if self.has_background_layer else []) + self.layers
 
@@ -402,29 +417,26 @@ class RegionScene:
 
     def _build(self) -> RegionBatch:
         stack = self.stack()
-        bg = self._background_layer
-        if bg.mask is None:
-            bg.mask = torch.ones(self.height, self.width, device=self.family.device)
-        # The bottom layer is the background prompt itself (prompt strength 1: nothing of the base in it).
-        bg.prompt, bg.negative_prompt = self.background_prompt, self.background_negative_prompt
-        present = [layer for layer in stack if layer.mask is not None]
-        if present:
-            stacked = torch.stack([layer.mask for layer in present])
+        painted = [layer for layer in self.layers if layer.mask is not None]
+        if painted:
+            stacked = torch.stack([layer.mask for layer in painted])
             covered = regions.covered_by_higher(stacked) & (stacked > 0)  # only cover over the layer itself matters
-            stale = [i for i, layer in enumerate(present) if layer.weights is None or not torch.equal(layer.covered, covered[i])]
+            stale = [i for i, layer in enumerate(painted) if layer.weights is None or not torch.equal(layer.covered, covered[i])]
             if stale:
                 weights = regions.preprocess_masks(
-                    torch.stack([present[i].mask for i in stale]),
-                    [present[i].mask_std for i in stale], [present[i].mask_strength for i in stale],
+                    torch.stack([painted[i].mask for i in stale]),
+                    [painted[i].mask_std for i in stale], [painted[i].mask_strength for i in stale],
                     self.steps.noise_levels, self.mask_type, self.latent_size, self.cover_alpha,
                     covered=covered[stale],
                 )
                 for row, i in enumerate(stale):
-                    present[i].weights, present[i].covered = weights[row], covered[i]
-                    present[i].active = bool(weights[row].any())
-        for layer in stack:
+                    painted[i].weights, painted[i].covered = weights[row], covered[i]
+                    painted[i].active = bool(weights[row].any())
+        for layer in self.layers:
             if layer.mask is None:
                 layer.active = False
+        if self.has_background_layer:
+            self._weigh_background(painted)
         active = [layer for layer in stack if layer.active]
         t, (h, w) = len(self.steps), self.latent_size
         device = self.family.device

@@ -163,13 +163,15 @@ class LCMSchedule:
 
     num_steps = 50  # the 50-step LCM schedule that t_index_list indexes
 
+    prediction_types = ("epsilon", "v_prediction")
+
     def __init__(self, scheduler_config: dict, timestep_scaling: float = 10.0, sigma_data: float = 0.5):
         prediction = scheduler_config.get("prediction_type", "epsilon")
-        if prediction != "epsilon":  # e.g. an SD 2.x-v checkpoint: LCM-LoRA and the x0 formula assume epsilon
+        if prediction not in self.prediction_types:
             raise ValueError(
-                f"only epsilon-prediction SD 1.5 models are supported (this one predicts {prediction!r}, "
-                "as SD 2.x-v models do); pass an SD 1.5 checkpoint"
+                f"only epsilon- and v-prediction SD 1.5-family models are supported (this one predicts {prediction!r})"
             )
+        self.prediction_type = prediction  # the family turns a v prediction into eps (`SD15.predict`)
         self.alphas_cumprod = alphas_cumprod(scheduler_config)
         self.timestep_scaling = timestep_scaling
         self.sigma_data = sigma_data

@@ -67,3 +67,29 @@ def test_a_background_image_array_follows_the_canvas_rules(make_stream):
     for bad in (np.full((SIZE, SIZE, 3), np.nan), np.full((SIZE, SIZE, 3), 300), np.zeros((3, SIZE, SIZE))):
         with pytest.raises(ValueError, match="background image"):
             make_stream().update_background(image=bad)
+
+
+@pytest.mark.parametrize("mask_type", ["discrete", "continuous"])
+def test_with_a_background_prompt_no_painted_pixel_falls_back_to_white(oneshot, mask_type):
+    """The background prompt takes what the painted layers leave at each slot, 1 - min(1, sum of their
+    weights): inside a painted square, where cover decay and quantisation used to zero the background's own
+    weight at the noisy slots while the layer had none yet, parts of the square took the white latent."""
+    square = np.zeros((256, 256), dtype=bool)
+    square[64:192, 64:192] = True
+    latent = oneshot(["a red apple"], masks=[square], background_prompt="a meadow", height=256, width=256, seed=0,
+                     mask_type=mask_type, output_type="latent")
+    white = oneshot.model.encode(torch.ones(1, 3, 256, 256))
+    equal_to_white = (latent - white).abs().amax(dim=1) < 1e-6
+    assert not equal_to_white.any()
+
+
+def test_the_background_prompt_weighs_what_the_painted_layers_leave(make_stream):
+    stream = make_stream()
+    stream.update_background(prompt="a meadow")
+    half = np.zeros((SIZE, SIZE), dtype=bool)
+    half[:, : SIZE // 2] = True
+    stream.update_single_layer(0, prompt="a red apple", mask=half, mask_strength=0.5, mask_std=4.0)
+    batch = stream._scene.batch()
+    background, painted = batch.masks[:, 0], batch.masks[:, 1]
+    assert torch.allclose(background, 1.0 - painted.clamp(max=1.0))
+    assert torch.allclose((background + painted).amin(), torch.tensor(1.0))  # every pixel fully weighted, every slot

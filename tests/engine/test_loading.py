@@ -120,3 +120,38 @@ def test_the_default_flash_lora_missing_names_its_peft_files(tmp_path, monkeypat
     with pytest.raises(ModelNotFoundError, match="adapter_config.json") as error:
         sd3._peft_folder(sd3.DEFAULT_SD3_LORA_KEY)
     assert "pytorch_lora_weights" not in str(error.value)
+
+
+def _v_prediction_copy(tiny_dir, tmp_path):
+    """The SD 1.5 miniature with its scheduler saying it predicts v (as SD 2.x-v checkpoints and the demo model do)."""
+    import json
+    import shutil
+
+    folder = tmp_path / "v-model"
+    shutil.copytree(tiny_dir / "sd15", folder)
+    config_file = folder / "scheduler" / "scheduler_config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "prediction_type": "v_prediction"}))
+    return folder
+
+
+def test_a_v_prediction_model_with_an_lcm_lora_is_refused_with_what_to_do(tiny_dir, tmp_path):
+    from semdraw_widget.engine import load_model
+
+    folder = _v_prediction_copy(tiny_dir, tmp_path)
+    with pytest.raises(ValueError, match="predicts v.*LCM-LoRA.*epsilon.*lora_key=None"):
+        load_model(str(folder), lora_key=str(tiny_dir / "lcm-lora"), taesd_key=str(tiny_dir / "taesd"))
+
+
+def test_a_v_prediction_model_hands_the_engine_its_noise_prediction(tiny_dir, tmp_path):
+    """The engine reads eps; a v model's output v becomes eps = sqrt(abar) v + sqrt(1 - abar) x_t."""
+    from semdraw_widget.engine import load_model
+
+    model = load_model(str(_v_prediction_copy(tiny_dir, tmp_path)), lora_key=None, taesd_key=str(tiny_dir / "taesd"))
+    latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    timesteps = torch.tensor([999, 259])
+    cond = model.encode_prompts(["a red apple", "a blue sky"])
+    with torch.no_grad():
+        eps = model.predict(latents, timesteps, cond)
+        v = model.unet(latents, timesteps, encoder_hidden_states=cond["encoder_hidden_states"]).sample
+    abar = model.schedule.alphas_cumprod[timesteps].float().view(-1, 1, 1, 1)
+    assert torch.allclose(eps, abar.sqrt() * v + (1 - abar).sqrt() * latents, atol=1e-5)

@@ -44,7 +44,8 @@ def test_t_index_list_must_be_increasing_and_in_range(bad):
         LCMSchedule(DEFAULT_SCHEDULER_CONFIG).prepare(bad, torch.device("cpu"), torch.float32)
 
 
-def test_a_v_prediction_model_is_refused_with_what_to_do():
-    with pytest.raises(ValueError, match="epsilon-prediction SD 1.5.*v_prediction.*pass an SD 1.5 checkpoint"):
-        LCMSchedule({**DEFAULT_SCHEDULER_CONFIG, "prediction_type": "v_prediction"})
-    LCMSchedule({**DEFAULT_SCHEDULER_CONFIG, "prediction_type": "epsilon"})  # the usual SD 1.5 config
+def test_the_lcm_schedule_reads_epsilon_and_v_prediction_and_refuses_others():
+    with pytest.raises(ValueError, match="epsilon- and v-prediction.*'sample'"):
+        LCMSchedule({**DEFAULT_SCHEDULER_CONFIG, "prediction_type": "sample"})
+    assert LCMSchedule({**DEFAULT_SCHEDULER_CONFIG, "prediction_type": "epsilon"}).prediction_type == "epsilon"
+    assert LCMSchedule({**DEFAULT_SCHEDULER_CONFIG, "prediction_type": "v_prediction"}).prediction_type == "v_prediction"

@@ -15,7 +15,7 @@ import torch
 
 from .. import loading
 from .options import LoadOptions
-from .sources import Sources, sources_for
+from .sources import BUILTIN_MODELS, Sources, sources_for
 
 Conditioning = dict[str, torch.Tensor]
 
@@ -42,6 +42,7 @@ class LatentFamily:
     default_sources: Sources  # the family's default checkpoint, LoRA and tiny autoencoder
     embedding_cache_size = 256
     notice = ""  # what the user should know about what was loaded (e.g. a replaced hub id); "" when nothing
+    vocabulary = None  # a model that knows only some words (the demo model) says which: see demo/vocabulary.py
 
     @classmethod
     def load(
@@ -53,7 +54,14 @@ class LatentFamily:
         options = options or LoadOptions()
         options.check_family(cls.name, repr(hf_key) if hf_key else "the default model")
         device = loading.resolve_device(device)
-        return cls._load(sources_for(hf_key, cls.default_sources), options, device, dtype or loading.default_dtype(device))
+        model = cls._load(sources_for(hf_key, cls.default_sources), options, device, dtype or loading.default_dtype(device))
+        builtin = BUILTIN_MODELS.get(str(hf_key))
+        if builtin is not None:  # what a built-in model is goes with it, however the pipeline was made
+            from .choice import builtin_notice
+
+            model.notice = " ".join(part for part in (builtin_notice(str(hf_key)), model.notice) if part)
+            model.vocabulary = builtin.vocabulary() if builtin.vocabulary else None
+        return model
 
     @classmethod
     def _load(cls, sources: Sources, options: LoadOptions, device: torch.device, dtype: torch.dtype) -> "LatentFamily":

@@ -76,6 +76,12 @@ class SD15(LatentFamily):
         self.unet = components.unet
         self.schedule = LCMSchedule(components.scheduler_config)
         self.notice = components.notice
+        # A v-predicting model's output becomes eps here, so everything downstream reads eps:
+        # eps = sqrt(abar_t) v + sqrt(1 - abar_t) x_t, with both factors looked up on the device per item.
+        self._v_factors = None
+        if self.schedule.prediction_type == "v_prediction":
+            abar = self.schedule.alphas_cumprod
+            self._v_factors = torch.stack([abar.sqrt(), (1.0 - abar).sqrt()]).to(device=device, dtype=dtype)
 
     @classmethod
     def _load(cls, sources: Sources, options: LoadOptions, device: torch.device, dtype: torch.dtype) -> "SD15":
@@ -100,6 +106,13 @@ class SD15(LatentFamily):
             parts.vae = loading.load_taesd(sources.taesd(options.taesd_key))
         lora_key = sources.lora(options.lora_key)
         if lora_key:
+            prediction = parts.scheduler_config.get("prediction_type", "epsilon")
+            if prediction != "epsilon":  # e.g. an SD 2.x-v checkpoint
+                raise ValueError(
+                    f"{hf_key!r} predicts v ({prediction}), as SD 2.x-v models do, but the LCM-LoRA {str(lora_key)!r} is "
+                    "distilled for epsilon-prediction SD 1.5 models, so their images would be wrong. Pass an SD 1.5 "
+                    "checkpoint, or lora_key=None for a model that samples in a few steps without it (e.g. hf_key='demo')."
+                )
             _fuse_lora(str(lora_key), parts, options.allow_pickle)
         loading.to_device([parts.text_encoder, parts.unet, parts.vae], device, dtype, "SD 1.5")
         parts.notice = notice
@@ -117,7 +130,11 @@ class SD15(LatentFamily):
     # ---- denoiser ---------------------------------------------------------------------------
     def predict(self, latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """The UNet's noise prediction eps for (B, 4, h, w) latents, (B,) timesteps and per-item conditioning."""
-        return self.unet(latents, timesteps, encoder_hidden_states=cond["encoder_hidden_states"], return_dict=False)[0]
+        out = self.unet(latents, timesteps, encoder_hidden_states=cond["encoder_hidden_states"], return_dict=False)[0]
+        if self._v_factors is None:
+            return out
+        alpha, sigma = self._v_factors[:, timesteps].view(2, -1, 1, 1, 1)
+        return alpha * out + sigma * latents
 
 
 def replace_removed_repo(hf_key: str) -> tuple[str, str]:

@@ -49,7 +49,8 @@ class BuiltinModel:
     tiny_vae: str  # what use_tiny_vae=True decodes with (the checkpoint's own vae/ if it is a tiny one)
     lora: str | None = None  # what lora_key=True fuses; None: it needs no LoRA
     distilled_unet: str | None = None  # SDXL: what unet_key="lightning" swaps in
-    notice: str = ""  # what the widget's banner says when `load_pipeline` loads it ({hub}: the default hub id)
+    notice: str = ""  # what the widget's banner says about it ({hub}: the default hub id)
+    vocabulary: Callable[[], object] | None = None  # the words a model trained on a closed vocabulary knows
 
     def sources(self) -> Sources:
         root = self.root()
@@ -58,6 +59,28 @@ class BuiltinModel:
             return None if part is None else str(root / part)
 
         return Sources(str(root / self.checkpoint), under(self.lora), str(root / self.tiny_vae), under(self.distilled_unet))
+
+
+def _demo_root() -> Path:
+    from .demo import WEIGHTS_DIR
+
+    return WEIGHTS_DIR
+
+
+def _demo_vocabulary():
+    from .demo.vocabulary import VOCABULARY
+
+    return VOCABULARY
+
+
+def _demo_notice() -> str:
+    from .demo.vocabulary import VOCABULARY
+
+    return (
+        "Demo model: a small model trained in this package on a made-up world of colours and textures, so it paints "
+        f"only what its words name ({VOCABULARY.description}). For real images run on a CUDA GPU with the weights in "
+        "the Hugging Face cache (e.g. SEMDRAW_MODEL={hub}), a local folder or a .safetensors file."
+    )
 
 
 def _miniatures(family: str) -> Callable[[], Path]:
@@ -76,6 +99,8 @@ BUILTIN_MODELS = {
         distilled_unet="lightning-unet/sdxl_lightning_4step_unet.safetensors", notice=TINY_NOTICE,
     ),
     "tiny-3": BuiltinModel("sd3", _miniatures("sd3"), "sd3", tiny_vae="taesd3", lora="flash-lora", notice=TINY_NOTICE),
+    # trained in this repository (demo/): its own tiny autoencoder is its vae/, and it needs no LoRA
+    "demo": BuiltinModel("sd15", _demo_root, "", tiny_vae="vae", notice=_demo_notice(), vocabulary=_demo_vocabulary),
 }
 # "tiny" with an sd_version is that family's miniature (the seed's StreamMultiDiffusion(..., sd_version="xl") offline)
 MINIATURES = {"sd15": "tiny", "sdxl": "tiny-xl", "sd3": "tiny-3"}

@@ -1,0 +1,179 @@
+"""The demo model's quality figures, measured with its classifier (`classifier.py`).
+
+- prompt adherence: every material of the vocabulary painted on the whole canvas by the one-shot
+  pipeline, classified as a whole: the share classified as asked;
+- region adherence: random scenes of 2-4 painted layers over a background prompt, settled in the stream;
+  every 8x8 cell at least 16 px inside a region (the region a layer shows: where it is the top-most painted
+  layer; the background prompt's region is where no layer is painted) is classified by the 32x32 patch
+  around it: the share classified as that region's prompt, per setting (bootstrapping on or off, discrete
+  or continuous masks);
+- stream against one-shot: the settled stream frame of a scene against the one-shot image of the same scene
+  with the same settings (mean absolute difference in 0..255 levels, and the largest).
+
+`python -m semdraw_widget.engine.models.demo evaluate` prints them (`--scenes`, `--size`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from .classifier import STRIDE, Classifier, class_indices
+from .vocabulary import Material, all_materials, parse
+
+NEUTRAL_PROMPT = "a house"  # a prompt with no word the model knows
+BORDER = 16  # pixels of each region's edge left out of region adherence
+
+
+def prompt_for(material: Material) -> str:
+    return material.label if not material.is_neutral else NEUTRAL_PROMPT
+
+
+@dataclass
+class Scene:
+    prompts: list[str]  # bottom to top
+    masks: np.ndarray  # (P, H, W) bool
+    background: str
+
+    def regions(self) -> list[tuple[str, np.ndarray]]:
+        """(prompt, bool mask) of what each layer shows, and of the uncovered background, as drawn."""
+        top = np.full(self.masks.shape[1:], -1)
+        for index, mask in enumerate(self.masks):
+            top[mask] = index
+        shown = [(prompt, top == index) for index, prompt in enumerate(self.prompts)]
+        return shown + [(self.background, top == -1)]
+
+
+def random_scene(rng: np.random.Generator, size: int) -> Scene:
+    """2-4 layers of distinct materials in random rectangles and ellipses, over a background material."""
+    from . import world
+
+    count = int(rng.integers(2, 5))
+    materials = all_materials()[1:]  # painted regions and the background always name something
+    chosen = rng.choice(len(materials), count + 1, replace=False)
+    prompts = [prompt_for(materials[i]) for i in chosen]
+    masks = world.random_shapes(size, size, count, rng)
+    # regions at least 48 px across, so that each has cells away from its border
+    masks = np.stack([m if m.sum() > 48 * 48 else world.random_shapes(size, size, 1, rng)[0] | m for m in masks])
+    return Scene(prompts[1:], masks, prompts[0])
+
+
+def interior(mask: np.ndarray, border: int = BORDER) -> np.ndarray:
+    """Pixels of `mask` whose (2 border + 1)-square neighbourhood lies entirely in it."""
+    padded = np.pad(mask.astype(np.int32), border + 1)
+    table = padded.cumsum(0).cumsum(1)
+    k = 2 * border + 1
+    window = table[k:, k:] - table[:-k, k:] - table[k:, :-k] + table[:-k, :-k]
+    return window[: mask.shape[0], : mask.shape[1]] == k * k
+
+
+def region_scores(classifier: Classifier, image: np.ndarray, scene: Scene) -> list[tuple[int, int]]:
+    """(correct cells, cells) for each region of `scene` with cells away from its border."""
+    colour, texture = classifier.label_map(image)
+    centre = STRIDE // 2
+    scores = []
+    for prompt, mask in scene.regions():
+        inside = interior(mask)[centre::STRIDE, centre::STRIDE][: colour.shape[0], : colour.shape[1]]
+        if not inside.any():
+            continue
+        want_colour, want_texture = class_indices(parse(prompt))
+        right = (colour[inside] == want_colour) & (texture[inside] == want_texture)
+        scores.append((int(right.sum()), int(inside.sum())))
+    return scores
+
+
+def prompt_adherence(pipe: Any, classifier: Classifier, size: int = 256, seed: int = 0, log: Callable = print) -> dict:
+    """One-shot full-canvas image of every material, classified whole."""
+    right, wrong = 0, []
+    for material in all_materials():
+        prompt = prompt_for(material)
+        image = np.asarray(pipe.sample(prompt, height=size, width=size, seed=seed))
+        got = classifier.classify(image)
+        if class_indices(got) == class_indices(material):
+            right += 1
+        else:
+            wrong.append(f"{prompt} -> {got.label}")
+    total = len(all_materials())
+    log(f"prompt adherence: {right}/{total} = {right / total:.1%}" + (f"; wrong: {', '.join(wrong)}" if wrong else ""))
+    return {"correct": right, "total": total, "share": right / total, "wrong": wrong}
+
+
+def settle(stream: Any, scene: Scene) -> np.ndarray:
+    """The stream's settled frame of `scene` (a still scene settles after one frame per slot)."""
+    stream.update_background(prompt=scene.background)
+    stream.update_layers(scene.prompts, masks=list(scene.masks))
+    frame = None
+    for _ in range(stream.num_slots):
+        frame = stream(output_type="np")
+    return frame
+
+
+def region_adherence(model: Any, classifier: Classifier, scenes: int = 200, size: int = 256, seed: int = 0,
+                     log: Callable = print) -> dict:
+    """Region adherence of the settled stream, per setting, on the same random scenes."""
+    from ...stream import StreamMultiDiffusion
+
+    rng = np.random.default_rng(seed)
+    drawn = [random_scene(rng, size) for _ in range(scenes)]
+    results = {}
+    for bootstrap in (1, 0):
+        for mask_type in ("continuous", "discrete"):
+            stream = StreamMultiDiffusion(model=model, height=size, width=size, bootstrap_steps=bootstrap, mask_type=mask_type, seed=seed)
+            began, right, cells, region_shares = time.perf_counter(), 0, 0, []
+            for scene in drawn:
+                for r, n in region_scores(classifier, settle(stream, scene), scene):
+                    right, cells = right + r, cells + n
+                    region_shares.append(r / n)
+            name = f"bootstrap_steps={bootstrap}, {mask_type} masks"
+            results[name] = {"cells": cells, "share": right / max(cells, 1), "regions": len(region_shares),
+                             "mean_region_share": float(np.mean(region_shares)) if region_shares else 0.0}
+            log(f"region adherence, {name}: {right / max(cells, 1):.1%} of {cells} cells "
+                f"({len(region_shares)} regions; {time.perf_counter() - began:.0f} s)")
+    return results
+
+
+def stream_matches_oneshot(model: Any, scenes: int = 10, size: int = 256, seed: int = 0, log: Callable = print) -> dict:
+    """Settled stream frames against one-shot images of the same scenes and settings."""
+    from ...oneshot import StableMultiDiffusionPipeline
+    from ...stream import StreamMultiDiffusion
+
+    rng = np.random.default_rng(seed + 1)
+    stream = StreamMultiDiffusion(model=model, height=size, width=size, seed=seed)
+    oneshot = StableMultiDiffusionPipeline(model=model, default_mask_std=stream.default_mask_std,
+                                           default_prompt_strength=stream.default_prompt_strength)
+    means, peaks = [], []
+    for _ in range(scenes):
+        scene = random_scene(rng, size)
+        frame = settle(stream, scene).astype(np.float32)
+        # the stream's settings: its slots, continuous masks, no leak suppression
+        image = np.asarray(oneshot(scene.prompts, masks=list(scene.masks), background_prompt=scene.background,
+                                   height=size, width=size, seed=seed, t_index_list=model.default_t_index_list,
+                                   mask_type="continuous", bootstrap_leak_sensitivity=None), np.float32)
+        difference = np.abs(frame - image)
+        means.append(float(difference.mean()))
+        peaks.append(float(difference.max()))
+    log(f"stream against one-shot ({scenes} scenes): mean |difference| {np.mean(means):.2f} levels of 255, largest {max(peaks):.0f}")
+    return {"mean_abs_difference": float(np.mean(means)), "max_abs_difference": float(max(peaks)), "scenes": scenes}
+
+
+def run_all(model: Any, folder: Any = None, scenes: int = 200, size: int = 256, seed: int = 0, log: Callable = print) -> dict:
+    """Every figure of the model card, printed as it comes."""
+    from pathlib import Path
+
+    from ...oneshot import StableMultiDiffusionPipeline
+    from . import WEIGHTS_DIR
+
+    classifier = Classifier.load(Path(folder or WEIGHTS_DIR) / "classifier.safetensors")
+    began = time.perf_counter()
+    figures = {
+        "prompt_adherence": prompt_adherence(StableMultiDiffusionPipeline(model=model), classifier, size, seed, log),
+        "region_adherence": region_adherence(model, classifier, scenes, size, seed, log),
+        "stream_vs_oneshot": stream_matches_oneshot(model, min(scenes, 20), size, seed, log),
+        "size": size,
+        "seconds": round(time.perf_counter() - began),
+    }
+    log(f"evaluated in {figures['seconds']} s")
+    return figures

@@ -1,0 +1,378 @@
+"""Training the demo model on a CPU: the autoencoder first, then the UNet and the text encoder together.
+
+`train(out, recipe)` writes a complete diffusers folder (`model_index.json`, `unet/`, `text_encoder/`,
+`tokenizer/`, `vae/`, `scheduler/`) into `out`, from nothing but the world generator, deterministically
+from `recipe.seed` (for a given number of CPU threads). A checkpoint is written to `out/checkpoint.pt`
+every `recipe.checkpoint_every` steps; a run started again with the same `out` resumes from it.
+
+How it learns to work in few steps (the stream has 5 slots; there is no distillation here):
+- it predicts v = sqrt(abar) eps - sqrt(1 - abar) x0 (as SD 2.x does) rather than eps, so its clean
+  estimate x0 = sqrt(abar) x_t - sqrt(1 - abar) v is as good at the noisiest slot as at the others (from
+  an eps prediction, x0 at t=999 carries 15 times the prediction's error); the engine turns v into eps;
+- timesteps are drawn half from the slots the stream samples at (the 50-step LCM grid indices 0, 4, 12,
+  25, 37: timesteps 999, 919, 759, 499, 259) and half uniformly, so it is best exactly where it is used;
+- its world is made for few steps: a texture repeats every two latent pixels at one of a few offsets, a
+  choice a whole region makes at once from the noise at the middle slots (`world.py`);
+- the weights used are an exponential moving average of the trained ones.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import captions, world
+from .vocabulary import Material, all_materials
+
+SLOT_TIMESTEPS = (999, 919, 759, 499, 259)
+SCHEDULER_CONFIG = {
+    "_class_name": "LCMScheduler",
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "prediction_type": "v_prediction",
+    "set_alpha_to_one": True,
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+    "original_inference_steps": 50,
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that decides the trained weights (besides the code)."""
+
+    seed: int = 0
+    # autoencoder
+    ae_channels: int = 32
+    ae_encoder_blocks: tuple[int, ...] = (0, 1, 1, 1)
+    ae_decoder_blocks: tuple[int, ...] = (1, 1, 1, 0)
+    ae_steps: int = 2500
+    ae_batch: int = 16
+    ae_size: int = 64
+    ae_lr: float = 1e-3
+    # UNet and text encoder
+    unet_channels: tuple[int, ...] = (32, 64, 64)
+    text_width: int = 64
+    text_layers: int = 2
+    pool_images: int = 1024  # 256x256 training images, encoded once; refreshed as training goes
+    pool_refresh: int = 1  # images replaced in the pool after every step
+    unet_steps: int = 3000
+    batch: int = 64
+    crop: int = 16  # latent crop side (128 pixels); every fourth step trains on whole 32x32 latents
+    lr: float = 1.5e-3
+    ema: float = 0.995
+    checkpoint_every: int = 250
+    classifier_images: int = 1200
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def unet_config(recipe: Recipe) -> dict:
+    return dict(
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=tuple(recipe.unet_channels),
+        layers_per_block=1,
+        # No attention at full latent resolution and no self-attention (only_cross_attention: both attention
+        # layers of each block read the prompt): a frame of 20 images at 256x256 stays fast on a CPU.
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        only_cross_attention=True,
+        cross_attention_dim=recipe.text_width,
+        attention_head_dim=16,
+        norm_num_groups=16,
+    )
+
+
+def text_config(recipe: Recipe, tokenizer) -> dict:
+    return dict(
+        vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, hidden_size=recipe.text_width, intermediate_size=2 * recipe.text_width,
+        num_hidden_layers=recipe.text_layers, num_attention_heads=4, max_position_embeddings=77,
+        projection_dim=recipe.text_width,
+    )
+
+
+def autoencoder_config(recipe: Recipe, scaling_factor: float = 1.0) -> dict:
+    return dict(
+        encoder_block_out_channels=(recipe.ae_channels,) * 4,
+        decoder_block_out_channels=(recipe.ae_channels,) * 4,
+        num_encoder_blocks=tuple(recipe.ae_encoder_blocks),
+        num_decoder_blocks=tuple(recipe.ae_decoder_blocks),
+        latent_channels=4,
+        scaling_factor=scaling_factor,
+    )
+
+
+def alphas_cumprod() -> torch.Tensor:
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+    return torch.cumprod(1.0 - betas, 0).float()
+
+
+def sample_timesteps(count: int, generator: torch.Generator) -> torch.Tensor:
+    slots = torch.tensor(SLOT_TIMESTEPS)[torch.randint(len(SLOT_TIMESTEPS), (count,), generator=generator)]
+    uniform = torch.randint(0, 1000, (count,), generator=generator)
+    return torch.where(torch.rand(count, generator=generator) < 0.5, slots, uniform)
+
+
+def images_to_tensor(images: list[np.ndarray]) -> torch.Tensor:
+    """(B, 3, H, W) in [-1, 1], as diffusers autoencoders read images."""
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2) * 2.0 - 1.0
+
+
+# ---- phase 1: the autoencoder -------------------------------------------------------------------
+def train_autoencoder(recipe: Recipe, rng: np.random.Generator, log: Callable[[str], None], state: dict):
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(recipe.seed)
+    ae = AutoencoderTiny(**autoencoder_config(recipe))
+    optimizer = torch.optim.AdamW(ae.parameters(), lr=recipe.ae_lr, weight_decay=0.0)
+    start = 0
+    if "ae" in state:
+        ae.load_state_dict(state["ae"])
+        optimizer.load_state_dict(state["ae_optimizer"])
+        start = state["ae_step"]
+    noise = torch.Generator().manual_seed(recipe.seed + 1)
+    began = time.perf_counter()
+    for step in range(start, recipe.ae_steps):
+        lr = recipe.ae_lr * 0.5 * (1 + math.cos(math.pi * step / recipe.ae_steps))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        images = images_to_tensor([world.autoencoder_sample(rng, recipe.ae_size, recipe.ae_size) for _ in range(recipe.ae_batch)])
+        latents = ae.encode(images).latents
+        # Noise on the latents: the decoder must also draw what a diffusion model hands it, which is never exact.
+        noisy = latents + 0.1 * latents.detach().std() * torch.randn(latents.shape, generator=noise)
+        decoded = ae.decode(noisy).sample
+        loss = F.mse_loss(decoded, images) + 0.5 * F.l1_loss(decoded, images) + 1e-3 * latents.pow(2).mean()
+        state.setdefault("ae_losses", []).append(loss.item())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % 50 == 0 or step == recipe.ae_steps - 1:
+            log(f"autoencoder step {step}/{recipe.ae_steps} loss {loss.item():.4f} ({time.perf_counter() - began:.0f} s)")
+        if (step + 1) % recipe.checkpoint_every == 0:
+            state.update(ae=ae.state_dict(), ae_optimizer=optimizer.state_dict(), ae_step=step + 1, rng=rng.bit_generator.state)
+            state["save"]()
+    state.update(ae=ae.state_dict(), ae_optimizer=optimizer.state_dict(), ae_step=recipe.ae_steps, rng=rng.bit_generator.state)
+    return ae.eval().requires_grad_(False)
+
+
+# ---- phase 2: the UNet and the text encoder -------------------------------------------------------
+class LatentPool:
+    """Encoded 256x256 training images with their materials; a few are replaced by new ones after each step."""
+
+    def __init__(self, ae, recipe: Recipe, rng: np.random.Generator, saved: dict | None = None):
+        self.ae, self.rng, self.recipe = ae, rng, recipe
+        self.materials = all_materials()
+        if saved is not None:  # resuming: the pool as the checkpoint left it
+            self.latents, self.scaling_factor = saved["pool_latents"], saved["scaling_factor"]
+            self.labels = [Material(*label) for label in saved["pool_labels"]]
+            return
+        self.labels = [self._draw() for _ in range(recipe.pool_images)]
+        self.latents = torch.cat([self._encode(self.labels[i:i + 32]) for i in range(0, len(self.labels), 32)])
+        self.scaling_factor = float(1.0 / self.latents.std())
+
+    def saved(self) -> dict:
+        return {"pool_latents": self.latents, "pool_labels": [(m.colour, m.texture) for m in self.labels],
+                "scaling_factor": self.scaling_factor}
+
+    def _draw(self) -> Material:
+        # neutral prompts are one material of 99: draw them a little more often
+        if self.rng.random() < 0.04:
+            return Material(None, None)
+        return self.materials[self.rng.integers(len(self.materials))]
+
+    @torch.no_grad()
+    def _encode(self, labels: list[Material]) -> torch.Tensor:
+        images = images_to_tensor([world.render(m, 256, 256, self.rng) for m in labels])
+        return self.ae.encode(images).latents
+
+    def refresh(self, count: int) -> None:
+        for _ in range(count):
+            i = int(self.rng.integers(len(self.labels)))
+            self.labels[i] = self._draw()
+            self.latents[i] = self._encode([self.labels[i]])[0]
+
+    def batch(self, size: int, crop: int) -> tuple[torch.Tensor, list[Material]]:
+        index = self.rng.integers(0, len(self.labels), size)
+        side = self.latents.shape[-1]
+        out = torch.empty(size, 4, crop, crop)
+        for k, i in enumerate(index):
+            y, x = self.rng.integers(0, side - crop + 1, 2)
+            out[k] = self.latents[i, :, y:y + crop, x:x + crop]
+        return out * self.scaling_factor, [self.labels[i] for i in index]
+
+
+def train_denoiser(recipe: Recipe, ae, tokenizer, rng: np.random.Generator, log: Callable[[str], None], state: dict):
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(recipe.seed + 2)
+    unet = UNet2DConditionModel(**unet_config(recipe))
+    text_encoder = CLIPTextModel(CLIPTextConfig(**text_config(recipe, tokenizer)))
+    parameters = list(unet.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=recipe.lr, weight_decay=0.01)
+    ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
+    start = 0
+    if "unet" in state:
+        for module, key in ((unet, "unet"), (text_encoder, "text_encoder"), (ema_unet, "ema_unet"), (ema_text, "ema_text")):
+            module.load_state_dict(state[key])
+        optimizer.load_state_dict(state["optimizer"])
+        start = state["step"]
+        rng.bit_generator.state = state["rng"]
+    pool = LatentPool(ae, recipe, rng, state if "pool_latents" in state else None)
+    log(f"latent pool: {len(pool.labels)} images, scaling factor {pool.scaling_factor:.4f}")
+    abar = alphas_cumprod()
+    generator = torch.Generator().manual_seed(recipe.seed + 3)
+    if "generator" in state:
+        generator.set_state(state["generator"])
+
+    def checkpoint(step: int) -> None:
+        state.update(
+            unet=unet.state_dict(), text_encoder=text_encoder.state_dict(), ema_unet=ema_unet.state_dict(),
+            ema_text=ema_text.state_dict(), optimizer=optimizer.state_dict(), step=step, rng=rng.bit_generator.state,
+            generator=generator.get_state(), **pool.saved(),
+        )
+        state["save"]()
+
+    began, running = time.perf_counter(), None
+    for step in range(start, recipe.unet_steps):
+        warmup = min(1.0, (step + 1) / 200)
+        lr = recipe.lr * warmup * 0.5 * (1 + math.cos(math.pi * step / recipe.unet_steps))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        whole = step % 4 == 3
+        size, crop = (recipe.batch // 4, 32) if whole else (recipe.batch, recipe.crop)
+        x0, labels = pool.batch(size, crop)
+        texts = [captions.caption(m, rng) for m in labels]
+        ids = tokenizer(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+        t = sample_timesteps(size, generator)
+        a = abar[t].view(-1, 1, 1, 1)
+        noise = torch.randn(x0.shape, generator=generator)
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        cond = text_encoder(ids)[0]
+        v = unet(x_t, t, encoder_hidden_states=cond).sample
+        target = a.sqrt() * noise - (1 - a).sqrt() * x0
+        loss = F.mse_loss(v, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        with torch.no_grad():
+            decay = min(recipe.ema, (1 + step) / (10 + step))
+            for ema, model in ((ema_unet, unet), (ema_text, text_encoder)):
+                for e, p in zip(ema.parameters(), model.parameters()):
+                    e.lerp_(p, 1 - decay)
+        pool.refresh(recipe.pool_refresh)
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        state.setdefault("losses", []).append(loss.item())
+        if step % 100 == 0 or step == recipe.unet_steps - 1:
+            log(f"denoiser step {step}/{recipe.unet_steps} loss {running:.4f} lr {lr:.2e} ({time.perf_counter() - began:.0f} s)")
+        if (step + 1) % recipe.checkpoint_every == 0:
+            checkpoint(step + 1)
+    if start < recipe.unet_steps:
+        checkpoint(recipe.unet_steps)
+    return ema_unet.eval(), ema_text.eval(), pool.scaling_factor
+
+
+# ---- the whole run ---------------------------------------------------------------------------------
+def train(out: str | Path, recipe: Recipe = Recipe(), log: Callable[[str], None] = print) -> Path:
+    """Train the demo model from scratch (or resume) into the diffusers folder `out`."""
+    from diffusers import AutoencoderTiny
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = out / "checkpoint.pt"
+    state: dict = {}
+    if checkpoint.is_file():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if state.get("recipe") != asdict(recipe):
+            raise ValueError(f"{checkpoint} was written by another recipe: delete it to start again")
+        log(f"resuming from {checkpoint}")
+    state["recipe"] = asdict(recipe)
+
+    def save():
+        torch.save({k: v for k, v in state.items() if k != "save"}, checkpoint)
+
+    state["save"] = save
+    began = time.perf_counter()
+    rng = np.random.default_rng(recipe.seed)
+    if "rng" in state:
+        rng.bit_generator.state = state["rng"]
+    tokenizer = captions.write_tokenizer(out / "tokenizer")
+    if state.get("ae_step", 0) < recipe.ae_steps or "ae" not in state:
+        ae = train_autoencoder(recipe, rng, log, state)
+        save()
+    else:
+        ae = AutoencoderTiny(**autoencoder_config(recipe))
+        ae.load_state_dict(state["ae"])
+        ae.eval().requires_grad_(False)
+    unet, text_encoder, scaling_factor = train_denoiser(recipe, ae, tokenizer, rng, log, state)
+    state.pop("save")
+    write_folder(out, unet, text_encoder, ae, recipe, scaling_factor)
+    fit_classifier(ae, recipe, log).save(out / "classifier.safetensors")
+    minutes = (time.perf_counter() - began) / 60
+    (out / "training.json").write_text(json.dumps({"recipe": asdict(recipe), "minutes": round(minutes, 1),
+                                                    "threads": torch.get_num_threads()}, indent=2))
+    log(f"done in {minutes:.1f} min: {out}")
+    return out
+
+
+def round_trip(ae):
+    """(B, H, W, 3) images in [0, 1] -> the same after the autoencoder's encode and decode."""
+
+    @torch.no_grad()
+    def run(images: np.ndarray) -> np.ndarray:
+        decoded = ae.decode(ae.encode(images_to_tensor(list(images))).latents).sample
+        return ((decoded.permute(0, 2, 3, 1) + 1.0) / 2.0).clamp(0.0, 1.0).numpy()
+
+    return run
+
+
+def fit_classifier(ae, recipe: Recipe, log: Callable[[str], None]):
+    """The oracle, fitted on world images as the autoencoder gives them back."""
+    from .classifier import fit
+
+    return fit(round_trip(ae), seed=recipe.seed, images=recipe.classifier_images, log=log)
+
+
+def write_folder(out: Path, unet, text_encoder, ae, recipe: Recipe, scaling_factor: float) -> None:
+    """The diffusers layout of an SD 1.5 model, in float16 (the weights ship in the package): the autoencoder
+    is an AutoencoderTiny, kept as the model's VAE."""
+    from diffusers import AutoencoderTiny
+
+    unet.to(torch.float16).save_pretrained(out / "unet")
+    text_encoder.to(torch.float16).save_pretrained(out / "text_encoder")
+    vae = AutoencoderTiny(**autoencoder_config(recipe, scaling_factor))
+    vae.load_state_dict(ae.state_dict())
+    vae.to(torch.float16).save_pretrained(out / "vae")
+    (out / "scheduler").mkdir(exist_ok=True)
+    (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2))
+    (out / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline",
+        "scheduler": ["diffusers", "LCMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderTiny"],
+    }, indent=2))
+
+
+# A smoke test of the whole command in seconds (its model is untrained).
+QUICK = Recipe(ae_steps=2, ae_batch=2, ae_size=32, pool_images=4, unet_steps=4, batch=4, checkpoint_every=2,
+               classifier_images=16)
+
+__all__ = ["QUICK", "Recipe", "train", "write_folder"]

@@ -1,0 +1,182 @@
+"""The demo model's synthetic world: images of coloured textures, drawn procedurally.
+
+`render(material, height, width, rng)` paints a whole image of one material (a colour and a texture,
+see `vocabulary.py`). Each texture is a pattern p(x, y) in [0, 1] that mixes the base colour towards
+a contrast colour (lighter for dark colours, darker for light ones), so the base colour stays what a
+region reads as. What varies from image to image, as in a photograph, is the texture's scale,
+orientation and phase, the lighting (a little brightness and a gentle gradient) and a little grain;
+what never varies is the colour of a word. So a seed changes texture but not colours.
+
+`composite(rng, ...)` lays several materials out in random shapes, and `random_photo` draws
+free-form colour fields: the autoencoder learns from both, so it also encodes boundaries and
+photographs given as background images.
+
+Sizes are in pixels of the image; textures keep their size in pixels whatever the canvas size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .vocabulary import COLOURS, TEXTURES, Material, all_materials
+
+CELL = 8  # pixels: the autoencoder's cell (one latent pixel)
+TILE = 2 * CELL  # pixels: the period of every texture (the smallest repeat the autoencoder's codes can draw)
+# How far each texture's pattern moves the base colour towards its contrast colour.
+MIX = {"stripes": 0.8, "dots": 0.9, "checks": 0.8, "waves": 0.7, "grass": 0.75, "clouds": 0.85, "brick": 0.9, "stone": 0.85}
+
+
+def contrast(rgb: np.ndarray) -> np.ndarray:
+    """The colour a texture's marks take over `rgb`: towards white for dark colours, darker for light ones."""
+    luminance = float(rgb @ np.array([0.3, 0.59, 0.11]))
+    return rgb + (1.0 - rgb) * 0.6 if luminance < 0.55 else rgb * 0.55
+
+
+def _grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    return x, y
+
+
+def _value_noise(height: int, width: int, cell: float, rng: np.random.Generator) -> np.ndarray:
+    """Smooth random field in [0, 1]: random values on a grid of `cell` pixels, bilinearly interpolated."""
+    gh, gw = int(np.ceil(height / cell)) + 2, int(np.ceil(width / cell)) + 2
+    grid = rng.random((gh, gw), dtype=np.float32)
+    oy, ox = rng.random(2) * cell
+    y = (np.arange(height, dtype=np.float32) + oy) / cell
+    x = (np.arange(width, dtype=np.float32) + ox) / cell
+    y0, x0 = np.floor(y).astype(int), np.floor(x).astype(int)
+    fy, fx = (y - y0)[:, None], (x - x0)[None, :]
+    fy, fx = fy * fy * (3 - 2 * fy), fx * fx * (3 - 2 * fx)  # smoothstep: no creases at cell borders
+    a, b = grid[y0][:, x0], grid[y0][:, x0 + 1]
+    c, d = grid[y0 + 1][:, x0], grid[y0 + 1][:, x0 + 1]
+    return (a * (1 - fx) + b * fx) * (1 - fy) + (c * (1 - fx) + d * fx) * fy
+
+
+def pattern(texture: str, height: int, width: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(p, shade): the texture's pattern in [0, 1] and a per-pixel brightness factor.
+
+    Every texture repeats every TILE pixels (or a multiple), on the pixel grid, at a random whole-CELL
+    offset. The autoencoder works in CELL-pixel cells, so a texture is a few codes repeating across a region
+    and the only thing left to chance at that scale is which code comes where (the offset): a choice the
+    diffusion model makes for a whole region at once, early, from the noise (a region holds many tiles, so
+    the evidence adds up). What else changes from image to image is coarse: where clouds are, patches of
+    light and shade.
+    """
+    x, y = _grid(height, width)
+    x = x + CELL * int(rng.integers(0, 4))  # the offset, in whole cells
+    y = y + CELL * int(rng.integers(0, 4))
+    shade = 1.0 + 0.12 * (_value_noise(height, width, 48, rng) - 0.5)  # coarse light and shade
+    if texture == "stripes":  # diagonal stripes
+        p = _band((x + y) % TILE, 0.5, TILE / 2 + 0.5)
+    elif texture == "dots":  # a dot in every tile
+        du, dv = x % TILE - (TILE - 1) / 2, y % TILE - (TILE - 1) / 2
+        p = np.clip(4.4 - np.sqrt(du * du + dv * dv), 0.0, 1.0)
+    elif texture == "checks":  # squares of half a tile
+        p = ((x // (TILE // 2) + y // (TILE // 2)) % 2).astype(np.float32)
+    elif texture == "waves":  # wavy lines across, a wave every two tiles
+        d = (y + 3.0 * np.sin(2 * np.pi * x / (2 * TILE))) % TILE
+        p = _band(d, 2.0, 6.5)
+    elif texture == "grass":  # blades: two strokes per tile, taller where the coarse noise is high
+        column = x % TILE
+        blades = np.maximum(_band(column, 2.0, 5.0), 0.7 * _band(column, 9.0, 11.5))
+        tops = _value_noise(height, width, 24, rng)
+        p = blades * np.clip(1.8 - ((y % TILE) / TILE) * (1.6 - tops), 0.0, 1.0)
+        shade = shade * (0.92 + 0.16 * tops)
+    elif texture == "clouds":  # soft puffs at two coarse scales
+        field = sum(weight * _value_noise(height, width, cell, rng) for weight, cell in ((0.6, 40), (0.4, 20)))
+        p = np.clip((field - 0.5) / 0.12, 0.0, 1.0)
+        p = p * p * (3 - 2 * p)
+    elif texture == "brick":  # bricks a tile wide and half a tile high, every other row shifted, mortar lines
+        row = y // (TILE // 2)
+        u = (x + (row % 2) * (TILE // 2)) % TILE
+        p = np.maximum(_band(u, -1.0, 1.0), _band(y % (TILE // 2), -1.0, 1.0))
+    elif texture == "stone":  # rounded stones a tile across, every other row shifted, each its own shade
+        row = y // TILE
+        u = (x + (row % 2) * (TILE // 2)) % TILE
+        du, dv = np.abs(u - (TILE - 1) / 2), np.abs(y % TILE - (TILE - 1) / 2)
+        p = np.clip(np.maximum(du, dv) + 0.4 * np.minimum(du, dv) - 5.5, 0.0, 1.0)
+        tone = rng.random((height // TILE + 6, width // TILE + 6)).astype(np.float32)
+        column = ((x + (row % 2) * (TILE // 2)) // TILE).astype(int)
+        shade = shade * (0.9 + 0.2 * tone[row.astype(int) % tone.shape[0], column % tone.shape[1]])
+    else:
+        raise ValueError(f"unknown texture {texture!r}")
+    return p.astype(np.float32), shade.astype(np.float32)
+
+
+def _band(d: np.ndarray, start: float, end: float) -> np.ndarray:
+    """1 where start <= d < end, with one pixel of soft edge on either side."""
+    return np.clip(np.minimum(d - start + 0.5, end - d + 0.5), 0.0, 1.0)
+
+
+def render(material: Material, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """A (height, width, 3) float32 image in [0, 1] of one material."""
+    base = np.array(material.rgb, np.float32)
+    image = np.broadcast_to(base, (height, width, 3)).copy()
+    if material.texture is not None:
+        p, shade = pattern(material.texture, height, width, rng)
+        mark = contrast(base)
+        image = base + (mark - base) * (MIX[material.texture] * p)[..., None]
+        image = image * shade[..., None]
+    return _photograph(image, rng)
+
+
+def _photograph(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Lighting and grain: a little overall brightness, a gentle gradient, a little noise."""
+    height, width = image.shape[:2]
+    x, y = _grid(height, width)
+    direction = rng.normal(size=2)
+    direction /= np.linalg.norm(direction) + 1e-6
+    ramp = ((x - width / 2) * direction[0] + (y - height / 2) * direction[1]) / max(height, width)
+    light = rng.uniform(0.94, 1.06) + rng.uniform(0.0, 0.06) * ramp
+    image = image * light[..., None] + rng.normal(0.0, 0.012, image.shape).astype(np.float32)
+    return np.clip(image, 0.0, 1.0).astype(np.float32)
+
+
+def random_material(rng: np.random.Generator) -> Material:
+    materials = all_materials()
+    return materials[rng.integers(len(materials))]
+
+
+def random_shapes(height: int, width: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """(count, H, W) bool masks of random ellipses and rectangles, each 20-70% of the canvas side."""
+    x, y = _grid(height, width)
+    masks = np.zeros((count, height, width), bool)
+    for i in range(count):
+        cy, cx = rng.uniform(0, height), rng.uniform(0, width)
+        ry, rx = rng.uniform(0.1, 0.35) * height, rng.uniform(0.1, 0.35) * width
+        if rng.random() < 0.5:
+            masks[i] = ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 < 1.0
+        else:
+            masks[i] = (np.abs(x - cx) < rx) & (np.abs(y - cy) < ry)
+    return masks
+
+
+def composite(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Two to four materials in random shapes over a background material (for the autoencoder)."""
+    image = render(random_material(rng), height, width, rng)
+    for mask in random_shapes(height, width, int(rng.integers(1, 4)), rng):
+        image[mask] = render(random_material(rng), height, width, rng)[mask]
+    return image
+
+
+def random_photo(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Free-form colour: smooth random colour fields with a few sharp shapes, in any colour (for the
+    autoencoder, so background images that are not demo materials still keep their colours)."""
+    image = np.stack([_value_noise(height, width, rng.uniform(16, 96), rng) for _ in range(3)], axis=-1)
+    image = rng.uniform(0.0, 0.6) + image * rng.uniform(0.3, 1.0)
+    for mask in random_shapes(height, width, int(rng.integers(0, 4)), rng):
+        image[mask] = rng.random(3)
+    return _photograph(np.clip(image, 0.0, 1.0).astype(np.float32), rng)
+
+
+def autoencoder_sample(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """One training image for the autoencoder: a material (60%), a composite (30%) or a free-form photo (10%)."""
+    draw = rng.random()
+    if draw < 0.6:
+        return render(random_material(rng), height, width, rng)
+    if draw < 0.9:
+        return composite(rng, height, width)
+    return random_photo(rng, height, width)
+
+
+__all__ = ["COLOURS", "TEXTURES", "autoencoder_sample", "composite", "contrast", "pattern", "random_photo", "render"]

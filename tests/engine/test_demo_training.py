@@ -1,0 +1,60 @@
+"""The demo model's training code: short runs learn, the command writes a loadable model."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from semdraw_widget.engine.models.demo import captions, train
+
+SMALL = replace(
+    train.QUICK, ae_steps=40, ae_batch=8, ae_size=32, ae_lr=3e-3, unet_channels=(16, 32, 32), text_width=32,
+    pool_images=16, unet_steps=60, batch=16, lr=3e-3, checkpoint_every=1000,
+)
+
+
+def _mean(values):
+    return float(np.mean(values))
+
+
+def test_a_short_autoencoder_run_lowers_its_loss():
+    state = {"save": lambda: None}
+    train.train_autoencoder(SMALL, np.random.default_rng(0), lambda message: None, state)
+    losses = state["ae_losses"]
+    assert _mean(losses[-10:]) < 0.6 * _mean(losses[:5])
+
+
+def test_a_short_denoiser_run_lowers_its_loss(tmp_path):
+    state = {"save": lambda: None}
+    autoencoder = train.train_autoencoder(replace(SMALL, ae_steps=2), np.random.default_rng(0), lambda message: None, state)
+    tokenizer = captions.write_tokenizer(tmp_path / "tokenizer")
+    train.train_denoiser(SMALL, autoencoder, tokenizer, np.random.default_rng(1), lambda message: None, state)
+    losses = state["losses"]
+    assert len(losses) == SMALL.unet_steps
+    assert _mean(losses[-15:]) < 0.7 * _mean(losses[:5])
+
+
+def test_timesteps_favour_the_slots_the_samplers_use():
+    drawn = train.sample_timesteps(4000, torch.Generator().manual_seed(0))
+    at_slots = torch.isin(drawn, torch.tensor(train.SLOT_TIMESTEPS)).float().mean().item()
+    assert 0.45 < at_slots < 0.6
+    assert drawn.min() >= 0 and drawn.max() <= 999
+
+
+def test_the_train_command_writes_a_model_the_loader_reads_and_resumes(tmp_path):
+    from semdraw_widget.engine.models.demo import load_demo_model
+    from semdraw_widget.engine.models.demo.__main__ import main
+
+    out = tmp_path / "model"
+    assert main(["train", "--quick", "--out", str(out)]) == 0
+    for part in ("model_index.json", "unet/config.json", "text_encoder/config.json", "tokenizer/vocab.json",
+                 "vae/config.json", "scheduler/scheduler_config.json", "classifier.safetensors", "checkpoint.pt"):
+        assert (out / part).is_file(), part
+    model = load_demo_model(out)
+    assert model.name == "sd15" and type(model.vae).__name__ == "AutoencoderTiny"
+    # a second run finds the finished checkpoint and writes the same weights again
+    first = (out / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert main(["train", "--quick", "--out", str(out)]) == 0
+    assert (out / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == first

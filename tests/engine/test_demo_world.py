@@ -1,0 +1,112 @@
+"""The demo model's training data: the vocabulary, the captions, the tokenizer and the world's images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from semdraw_widget.engine.models.demo import captions, world
+from semdraw_widget.engine.models.demo.vocabulary import COLOURS, TEXTURES, Material, all_materials, known_words, parse
+
+
+@pytest.mark.parametrize(
+    "prompt, colour, texture",
+    [
+        ("a red apple", "red", None),
+        ("blue water waves", "blue", "waves"),
+        ("A Field of GREEN grass, please", "green", "grass"),
+        ("a blue sky with white clouds", "blue", "clouds"),  # the first colour word counts
+        ("stripes, red and yellow", "red", "stripes"),
+        ("gray cobblestones", "grey", "stone"),
+        ("a house", None, None),
+        ("", None, None),
+        ("reddish stripy", None, "stripes"),  # only whole words count
+    ],
+)
+def test_a_prompt_names_its_first_colour_and_first_texture(prompt, colour, texture):
+    assert parse(prompt) == Material(colour, texture)
+
+
+def test_a_texture_without_a_colour_takes_its_own_and_no_word_is_neutral():
+    assert Material(None, "grass").colour_class == "green"
+    assert Material(None, "waves").colour_class == "blue"
+    assert Material(None, None).colour_class == "neutral"
+    assert known_words("a house by the sea") == ["sea"]
+
+
+def test_every_caption_parses_back_to_its_material():
+    rng = np.random.default_rng(0)
+    for material in all_materials():
+        for _ in range(20):
+            text = captions.caption(material, rng)
+            got = parse(text)
+            assert (got.colour_class, got.texture_class) == (material.colour_class, material.texture_class), text
+
+
+def test_the_tokenizer_reads_each_known_word_as_one_token_and_spells_out_others(tmp_path):
+    tokenizer = captions.write_tokenizer(tmp_path / "tokenizer")
+    assert tokenizer.tokenize("a red apple with blue water") == ["a</w>", "red</w>", "apple</w>", "with</w>", "blue</w>", "water</w>"]
+    for word in ("checkerboard", "cobblestones", "grey", "gray", "violet", "stripes"):
+        assert tokenizer.tokenize(word) == [word + "</w>"]
+    # a word it has never seen falls back to pieces, as CLIP's tokenizer does
+    assert len(tokenizer.tokenize("zebra")) > 1
+    assert "red</w>" not in tokenizer.tokenize("reddish")
+
+
+def _share_near(image: np.ndarray, rgb, tolerance: float = 0.12) -> float:
+    """Share of pixels within `tolerance` (per channel, after lighting) of `rgb`."""
+    return float((np.abs(image - np.asarray(rgb)) < tolerance).all(-1).mean())
+
+
+@pytest.mark.parametrize("colour", list(COLOURS))
+def test_an_image_shows_the_colour_its_caption_names(colour):
+    rng = np.random.default_rng(1)
+    plain = world.render(Material(colour, None), 64, 64, rng)
+    assert _share_near(plain, COLOURS[colour]) > 0.95
+    for texture in TEXTURES:  # a texture keeps the colour as a large part of the image, about the largest
+        textured = world.render(Material(colour, texture), 128, 128, rng)
+        near = {name: _share_near(textured, rgb) for name, rgb in COLOURS.items()}
+        assert near[colour] > 0.3 and near[colour] > max(near.values()) - 0.15, (texture, near)
+
+
+def _correlation(luma: np.ndarray, dx: int, dy: int) -> float:
+    """Correlation of an image's brightness with itself shifted by (dx, dy) pixels."""
+    shifted = np.roll(luma, (dy, dx), axis=(0, 1))[32:-32, 32:-32]
+    inner = luma[32:-32, 32:-32]
+    return float(np.corrcoef(inner.ravel(), shifted.ravel())[0, 1])
+
+
+def test_textures_look_like_their_names():
+    rng = np.random.default_rng(2)
+    luma = np.array([0.3, 0.59, 0.11])
+    plain = world.render(Material("red", None), 128, 128, rng) @ luma
+    images = {texture: world.render(Material("red", texture), 128, 128, rng) @ luma for texture in TEXTURES}
+    for texture, image in images.items():
+        assert image.std() > 3 * plain.std(), texture  # every texture has marks; plain has grain only
+    tile = world.TILE
+    # diagonal stripes: half a tile along x inverts them, half a tile along the other diagonal too
+    assert _correlation(images["stripes"], tile // 2, 0) < -0.5
+    assert _correlation(images["stripes"], tile // 2, -tile // 2) > 0.8
+    # checks: half a tile along either axis inverts them, along both does not
+    assert _correlation(images["checks"], tile // 2, 0) < -0.5 and _correlation(images["checks"], tile // 2, tile // 2) > 0.8
+    # the repeating textures repeat every tile (waves every two tiles across); clouds are soft and coarse
+    for texture in ("stripes", "dots", "checks", "brick"):
+        assert _correlation(images[texture], tile, 0) > 0.7 and _correlation(images[texture], 0, tile) > 0.7, texture
+    assert _correlation(images["waves"], 2 * tile, 0) > 0.7 and _correlation(images["waves"], 0, tile) > 0.7
+    assert _correlation(images["clouds"], 4, 0) > 0.9 > _correlation(images["stripes"], 4, 0)
+
+
+def test_the_same_seed_draws_the_same_image_and_another_seed_moves_the_texture_not_the_colour():
+    material = Material("purple", "dots")
+    first = world.render(material, 96, 96, np.random.default_rng(5))
+    assert np.array_equal(first, world.render(material, 96, 96, np.random.default_rng(5)))
+    other = world.render(material, 96, 96, np.random.default_rng(6))
+    assert np.abs(first - other).mean() > 0.02
+    assert np.abs(np.median(first, (0, 1)) - np.median(other, (0, 1))).max() < 0.1
+
+
+def test_autoencoder_samples_cover_materials_composites_and_free_colours():
+    rng = np.random.default_rng(3)
+    images = [world.autoencoder_sample(rng, 64, 64) for _ in range(40)]
+    assert all(image.shape == (64, 64, 3) and image.dtype == np.float32 for image in images)
+    assert all(0.0 <= image.min() and image.max() <= 1.0 for image in images)
