@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Jupyter servers cap one websocket message at 10 MB by default; stay well under it per message.
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+#: Jupyter servers cap one websocket message at 10 MB by default; stay well under it per message, also
+#: as base64 (4/3 larger), the transport where a front end drops binary buffers (transport.py).
+MAX_MESSAGE_BYTES = 6 * 1024 * 1024
 #: Background images larger than this are refused before decoding.
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MAX_IMAGE_PIXELS = 64 * 10**6  # ... and so are images with more pixels (16 x a 2048 x 2048 canvas)
