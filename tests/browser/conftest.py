@@ -10,6 +10,8 @@ Pieces (all used by the tests in this folder):
                console errors/warnings are collected and fail the test (`page_errors.check()`).
   open_notebook(cells) -> Notebook: writes the notebook, opens it in the page, waits for its kernel,
                runs all cells, fails on any error output, and connects a `KernelHandle` to that kernel.
+               `before_run`: JavaScript run in the page once the kernel is ready, before the cells
+               (e.g. to patch the kernel connection).
   KernelHandle.eval(expr, setup=...) runs Python in that kernel and returns `expr` as JSON.
 
 Page helpers (drag, pixel reads, frame reads) and `wait_until` live in browser_helpers.py.
@@ -357,12 +359,12 @@ class Notebook:
 
 @pytest.fixture
 def open_notebook(lab_server, page, page_errors, request):
-    """open_notebook(cells, name=None) -> Notebook, with all cells run and the kernel connected."""
+    """open_notebook(cells, name=None, before_run=None) -> Notebook, with all cells run and the kernel connected."""
     import nbformat
 
     opened: list[Notebook] = []
 
-    def _open(cells: list[str], name: str | None = None, timeout: float = 120.0) -> Notebook:
+    def _open(cells: list[str], name: str | None = None, timeout: float = 120.0, before_run: str | None = None) -> Notebook:
         name = name or f"{request.node.name.replace('[', '_').replace(']', '')}.ipynb"
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -371,6 +373,8 @@ def open_notebook(lab_server, page, page_errors, request):
         workspace = f"e2e-{secrets.token_hex(4)}"
         page.goto(f"{lab_server.url}/lab/workspaces/{workspace}/tree/{name}?reset&token={lab_server.token}")
         page.wait_for_function(_KERNEL_READY_JS, arg=name, timeout=timeout * 1000, polling=250)
+        if before_run:
+            page.evaluate(before_run)
         result = page.evaluate(_RUN_ALL_JS, [name, timeout * 1000])
         kernel = KernelHandle(lab_server.runtime_dir / f"kernel-{result['kernel']}.json")
         notebook = Notebook(page, kernel, result["kernel"], result["session"], page_errors)
