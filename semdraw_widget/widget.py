@@ -126,9 +126,9 @@ class SemanticCanvas(anywidget.AnyWidget):
         if state is not None:
             width, height = state.width, state.height  # a given state's size wins
         if pipeline is None and (model is not None or hf_key is not None):
-            from .streaming import load_pipeline
+            from .model_loading import load_pipeline_quietly
 
-            pipeline = load_pipeline(model or hf_key, device=device, width=width, height=height)
+            pipeline = load_pipeline_quietly(model or hf_key, device=device, width=width, height=height)
         if pipeline is not None:
             from .streaming import check_pipeline
 
@@ -435,10 +435,12 @@ class SemanticCanvas(anywidget.AnyWidget):
     # ---- live generation ----------------------------------------------------------------------
     def attach_pipeline(self, pipeline: Any = None, *, model: str | None = None, device: Any = None) -> None:
         """Connect a StreamMultiDiffusion (or build one from ``model``) to this canvas."""
-        from .streaming import StreamRunner, check_pipeline, load_pipeline, pipeline_notice
+        from .model_loading import load_pipeline_quietly
+        from .streaming import StreamRunner, check_pipeline, pipeline_notice
 
-        if pipeline is None:
-            pipeline = load_pipeline(model, device=device, width=self.width, height=self.height)
+        if pipeline is None:  # the model loads with a line in this canvas's status saying so
+            pipeline = load_pipeline_quietly(model, device=device, width=self.width, height=self.height,
+                                             say=lambda text: self.set_traits_threadsafe(status=text))
         check_pipeline(pipeline, self.width, self.height)  # a wrong one leaves the current pipeline working
         was_running = self._runner is not None and self._runner.running
         if self._runner is not None:
