@@ -105,7 +105,8 @@ export class SemdrawView {
       masks, layers, history: this.history, busy: () => this.strokes.active, onHistoryChange: () => this.updateUndo(),
     });
     this.files = new ImportExport({
-      d, model, send: (content, buffers) => this.transport.send(content, buffers), root: this.root, layers, masks, background: this.background, say: (text, error) => this.say(text, error),
+      d, model, send: (content, buffers) => this.transport.send(content, buffers), root: this.root, layers, masks,
+      background: this.background, say: (text, error) => this.say(text, error),
     });
     this.toolbar = new Toolbar({ d, maskCanvas: this.canvas });
     this.keys = new KeyboardShortcuts({

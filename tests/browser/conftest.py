@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -227,15 +228,21 @@ class PageErrors:
     def __init__(self) -> None:
         self.fatal: list[str] = []
         self.other: list[str] = []
-        self.known: list[str] = []  # texts of a front end's own errors, unrelated to the widget (see `ignore`)
+        self.app_bundles: list[str] = []  # URL parts of a front end's own code (see `not_fatal_from`)
 
-    def ignore(self, text: str) -> None:
-        """Page exceptions containing `text` are a front end's own bug, not the widget's: not fatal."""
-        self.known.append(text)
+    def not_fatal_from(self, url_part: str) -> None:
+        """Page exceptions raised wholly inside the front end's own code (every frame of their stack in a URL
+        containing `url_part`) are its bugs, not the widget's: recorded, not fatal."""
+        self.app_bundles.append(url_part)
+
+    def _in_app_only(self, stack: str) -> bool:
+        urls = re.findall(r"(https?://[^\s)]+):\d+:\d+", stack)
+        return bool(urls) and any(all(part in url for url in urls) for part in self.app_bundles)
 
     def on_pageerror(self, error) -> None:
-        entry = f"uncaught page exception: {error}\n{getattr(error, 'stack', '') or ''}"
-        (self.other if any(text in entry for text in self.known) else self.fatal).append(entry)
+        stack = getattr(error, "stack", "") or ""
+        entry = f"uncaught page exception: {error}\n{stack}"
+        (self.other if self._in_app_only(stack) else self.fatal).append(entry)
 
     def on_console(self, message) -> None:
         kind, text = message.type, message.text

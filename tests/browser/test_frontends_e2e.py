@@ -46,9 +46,10 @@ def paint_and_see_frames(page) -> None:
 
 
 def test_notebook_7(open_notebook, page_errors):
-    # Notebook 7.6 itself throws when settings load after start-up (its shortcuts plugin reads the schema of
-    # a plugin it does not have): with or without a widget, e.g. as its page unloads.
-    page_errors.ignore("Cannot read properties of undefined (reading 'schema')")
+    # Notebook 7.6 throws from its own code now and then, with or without a widget: its shortcuts plugin reads
+    # the schema of a plugin it does not have (e.g. as the page unloads), a route runs 'filebrowser:open-path'
+    # before it is registered. The widget's code is never in those stacks.
+    page_errors.not_fatal_from("/static/notebook/notebook_core.")
     nb = open_notebook([CANVAS_CODE + "canvas"], app="notebook")
     paint_and_see_frames(nb.page)
     assert nb.kernel.eval("float(canvas.masks.sum())") > 0
