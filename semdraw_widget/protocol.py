@@ -17,8 +17,9 @@ import numpy as np
 
 from .limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MiB, check_id, describe_error, quote
 
-#: Jupyter servers cap one websocket message at 10 MB by default; stay well under it per message.
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+#: Jupyter servers cap one websocket message at 10 MB by default; stay well under it per message, also
+#: as base64 (4/3 larger), the transport where a front end drops binary buffers (transport.py).
+MAX_MESSAGE_BYTES = 6 * 1024 * 1024
 ACTIONS = ("start", "stop", "step", "render")
 IMAGE_FORMATS = ("png", "jpeg", "webp")
 

@@ -1,8 +1,9 @@
 """SemanticCanvas: the anywidget that paints layers in the browser and keeps their masks in the kernel.
 
 Developer notes. Small settings are synced traits (declared together below, each documented under its
-definition). Masks, frames and background images travel as custom messages with binary buffers
-(docs/architecture.md, "The wire protocol"; codecs in `protocol.py`). The kernel's `CanvasState` is the
+definition). Masks, frames and background images travel as custom messages with binary buffers, or base64
+where a front end drops buffers (docs/architecture.md, "The wire protocol"; codecs in `protocol.py`, the
+choice per direction in `transport.py`). The kernel's `CanvasState` is the
 source of truth; a new view asks for `sync` and gets every mask. Strokes go through a `StrokeInbox`
 (stroke_inbox.py), sends from other threads through a `KernelThread` (kernel_thread.py). With a pipeline
 attached, a `StreamRunner` (streaming.py) turns the state into frames.
@@ -26,6 +27,7 @@ from .coverage import image_from_array, warn_if_zero_one_uint8
 from .kernel_thread import KernelThread
 from .limits import check_max_in_flight, check_seed, check_text, quote, shorten
 from .stroke_inbox import StrokeInbox
+from .transport import Transport
 
 log = logging.getLogger("semdraw_widget")
 
@@ -124,9 +126,9 @@ class SemanticCanvas(anywidget.AnyWidget):
         if state is not None:
             width, height = state.width, state.height  # a given state's size wins
         if pipeline is None and (model is not None or hf_key is not None):
-            from .engine.models.choice import load_pipeline
+            from .model_loading import load_pipeline_quietly
 
-            pipeline = load_pipeline(model or hf_key, device=device, width=width, height=height)
+            pipeline = load_pipeline_quietly(model or hf_key, device=device, width=width, height=height)
         if pipeline is not None:
             from .streaming import check_pipeline
 
@@ -136,6 +138,7 @@ class SemanticCanvas(anywidget.AnyWidget):
         self._runner = None
         self._max_in_flight = max_in_flight
         self._kernel = KernelThread()  # sends and trait writes from other threads go through it
+        self._transport = Transport()  # buffers or base64, per direction, as the views' probes found
         # Outside a kernel (a script, a benchmark) the stream's threads set traits directly, and ipywidgets'
         # hold_sync is not thread-safe; it also makes a `when` check and its write one step, so a status
         # queued by the stream cannot land after a pause.
@@ -232,8 +235,13 @@ class SemanticCanvas(anywidget.AnyWidget):
         try:
             if not isinstance(content, dict):
                 raise protocol.ProtocolError(f"a message must be a JSON object (got {type(content).__name__})")
+            buffers = self._transport.unpack(content, buffers)
             kind = content.get("type")
-            if kind == "mask":
+            if kind == "probe":
+                self.send(*self._transport.answer_probe(content, buffers))  # as a buffer always: it tests them
+            elif kind == "transport":
+                self._transport.choose(content)
+            elif kind == "mask":
                 self._inbox.receive(protocol.decode_mask_message(content, buffers, self.width, self.height))
             elif kind == "ack":
                 seq = protocol.decode_ack(content)
@@ -276,10 +284,10 @@ class SemanticCanvas(anywidget.AnyWidget):
         snapshot = self._state.snapshot()
         for layer in snapshot.layers:
             for content, buffers in protocol.mask_messages(layer["id"], snapshot.masks[layer["id"]], "sync", view):
-                self.send(content, buffers)
+                self._send_to_views(content, buffers)
         if snapshot.background_image is not None:
-            self.send(*protocol.background_message(snapshot.background_image, view))
-        self.send({"type": "synced", "view": view} if view is not None else {"type": "synced"})
+            self._send_to_views(*protocol.background_message(snapshot.background_image, view))
+        self._send_to_views({"type": "synced", "view": view} if view is not None else {"type": "synced"})
         if self._runner is not None:
             self._runner.resend_latest()
 
@@ -298,7 +306,18 @@ class SemanticCanvas(anywidget.AnyWidget):
 
     def _send_if_open(self, content: dict, buffers: list | None) -> None:
         if self.comm is not None:
-            self.send(content, buffers)
+            self._send_to_views(content, buffers)
+
+    def _send_to_views(self, content: dict, buffers: list | None = None) -> None:
+        """Send on the kernel's thread, in the transport the views' probes chose."""
+        self.send(*self._transport.pack(content, buffers))
+
+    @property
+    def transport(self) -> dict:
+        """How binary payloads travel, per direction: {"to_kernel": ..., "to_browser": ...}, each "binary"
+        (buffers), "base64" (in the JSON content, where a view's front end drops buffers) or "unknown" (no view
+        has rendered yet). A view shows the fallback in its status line."""
+        return self._transport.state
 
     def set_traits_threadsafe(self, when: Callable[[], bool] | None = None, **values: Any) -> None:
         """Set traits from any thread, on the kernel's thread; `when` (checked there, at that moment) may call it off."""
@@ -418,11 +437,13 @@ class SemanticCanvas(anywidget.AnyWidget):
     # ---- live generation ----------------------------------------------------------------------
     def attach_pipeline(self, pipeline: Any = None, *, model: str | None = None, device: Any = None) -> None:
         """Connect a StreamMultiDiffusion (or build one from ``model``) to this canvas."""
-        from .engine.models.choice import load_pipeline, pipeline_notice
+        from .engine.models.choice import pipeline_notice
+        from .model_loading import load_pipeline_quietly
         from .streaming import StreamRunner, check_pipeline
 
-        if pipeline is None:
-            pipeline = load_pipeline(model, device=device, width=self.width, height=self.height)
+        if pipeline is None:  # the model loads with a line in this canvas's status saying so
+            pipeline = load_pipeline_quietly(model, device=device, width=self.width, height=self.height,
+                                             say=lambda text: self.set_traits_threadsafe(status=text))
         check_pipeline(pipeline, self.width, self.height)  # a wrong one leaves the current pipeline working
         was_running = self._runner is not None and self._runner.running
         if self._runner is not None:

@@ -295,6 +295,11 @@ def test_model_choice_is_never_silent(make_canvas, monkeypatch, tmp_path):
     assert "Tiny model" in canvas.notice and "runwayml" in canvas.notice
 
 
+def test_the_tiny_banner_follows_a_pipeline_however_it_was_made(make_canvas, pipe):
+    canvas = make_canvas(SIZE, SIZE, pipeline=pipe)  # StreamMultiDiffusion("cpu", hf_key="tiny"), not model="tiny"
+    assert canvas.notice.startswith("Tiny model")
+
+
 def test_a_gpu_pipeline_gets_cuda_graphs_unless_told_otherwise(monkeypatch):
     from semdraw_widget import engine
 

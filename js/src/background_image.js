@@ -5,9 +5,11 @@
 import { IMAGE_MIME } from "./protocol.js";
 
 export class BackgroundImage {
-  /** canvas: the one it is drawn on (the canvas size). onChange(): it appeared or went away. */
-  constructor({ d, canvas, onChange }) {
+  /** canvas: the one it is drawn on (the canvas size). onChange(): it appeared or went away. say(text): a
+   * problem, for the status line. */
+  constructor({ d, canvas, onChange, say }) {
     this.d = d;
+    this.say = say;
     this.canvas = canvas;
     this.ctx = canvas.getContext("2d");
     this.onChange = onChange;
@@ -31,7 +33,10 @@ export class BackgroundImage {
     const version = ++this.version;
     createImageBitmap(new Blob([bytes], { type: IMAGE_MIME[format] }))
       .then((bitmap) => (this.d.disposed || version !== this.version ? bitmap.close() : this.replace(bitmap)))
-      .catch((err) => console.warn("semdraw: could not decode the background image", err));
+      .catch((err) => {
+        console.warn("semdraw: could not decode the background image", err);
+        if (!this.d.disposed) this.say(`The background image from the kernel could not be shown (${err?.message ?? err}).`);
+      });
   }
 
   replace(bitmap) {

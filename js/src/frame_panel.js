@@ -21,17 +21,19 @@ export function statsLine(stats) {
 }
 
 export class FramePanel {
-  /** root: the widget (marked once a frame shows). send(content): a message to the kernel. */
-  constructor({ d, root, send }) {
+  /** root: the widget (marked once a frame shows). send(content): a message to the kernel. say(text): a
+   * problem, for the status line. */
+  constructor({ d, root, send, say }) {
     this.d = d;
     this.root = root;
     this.send = send;
+    this.say = say;
     this.token = 0; // the newest frame's; an older one still decoding is stale
     this.url = null; // the object URL of the frame on show
     this.frame = h("img", { class: "sd-frame", "data-testid": "semdraw-frame", alt: "generated image" });
     this.box = h("div", { class: "sd-frame-box" }, this.frame);
     this.playBtn = actionButton("play", "▶ Play", "Start / pause generation");
-    this.stats = h("div", { class: "sd-stats" });
+    this.stats = h("div", { class: "sd-stats", "data-testid": "semdraw-stats" });
     this.el = h("div", { class: "sd-gen" },
       h("div", { class: "sd-gen-controls" }, this.playBtn, actionButton("step", "Step", "Generate one frame"),
         actionButton("render", "Render", "Generate until the image settles, without streaming")),
@@ -57,7 +59,7 @@ export class FramePanel {
    * (Arrival order, not `seq`, decides, so a kernel that restarts its numbering still works.)
    */
   async show(msg) {
-    const ack = () => { if (!this.d.disposed) this.send({ type: "ack", seq: msg.seq }); };
+    const ack = () => this.acknowledge(msg.seq);
     const token = ++this.token;
     const url = URL.createObjectURL(new Blob([msg.data], { type: IMAGE_MIME[msg.format] }));
     try {
@@ -74,14 +76,25 @@ export class FramePanel {
         if (this.url) this.frame.src = this.url;
         else this.frame.removeAttribute("src");
       }
-      if (!this.d.disposed && token === this.token) console.warn(`semdraw: frame ${msg.seq} could not be shown`, err);
+      if (!this.d.disposed && token === this.token) {
+        console.warn(`semdraw: frame ${msg.seq} could not be shown`, err);
+        this.say(`Frame ${msg.seq} from the kernel could not be shown (${err?.message ?? err}).`);
+      }
       return ack();
     }
     if (this.url) URL.revokeObjectURL(this.url);
     this.url = url;
     this.frame.dataset.seq = String(msg.seq);
     this.root.classList.add("sd-has-frame");
-    if (msg.stats) this.stats.textContent = statsLine(msg.stats);
+    if (msg.stats) {
+      this.stats.textContent = statsLine(msg.stats);
+      this.stats.title = this.stats.textContent; // the whole line, where a narrow cell cuts it short
+    }
     return ack();
+  }
+
+  /** Tells the kernel frame `seq` was dealt with (shown, superseded or damaged): it frees the window. */
+  acknowledge(seq) {
+    if (!this.d.disposed) this.send({ type: "ack", seq });
   }
 }

@@ -6,16 +6,17 @@ import { exportPalette, importPalette } from "./palette.js";
 import { readTrait, writeTraits } from "./traits.js";
 
 const MAX_BACKGROUND_BYTES = 20 * 1024 * 1024;
-const REENCODE_BACKGROUND_BYTES = 8 * 1024 * 1024; // the server's websocket cap is 10 MB
+// The server's websocket cap is 10 MB, and base64 (where a front end drops buffers) adds a third.
+const REENCODE_BACKGROUND_BYTES = 6 * 1024 * 1024;
 const UPLOAD_FORMATS = { "image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp" };
 
 export class ImportExport {
   /**
-   * root: where the download link is clicked. layers: the LayerList. masks: the MaskSync (the canvas
+   * send(content, buffers): a message to the kernel. root: where the download link is clicked. layers: the LayerList. masks: the MaskSync (the canvas
    * size). background: the BackgroundImage. say(text, error): the status line.
    */
-  constructor({ d, model, root, layers, masks, background, say }) {
-    Object.assign(this, { d, model, root, layers, masks, background, say });
+  constructor({ d, model, send, root, layers, masks, background, say }) {
+    Object.assign(this, { d, model, send, root, layers, masks, background, say });
     this.exportUrls = new Set();
     d.add(() => { for (const url of this.exportUrls) URL.revokeObjectURL(url); });
   }
@@ -77,14 +78,14 @@ export class ImportExport {
     }
     const bytes = await blob.arrayBuffer();
     if (this.d.disposed) return bitmap.close();
-    this.model.send({ type: "background_image", format }, undefined, [bytes]);
+    this.send({ type: "background_image", format }, [bytes]);
     this.background.show(bitmap);
     this.say(`Background image ${file.name} loaded.`);
     return undefined;
   }
 
   clearBackground() {
-    this.model.send({ type: "background_image", clear: true });
+    this.send({ type: "background_image", clear: true });
     this.background.show(null);
   }
 }

@@ -10,7 +10,8 @@
 //           only, keeping whatever it painted after the request (the kernel applies those edits on top
 //           of the snapshot it sends, so they must stay on top here too).
 // Until the sync's "synced" arrives (or SYNC_TIMEOUT_MS passes, for a busy kernel) the view should not
-// paint: `syncing` says so.
+// paint: `syncing` says so. A sync whose masks arrived damaged keeps painting off (`syncProblem` says
+// why): painting over masks this view does not have would overwrite the kernel's.
 
 import { MaskSender, maskBytes } from "./protocol.js";
 import { extract, intersect, put, union } from "./rects.js";
@@ -42,6 +43,8 @@ export class MaskSync {
     this.masks = new Map(); // layer id → Uint8Array(width*height)
     this.listed = new Set(); // ids in the layers trait; masks of other ids (arrived early) are kept as orphans
     this.syncing = false;
+    this.syncProblem = null; // why painting stays off after a sync, when its masks arrived damaged
+    this.syncDamaged = false; // a mask of the sync on its way could not be used
     this.syncTimer = 0;
     this.writtenDuringSync = null; // [{layer, rect}] written here while a sync's masks were on their way
     this.inbox = Promise.resolve();
@@ -95,6 +98,8 @@ export class MaskSync {
    */
   requestSync() {
     this.syncing = true;
+    this.syncProblem = null;
+    this.syncDamaged = false;
     this.writtenDuringSync = [];
     clearTimeout(this.syncTimer);
     this.syncTimer = setTimeout(() => { this.syncing = false; }, this.syncTimeoutMs);
@@ -136,17 +141,32 @@ export class MaskSync {
     if (msg.type === "mask") {
       this.inbox = this.inbox.then(() => this.apply(msg)).catch((err) => {
         console.warn("semdraw: could not apply a mask from the kernel", err);
+        this.damaged(msg);
         this.onError(`A mask from the kernel could not be applied: ${err.message}`);
       });
     } else if (msg.type === "synced" && (!msg.view || msg.view === this.viewId)) {
       // After the sync's masks, which are ahead of it in the inbox.
       this.inbox = this.inbox.then(() => {
         clearTimeout(this.syncTimer);
-        this.syncing = false;
         this.writtenDuringSync = null;
+        if (!this.syncDamaged) {
+          this.syncing = false;
+          return;
+        }
+        this.syncing = true; // also when the timeout had let painting start early
+        this.syncProblem = "The kernel's masks arrived damaged, so painting stays off here rather than paint over " +
+          "masks this view does not have: run the cell again (or reload the page) to load them.";
+        this.onError(this.syncProblem);
       });
     }
     return this.inbox;
+  }
+
+  /** A kernel mask (its content, possibly unparsed) that could not be used: part of this view's sync, it
+   * keeps painting off after the sync. */
+  damaged(content) {
+    const ours = content?.origin === "sync" && (typeof content.view !== "string" || content.view === this.viewId);
+    if (ours && this.writtenDuringSync) this.syncDamaged = true; // a sync is on its way
   }
 
   async apply(msg) {

@@ -1,10 +1,12 @@
 // The custom messages between this view and the kernel: checking what arrives, and sending masks.
 // The protocol itself (every message, its fields, who sends it) is written once, in
-// docs/architecture.md, section "Protocol"; semdraw_widget/protocol.py is the kernel's side of it.
+// docs/architecture.md, section "The wire protocol"; semdraw_widget/protocol.py is the kernel's side of
+// it, and transport.js how payloads travel (buffers, or base64 where a front end drops buffers).
 // parseKernelMessage validates everything that arrives; anything malformed is reported as
 // {error} and never throws, so one bad message cannot break the view.
 
 import { bands } from "./rects.js";
+import { BASE64, BINARY, exactBuffer, payloadOf } from "./transport.js";
 
 /** Bands larger than this are split: the server's websocket cap is 10 MB. */
 export const MAX_BAND_BYTES = 2 * 1024 * 1024;
@@ -15,22 +17,6 @@ export const FRAME_FORMATS = ["jpeg", "png"];
 /** What the kernel sends the background image as (whatever format it was uploaded in). */
 export const BACKGROUND_FORMATS = ["png"];
 export const IMAGE_MIME = { jpeg: "image/jpeg", png: "image/png" };
-
-/** Uint8Array view of a received buffer (DataView, typed array or ArrayBuffer). */
-export function bytesOf(buffer) {
-  if (buffer instanceof Uint8Array) return buffer;
-  if (buffer instanceof ArrayBuffer) return new Uint8Array(buffer);
-  if (buffer && ArrayBuffer.isView(buffer)) {
-    return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
-  }
-  return null;
-}
-
-/** An ArrayBuffer holding exactly these bytes (some transports ignore a view's offset). */
-export function exactBuffer(bytes) {
-  if (bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength) return bytes.buffer;
-  return bytes.slice().buffer;
-}
 
 async function pipeThrough(bytes, stream) {
   const response = new Response(new Blob([bytes]).stream().pipeThrough(stream));
@@ -99,7 +85,8 @@ const isInt = (v) => Number.isInteger(v);
  */
 export function parseKernelMessage(content, buffers, size) {
   if (!content || typeof content !== "object") return { error: "message is not an object" };
-  const data = buffers && buffers.length ? bytesOf(buffers[0]) : null;
+  const { bytes: data, error: payloadError } = payloadOf(content, buffers);
+  if (payloadError) return { error: `${content.type}: ${payloadError}` };
   switch (content.type) {
     case "mask": {
       const { layer, x, y, w, h } = content;
@@ -138,6 +125,11 @@ export function parseKernelMessage(content, buffers, size) {
       }
       if (!data || !data.length) return { error: "background_image: missing image bytes" };
       return { msg: { type: "background_image", clear: false, format: content.format, view, data } };
+    }
+    case "probe_reply": {
+      if (typeof content.view !== "string") return { error: "probe_reply: view must be a string" };
+      if (![BINARY, BASE64].includes(content.to_kernel)) return { error: `probe_reply: unknown to_kernel ${content.to_kernel}` };
+      return { msg: { type: "probe_reply", view: content.view, toKernel: content.to_kernel, data } };
     }
     case "synced":
       return { msg: { type: "synced", view: typeof content.view === "string" ? content.view : null } };

@@ -62,7 +62,7 @@ export class StrokeInput {
     const layer = this.activeLayer();
     this.root.focus({ preventScroll: true });
     if (this.masks.syncing) {
-      this.say("Loading the masks from the kernel; paint again in a moment.");
+      this.say(this.masks.syncProblem ?? "Loading the masks from the kernel; paint again in a moment.");
       return;
     }
     if (!layer) {

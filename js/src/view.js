@@ -1,9 +1,9 @@
 // One rendered view of a SemanticCanvas. It builds the pieces, wires them to the model and to each other,
 // and keeps what joins them: the canvas size, the status line and notice, and the dispatch of clicks,
-// field changes and kernel messages. The pieces: MaskSync (the masks and the kernel's copy of them),
-// MaskOverlay (drawing them), StrokeInput (painting), Edits (clear, fill, undo / redo), LayerList (layer
-// edits), Toolbar and KeyboardShortcuts, FramePanel (the generated image), LayersPanel, BackgroundImage
-// and ImportExport (files).
+// field changes and kernel messages. The pieces: Transport (how payloads travel, probed at render),
+// MaskSync (the masks and the kernel's copy of them), MaskOverlay (drawing them), StrokeInput
+// (painting), Edits (clear, fill, undo / redo), LayerList (layer edits), Toolbar and KeyboardShortcuts,
+// FramePanel (the generated image), LayersPanel, BackgroundImage and ImportExport (files).
 
 import { BackgroundImage } from "./background_image.js";
 import { Disposer, h } from "./dom.js";
@@ -20,6 +20,22 @@ import { parseKernelMessage } from "./protocol.js";
 import { StrokeInput } from "./stroke_input.js";
 import { KeyboardShortcuts, Toolbar, VIEWS, clampBrush } from "./toolbar.js";
 import { readTrait, writeTraits } from "./traits.js";
+import { BASE64, Transport } from "./transport.js";
+
+/** What the status line adds while a direction falls back to base64, or "". */
+export function transportNote({ toKernel, toBrowser }) {
+  const down = toBrowser === BASE64, up = toKernel === BASE64;
+  if (!down && !up) return "";
+  const which = down && up ? "either way" : down ? "from the kernel" : "to the kernel";
+  return `transport: base64 (this front end drops binary buffers ${which}; slower, but complete)`;
+}
+
+/** The status line's words for a kernel message that could not be used. */
+export function damagedText(content, error) {
+  const kind = typeof content?.type === "string" ? content.type : "a";
+  const what = { frame: "A frame", mask: "A mask", background_image: "The background image" }[kind] ?? `A ${kind} message`;
+  return `${what} from the kernel arrived damaged and was ignored (${error}).`;
+}
 
 export class SemdrawView {
   constructor(model, el) {
@@ -27,11 +43,17 @@ export class SemdrawView {
     this.d = new Disposer();
     this.history = new History();
     this.masks = new MaskSync({
-      send: (content, buffers) => model.send(content, undefined, buffers),
+      send: (content, buffers) => this.transport.send(content, buffers),
       history: this.history,
       onChange: (rect) => this.overlay.invalidate(rect),
       onHistoryChange: () => this.updateUndo(),
       onError: (text) => this.say(text, true),
+    });
+    // Every message to the kernel goes through it: held until the probe is answered, then encoded as chosen.
+    this.transport = new Transport({
+      send: (content, buffers) => model.send(content, undefined, buffers),
+      viewId: this.masks.viewId,
+      onChosen: () => this.renderStatus(),
     });
     this.layers = new LayerList({ model, masks: this.masks, history: this.history });
     this.localStatus = null; // a message of this view's, shown until the kernel's status changes
@@ -46,6 +68,7 @@ export class SemdrawView {
     this.onPipeline();
     this.renderStatus();
     this.renderNotice();
+    this.transport.probe();
     this.masks.requestSync();
   }
 
@@ -68,7 +91,9 @@ export class SemdrawView {
     const bgCanvas = h("canvas", { class: "sd-bg" });
     const cursor = h("div", { class: "sd-cursor" });
     this.stage = h("div", { class: "sd-stage" }, bgCanvas, this.canvas, cursor);
-    this.background = new BackgroundImage({ d, canvas: bgCanvas, onChange: () => this.onLayers() });
+    this.background = new BackgroundImage({
+      d, canvas: bgCanvas, onChange: () => this.onLayers(), say: (text) => this.say(text, true),
+    });
     this.strokes = new StrokeInput({
       d, canvas: this.canvas, cursor, root: this.root, masks,
       brushSize: () => this.brushSize(),
@@ -81,7 +106,8 @@ export class SemdrawView {
       masks, layers, history: this.history, busy: () => this.strokes.active, onHistoryChange: () => this.updateUndo(),
     });
     this.files = new ImportExport({
-      d, model, root: this.root, layers, masks, background: this.background, say: (text, error) => this.say(text, error),
+      d, model, send: (content, buffers) => this.transport.send(content, buffers), root: this.root, layers, masks,
+      background: this.background, say: (text, error) => this.say(text, error),
     });
     this.toolbar = new Toolbar({ d, maskCanvas: this.canvas });
     this.keys = new KeyboardShortcuts({
@@ -96,10 +122,14 @@ export class SemdrawView {
         selectLayer: (n) => layers.select(n),
       },
     });
-    this.frames = new FramePanel({ d, root: this.root, send: (content) => model.send(content) });
+    this.frames = new FramePanel({
+      d, root: this.root, send: (content) => this.transport.send(content), say: (text) => this.say(text, true),
+    });
     this.layersPanel = new LayersPanel();
     this.notice = h("div", { class: "sd-notice", role: "alert" });
-    this.status = h("div", { class: "sd-status", role: "status", "aria-live": "polite" });
+    this.statusText = h("span", { class: "sd-status-text" });
+    this.transportText = h("span", { class: "sd-transport", "data-testid": "semdraw-transport" });
+    this.status = h("div", { class: "sd-status", role: "status", "aria-live": "polite" }, this.statusText, this.transportText);
     this.main = h("div", { class: "sd-main" }, h("div", { class: "sd-draw" }, this.stage), this.frames.el);
     this.root.append(this.notice, this.toolbar.el, this.main, this.layersPanel.el, this.status);
   }
@@ -206,8 +236,11 @@ export class SemdrawView {
 
   renderStatus() {
     const text = this.localStatus?.text ?? String(this.get("status", "") || "");
-    this.status.textContent = text || "\u00a0";
+    this.statusText.textContent = text || "\u00a0";
     this.status.classList.toggle("sd-error", Boolean(this.localStatus?.error));
+    const note = transportNote(this.transport);
+    this.transportText.textContent = note;
+    this.transportText.hidden = !note;
   }
 
   say(text, error = false) {
@@ -233,9 +266,9 @@ export class SemdrawView {
       case "fill": return this.edits.fillLayer();
       case "undo": return this.edits.undo();
       case "redo": return this.edits.redo();
-      case "play": return this.model.send({ type: "action", name: this.get("running", false) ? "stop" : "start" });
+      case "play": return this.transport.send({ type: "action", name: this.get("running", false) ? "stop" : "start" });
       case "step":
-      case "render": return this.model.send({ type: "action", name: target.dataset.action });
+      case "render": return this.transport.send({ type: "action", name: target.dataset.action });
       case "palette-export": return this.files.exportPalette();
       case "palette-import": return this.toolbar.paletteFile.click();
       case "bg-load": return this.layersPanel.bgFile.click();
@@ -277,11 +310,11 @@ export class SemdrawView {
 
   onMessage(content, buffers) {
     const { msg, error } = parseKernelMessage(content, buffers, { width: this.masks.width, height: this.masks.height });
-    if (error) {
-      console.warn(`semdraw: ignored a kernel message: ${error}`, content);
-      return;
-    }
+    if (error) return this.onDamaged(content, error);
     switch (msg.type) {
+      case "probe_reply":
+        this.transport.answered(msg);
+        break;
       case "mask":
       case "synced":
         this.masks.receive(msg);
@@ -300,5 +333,15 @@ export class SemdrawView {
       default:
         break;
     }
+    return undefined;
+  }
+
+  /** A kernel message that could not be used: said in the status line; a frame is still acknowledged
+   * (the ack frees the kernel's window) and a sync's damaged mask keeps painting off. */
+  onDamaged(content, error) {
+    console.warn(`semdraw: ignored a kernel message: ${error}`, content);
+    if (content?.type === "frame" && Number.isInteger(content.seq)) this.frames.acknowledge(content.seq);
+    if (content?.type === "mask") this.masks.damaged(content);
+    this.say(damagedText(content, error), true);
   }
 }

@@ -1,7 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { deflateSync, inflateSync } from "node:zlib";
-import { MAX_BAND_BYTES, MaskSender, bytesOf, deflate, maskBytes, parseKernelMessage } from "../src/protocol.js";
+import { MAX_BAND_BYTES, MaskSender, deflate, maskBytes, parseKernelMessage } from "../src/protocol.js";
+import { bytesOf } from "../src/transport.js";
 
 const SIZE = { width: 64, height: 32 };
 

@@ -4,12 +4,15 @@ kernel client attached to the very kernel a page's notebook runs in.
 Pieces (all used by the tests in this folder):
   lab_server   session: `python -m jupyterlab` on a free localhost port with a known token, a temp
                root dir, its own runtime/settings/workspace dirs, SEMDRAW_MODEL=tiny, and the repo
-               root on PYTHONPATH so the kernel imports this checkout's `semdraw_widget`.
+               root on PYTHONPATH so the kernel imports this checkout's `semdraw_widget`. The same
+               server serves Notebook 7 (/notebooks/...) and Voilà (/voila/render/...).
   browser      session: headless Chromium (executable /usr/bin/chromium).
   page         one fresh browser context + page per test; uncaught page exceptions and the widget's
                console errors/warnings are collected and fail the test (`page_errors.check()`).
   open_notebook(cells) -> Notebook: writes the notebook, opens it in the page, waits for its kernel,
                runs all cells, fails on any error output, and connects a `KernelHandle` to that kernel.
+               `before_run`: JavaScript run in the page once the kernel is ready, before the cells
+               (e.g. to patch the kernel connection). `app="notebook"` opens it in Notebook 7.
   KernelHandle.eval(expr, setup=...) runs Python in that kernel and returns `expr` as JSON.
 
 Page helpers (drag, pixel reads, frame reads) and `wait_until` live in browser_helpers.py.
@@ -151,6 +154,7 @@ def lab_server(tmp_path_factory) -> LabServer:
         f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={root}",
         "--LabApp.expose_app_in_browser=True",
+        "--JupyterNotebookApp.expose_app_in_browser=True",
         "--LabApp.news_url=",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         "--LabApp.extension_manager=readonly",
@@ -225,9 +229,21 @@ class PageErrors:
     def __init__(self) -> None:
         self.fatal: list[str] = []
         self.other: list[str] = []
+        self.app_bundles: list[str] = []  # URL parts of a front end's own code (see `not_fatal_from`)
+
+    def not_fatal_from(self, url_part: str) -> None:
+        """Page exceptions raised wholly inside the front end's own code (every frame of their stack in a URL
+        containing `url_part`) are its bugs, not the widget's: recorded, not fatal."""
+        self.app_bundles.append(url_part)
+
+    def _in_app_only(self, stack: str) -> bool:
+        urls = re.findall(r"(https?://[^\s)]+):\d+:\d+", stack)
+        return bool(urls) and any(all(part in url for url in urls) for part in self.app_bundles)
 
     def on_pageerror(self, error) -> None:
-        self.fatal.append(f"uncaught page exception: {error}\n{getattr(error, 'stack', '') or ''}")
+        stack = getattr(error, "stack", "") or ""
+        entry = f"uncaught page exception: {error}\n{stack}"
+        (self.other if self._in_app_only(stack) else self.fatal).append(entry)
 
     def on_console(self, message) -> None:
         kind, text = message.type, message.text
@@ -361,20 +377,25 @@ class Notebook:
 
 @pytest.fixture
 def open_notebook(lab_server, page, page_errors, request):
-    """open_notebook(cells, name=None) -> Notebook, with all cells run and the kernel connected."""
+    """open_notebook(cells, name=None, before_run=None, app="lab") -> Notebook, with all cells run and the kernel
+    connected."""
     import nbformat
 
     opened: list[Notebook] = []
 
-    def _open(cells: list[str], name: str | None = None, timeout: float = 120.0) -> Notebook:
+    def _open(cells: list[str], name: str | None = None, timeout: float = 120.0, before_run: str | None = None,
+              app: str = "lab") -> Notebook:
         name = name or f"{request.node.name.replace('[', '_').replace(']', '')}.ipynb"
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nbformat.write(nb, str(lab_server.root_dir / name))
-        # A workspace of its own, reset: JupyterLab must not restore tabs from earlier tests.
-        workspace = f"e2e-{secrets.token_hex(4)}"
-        page.goto(f"{lab_server.url}/lab/workspaces/{workspace}/tree/{name}?reset&token={lab_server.token}")
+        if app == "lab":  # a workspace of its own, reset: JupyterLab must not restore tabs from earlier tests
+            page.goto(f"{lab_server.url}/lab/workspaces/e2e-{secrets.token_hex(4)}/tree/{name}?reset&token={lab_server.token}")
+        else:  # Notebook 7: one notebook per page
+            page.goto(f"{lab_server.url}/notebooks/{name}?token={lab_server.token}")
         page.wait_for_function(_KERNEL_READY_JS, arg=name, timeout=timeout * 1000, polling=250)
+        if before_run:
+            page.evaluate(before_run)
         result = page.evaluate(_RUN_ALL_JS, [name, timeout * 1000])
         kernel = KernelHandle(lab_server.runtime_dir / f"kernel-{result['kernel']}.json")
         notebook = Notebook(page, kernel, result["kernel"], result["session"], page_errors)

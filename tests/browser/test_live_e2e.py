@@ -86,6 +86,10 @@ def test_play_paint_pause(open_notebook):
     info = kernel.eval("dict(has_pipeline=canvas.has_pipeline, status=canvas.status, notice=canvas.notice, "
                        "module=__import__('semdraw_widget').__file__, runner=repr(canvas._runner))")
     assert info["has_pipeline"] is True, f"the canvas has no pipeline: {info}"
+    # JupyterLab carries binary buffers both ways: the probe keeps them, and the status line shows no note
+    wait_until(lambda: kernel.eval("canvas.transport") == {"to_kernel": "binary", "to_browser": "binary"}, timeout=30,
+               what="the transport probe to keep binary buffers")
+    assert not page.get_by_test_id("semdraw-transport").is_visible()
     assert kernel.eval("canvas.running") is False
     assert frame_state(page)["seq"] == -1, "a frame was shown before play was pressed"
 
@@ -138,7 +142,7 @@ def test_play_paint_pause(open_notebook):
     assert kernel.eval("canvas.running") is False
 
     # ---- Render: the paused stroke is generated until the image settles, without streaming ------
-    page.get_by_role("button", name=re.compile(r"\bRender\b")).click()
+    page.get_by_role("button", name="Render", exact=True).click()
     wait_until(lambda: kernel.eval("canvas.status").startswith("rendered: the image has settled"), timeout=FRAME_TIMEOUT,
                what="Render to settle the image")
     wait_until(lambda: frame_state(page)["seq"] > settled, timeout=FRAME_TIMEOUT, what="the rendered frames to be shown")
@@ -146,4 +150,11 @@ def test_play_paint_pause(open_notebook):
 
     status = kernel.eval("canvas.status")
     assert "error" not in status.lower() and "stopped" not in status.lower(), f"status reports a problem: {status!r}"
+
+    # ---- the stats line stays one line of fixed height, also in a narrow cell ----------------------
+    page.set_viewport_size({"width": 520, "height": 900})
+    stats = page.get_by_test_id("semdraw-stats")
+    assert "latency" in stats.get_attribute("title"), "the whole stats line is not in its title"
+    lines = stats.evaluate("el => el.getBoundingClientRect().height / parseFloat(getComputedStyle(el).fontSize)")
+    assert lines < 1.6, f"the stats line wraps ({lines:.1f} font sizes high)"
     nb.errors.check()
