@@ -143,11 +143,13 @@ def tiny_model_dir(family: str = "sd15") -> Path:
         if family not in _BUILT:
             from transformers.utils import logging as transformers_logging
 
+            was_shown = transformers_logging.is_progress_bar_enabled()
             transformers_logging.disable_progress_bar()  # writing a few kilobytes needs no progress bars
             try:
                 {"sd15": _write_sd15, "sdxl": _write_sdxl, "sd3": _write_sd3}[family](root)
             finally:
-                transformers_logging.enable_progress_bar()
+                if was_shown:  # as it was: a caller that hid them (a canvas loading quietly) keeps them hidden
+                    transformers_logging.enable_progress_bar()
             _BUILT[family] = root
         return root
 
