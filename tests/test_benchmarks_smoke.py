@@ -33,7 +33,11 @@ def test_stream_benchmark_tiny(tmp_path, capsys):
         assert path["still"] == {**path["still"], "converged": True, "model_calls_in_1s_after": 0}
         if name != "baseline":
             assert path["speedup_vs_baseline"] > 0
-    assert result["same_frames"]["max_abs_uint8"] == 0 and result["same_frames"]["finite"]
+    # The same frames up to float rounding: the fast path leaves weightless items out of the model call, and a
+    # batched convolution may round one image's sums differently in a batch of another size (seen: 1 level of
+    # 255 at a handful of pixels, mean 2e-5, depending on the threads the machine gives).
+    same = result["same_frames"]
+    assert same["max_abs_uint8"] <= 1 and same["mean_abs_uint8"] < 1e-3 and same["finite"]
     assert "fps" in capsys.readouterr().out
 
 

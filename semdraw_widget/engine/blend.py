@@ -341,6 +341,7 @@ class RegionScene:
         white = torch.ones(1, 3, self.height, self.width)
         self.white = self.family.encode(white)
         self._background_layer = Layer(self.background_prompt, self.background_negative_prompt, 1.0, 1.0, 0.0)
+        self._background_from: list[torch.Tensor] = []  # the painted weights the background's were computed from
         self._batch: RegionBatch | None = None
 
     # ---- updates ------------------------------------------------------------------------------
@@ -398,12 +399,16 @@ class RegionScene:
         bg = self._background_layer
         # The bottom layer is the background prompt itself (prompt strength 1: nothing of the base in it).
         bg.prompt, bg.negative_prompt = self.background_prompt, self.background_negative_prompt
+        sources = [layer.weights for layer in painted if layer.active]
+        if bg.weights is not None and len(sources) == len(self._background_from) and all(
+            new is kept for new, kept in zip(sources, self._background_from)
+        ):
+            return  # computed from these very weights already
         t, (h, w) = len(self.steps), self.latent_size
         taken = torch.zeros(t, 1, h, w, device=self.family.device)
-        for layer in painted:
-            if layer.active:
-                taken = taken + layer.weights
-        bg.weights = 1.0 - taken.clamp(max=1.0)
+        for weights in sources:
+            taken = taken + weights
+        bg.weights, self._background_from = 1.0 - taken.clamp(max=1.0), sources
         bg.active = bool(bg.weights.any())
 
     def stack(self) -> list[Layer]:
