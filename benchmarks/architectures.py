@@ -1,7 +1,8 @@
 """Random-weight models of the real architectures, built on the device, so benchmarks need no downloads.
 
 Compute cost does not depend on the weight values, so these give the real costs of the real models
-(the images are noise). `--arch tiny` loads the package's CPU miniature instead (`hf_key="tiny"`).
+(the images are noise). `--arch tiny` loads the package's CPU miniature instead (`hf_key="tiny"`), and
+`--arch demo` its trained CPU demo model (`hf_key="demo"`).
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ CLIP_BIGG = dict(
     projection_dim=1280,
 )
 
-ARCHS = ("tiny", "sd15", "sdxl", "sd3")
+ARCHS = ("tiny", "demo", "sd15", "sdxl", "sd3")
+BUILTIN = ("tiny", "demo")  # the package's own models: loaded, not built
 
 
 class NotAvailable(RuntimeError):
@@ -90,11 +92,11 @@ class NotAvailable(RuntimeError):
 
 
 def build(arch: str, device: torch.device, dtype: torch.dtype):
-    """The family adapter of `arch` with random weights (tiny: the package's miniature)."""
-    if arch == "tiny":
+    """The family adapter of `arch` with random weights (tiny: the package's miniature; demo: its trained demo model)."""
+    if arch in BUILTIN:
         from semdraw_widget.engine import load_model
 
-        return load_model("tiny", device=device, dtype=dtype)
+        return load_model(arch, device=device, dtype=dtype)
     builders = {"sd15": _sd15, "sdxl": _sdxl}
     if arch not in builders:
         raise NotAvailable(f"--arch {arch}: the {arch} adapter exists, but its random-weight builder is not written yet")

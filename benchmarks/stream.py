@@ -2,6 +2,7 @@
 
     python -m benchmarks.stream --arch sd15 --height 512 --width 512 --layers 4 --frames 200 --baseline --compile
     python -m benchmarks.stream --arch tiny --frames 20            # CPU, seconds (the CI smoke run)
+    python -m benchmarks.stream --arch demo --height 256 --width 256 --frames 60   # the demo model on a CPU
     python -m benchmarks.stream --arch sd15 --sweep --frames 40 --compile
 
 Each path drives the real `StreamRunner` through a real `SemanticCanvas` while a painter thread sends
@@ -139,7 +140,7 @@ def table(results: list[dict]) -> str:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and args.arch != "tiny" else "cpu"))
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and args.arch not in ("tiny", "demo") else "cpu"))
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     default_size = 64 if args.arch == "tiny" else 512
     summary: dict[str, Any] = {"arch": args.arch, "environment": environment(device), "results": []}

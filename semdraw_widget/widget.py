@@ -53,7 +53,7 @@ class SemanticCanvas(anywidget.AnyWidget):
     """A canvas of semantic layers: paint regions in the browser, read their masks as numpy arrays.
 
     Its settings are the traits below, synced with every view of the canvas and documented under their
-    definitions. The kernel owns `running`, `has_pipeline`, `status` and `notice`: it sets them, and a view
+    definitions. The kernel owns `running`, `has_pipeline`, `status`, `notice` and `vocabulary`: it sets them, and a view
     only shows them. The latest frame's figures (frames/s, latency, ...) are `stats`, a read-only property.
 
     Example:
@@ -103,6 +103,9 @@ class SemanticCanvas(anywidget.AnyWidget):
     """Kernel-owned: the status line (str, default ""): what the stream is doing, or the last problem."""
     notice = t.Unicode("").tag(sync=True)
     """Kernel-owned: a banner about the model (str, default ""), e.g. that the tiny model's images are noise."""
+    vocabulary = t.List(t.Unicode()).tag(sync=True)
+    """Kernel-owned: the words the pipeline's model knows, when it knows only some (the demo model), which the
+    views suggest in the prompt fields (list of str, default []: any words)."""
 
     def __init__(
         self,
@@ -449,6 +452,8 @@ class SemanticCanvas(anywidget.AnyWidget):
         if self._runner is not None:
             self._runner.close()
         self.notice = pipeline_notice(pipeline)
+        closed = pipeline.model.vocabulary
+        self.vocabulary = list(closed.suggestions) if closed is not None else []
         self._runner = StreamRunner(pipeline, self, max_in_flight=self._max_in_flight)
         self.has_pipeline = True
         if was_running:  # the stream goes on, on the new pipeline

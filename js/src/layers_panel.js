@@ -19,11 +19,15 @@ export function setField(input, value) {
   else if (input.value !== String(value ?? "")) input.value = String(value ?? "");
 }
 
+let panels = 0;
+
 export class LayersPanel {
   constructor() {
     this.rows = new Map();
+    // The words of a model that knows only some (the demo model), offered in every prompt field.
+    this.words = h("datalist", { id: `sd-words-${++panels}-${Math.random().toString(36).slice(2, 8)}` });
     this.bgFields = {
-      prompt: h("input", { class: "sd-prompt", type: "text", "data-bg": "prompt", placeholder: "background prompt", title: "Background prompt" }),
+      prompt: h("input", { class: "sd-prompt", type: "text", "data-bg": "prompt", placeholder: "background prompt", title: "Background prompt", "data-title": "Background prompt" }),
       negative_prompt: h("input", { class: "sd-neg", type: "text", "data-bg": "negative_prompt", placeholder: "background negative prompt", title: "Background negative prompt" }),
     };
     this.bgFile = h("input", { type: "file", accept: "image/png,image/jpeg,image/webp", "data-role": "bg-file", hidden: true });
@@ -37,9 +41,27 @@ export class LayersPanel {
       h("div", { class: "sd-layer-more" }, this.bgFields.negative_prompt));
     this.list = h("div", { class: "sd-layer-list" });
     this.el = h("div", { class: "sd-layers" },
+      this.words,
       this.bgRow,
       this.list,
       h("button", { type: "button", class: "sd-add", "data-action": "layer-add", title: "Add a layer on top", text: "+ layer" }));
+  }
+
+  /** Suggest `words` (none: any words) in the prompt fields, and say so in their tooltip. */
+  setVocabulary(words) {
+    this.words.replaceChildren(...words.map((word) => h("option", { value: word })));
+    this.vocabularyTitle = words.length ? `Prompt. This model knows only some words: ${words.join(", ")}` : "";
+    for (const input of this.promptInputs()) this.offerWords(input);
+  }
+
+  offerWords(input) {
+    if (this.words.children.length) input.setAttribute("list", this.words.id);
+    else input.removeAttribute("list");
+    input.title = this.vocabularyTitle || input.dataset.title;
+  }
+
+  promptInputs() {
+    return [this.bgFields.prompt, ...[...this.rows.values()].map((row) => row.fields.prompt)];
   }
 
   update(layers, activeId, background, hasImage) {
@@ -59,6 +81,7 @@ export class LayersPanel {
       if (!row) {
         row = buildRow(layer.id);
         this.rows.set(layer.id, row);
+        this.offerWords(row.fields.prompt);
       }
       if (this.list.children[i] !== row.el) this.list.insertBefore(row.el, this.list.children[i] ?? null);
       row.index.textContent = String(i + 1);
@@ -81,7 +104,7 @@ function buildRow(id) {
   const fields = {
     color: h("input", { type: "color", "data-field": "color", title: "Layer colour" }),
     name: h("input", { class: "sd-name", type: "text", "data-field": "name", placeholder: "name", title: "Layer name" }),
-    prompt: h("input", { class: "sd-prompt", type: "text", "data-field": "prompt", placeholder: "prompt", title: "Prompt" }),
+    prompt: h("input", { class: "sd-prompt", type: "text", "data-field": "prompt", placeholder: "prompt", title: "Prompt", "data-title": "Prompt" }),
     negative_prompt: h("input", { class: "sd-neg", type: "text", "data-field": "negative_prompt", placeholder: "negative prompt", title: "Negative prompt" }),
   };
   const numbers = Object.entries(NUMBER_FIELDS).map(([key, spec]) => {

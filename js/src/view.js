@@ -68,6 +68,7 @@ export class SemdrawView {
     this.onPipeline();
     this.renderStatus();
     this.renderNotice();
+    this.layersPanel.setVocabulary(this.get("vocabulary", []));
     this.transport.probe();
     this.masks.requestSync();
   }
@@ -147,6 +148,7 @@ export class SemdrawView {
     d.onModel(model, "change:running", () => this.onPipeline());
     d.onModel(model, "change:status", () => { this.localStatus = null; this.renderStatus(); });
     d.onModel(model, "change:notice", () => this.renderNotice());
+    d.onModel(model, "change:vocabulary", () => this.layersPanel.setVocabulary(this.get("vocabulary", [])));
     d.onModel(model, "msg:custom", (content, buffers) => this.onMessage(content, buffers));
     d.listen(root, "click", (e) => this.onClick(e));
     d.listen(root, "change", (e) => this.onChange(e));
