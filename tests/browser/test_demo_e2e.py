@@ -1,0 +1,63 @@
+"""The demo model in JupyterLab: a red stroke painted with the mouse comes out red in the displayed frame, on a
+blue background prompt; the prompt fields suggest the words the model knows."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from browser_helpers import canvas_box, drag, frame_pixels, frame_state, wait_until
+
+pytestmark = pytest.mark.browser
+
+SIZE = 128
+CELLS = [
+    "import os\n"
+    "os.environ.pop('SEMDRAW_MODEL', None)  # the browser tests' server forces the tiny model; this one paints\n"
+    "from semdraw_widget import SemanticCanvas\n"
+    f'canvas = SemanticCanvas(width={SIZE}, height={SIZE}, model="demo", background_prompt="a blue sky")\n'
+    'a = canvas.add_layer("a red apple")\n'
+    "canvas.brush_size = 40\n"
+    "canvas",
+]
+FRAME_TIMEOUT = 90
+
+
+def _shown(page) -> np.ndarray:
+    f = frame_pixels(page)
+    return np.array(f["data"], np.uint8).reshape(f["height"], f["width"], 4)[..., :3].astype(np.int32)
+
+
+def _is_red(pixels: np.ndarray) -> bool:
+    r, g, b = pixels.reshape(-1, 3).mean(0)
+    return r > 150 and g < 90 and b < 90
+
+
+def _is_blue(pixels: np.ndarray) -> bool:
+    r, g, b = pixels.reshape(-1, 3).mean(0)
+    return b > 150 and r < 90
+
+
+def test_a_red_stroke_comes_out_red(open_notebook):
+    nb = open_notebook(CELLS)
+    page, kernel = nb.page, nb.kernel
+    assert kernel.eval("canvas.notice").startswith("Demo model")
+    # the prompt fields offer the model's words
+    prompt = page.locator("input.sd-prompt[data-field='prompt']").first
+    words = page.locator(f"datalist#{prompt.get_attribute('list')} option").evaluate_all("els => els.map(e => e.value)")
+    assert "red" in words and "clouds" in words
+
+    page.get_by_role("button", name=re.compile(r"\bPlay\b")).click()
+    wait_until(lambda: frame_state(page)["seq"] >= 1, timeout=FRAME_TIMEOUT, what="the first frame")
+    box = canvas_box(page)
+    drag(page, box, (0.1, 0.5), (0.9, 0.5), steps=12)  # a 40-pixel band across the middle
+    wait_until(lambda: kernel.eval("float(canvas.get_mask(a)[64].mean())") > 0.5, timeout=30, what="the stroke to reach the kernel")
+    wait_until(lambda: kernel.eval("canvas.status").startswith("still"), timeout=FRAME_TIMEOUT, what="the image to settle")
+    wait_until(lambda: frame_state(page)["seq"] == kernel.eval("canvas._runner.sender._seq"), timeout=30,
+               what="the settled frame to be shown")
+    shown = _shown(page)
+    assert _is_red(shown[56:72, 24:104]), f"under the stroke: {shown[56:72, 24:104].reshape(-1, 3).mean(0)}"
+    assert _is_blue(shown[4:24, 24:104]), f"above the stroke: {shown[4:24, 24:104].reshape(-1, 3).mean(0)}"
+    nb.errors.check()
