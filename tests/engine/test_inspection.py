@@ -32,7 +32,7 @@ def test_the_inspection_shows_each_slots_images_and_each_layers_weights(make_str
     # the white latent fills exactly what the layers' weights leave short of 1
     total = seen.layer_weights.sum(axis=1) + seen.background_weights
     np.testing.assert_allclose(seen.fill_weights, 1 - np.minimum(total, 1), atol=1e-6)
-    assert seen.fill_weights[0].max() > 0  # at the noisiest slot, where faded or blurred weights drop out
+    assert seen.fill_weights.max() == 0  # with a background prompt, nothing falls back to white
     sheet = seen.contact_sheet(cell=32)  # rows: inputs, estimates, 2 layers, background, fill; 2-pixel frames
     assert sheet.size == (150 + 34 * t, 20 + 34 * (2 + 2 + 1 + 1))
     stream.update_single_layer(1, mask_std=4.0)
