@@ -383,6 +383,9 @@ class RegionScene:
         the options of `regions.to_mask_tensor`."""
         return regions.to_mask_tensor(mask, self.height, self.width, self.family.device, **reading)
 
+    def set_mask(self, layer: Layer, mask: Any, **reading: Any) -> None:
+        self.assign_mask(layer, self.mask_tensor(mask, **reading))
+
     @staticmethod
     def assign_mask(layer: Layer, mask: torch.Tensor) -> None:
         """A mask already checked and on the device (`mask_tensor`); its weights are recomputed at the next batch."""

@@ -211,7 +211,7 @@ class StableMultiDiffusionPipeline(ModelPipeline):
             prompts = [f"{prompt}{suffix}{background_prompt or ''}" for prompt in prompts]
         for i in range(count):
             layer = scene.new_layer(prompts[i], negatives[i], rhos[i], strengths[i], stds[i])
-            layer.mask = scene.mask_tensor(mask_list[i], boolean_images=use_boolean_mask, resize=True)
+            scene.set_mask(layer, mask_list[i], boolean_images=use_boolean_mask, resize=True)
             scene.layers.append(layer)
         latent = self._sample(scene, steps, seed, tile_size or self.model.default_tile_size, bootstrap_leak_sensitivity)
         if output_type == "latent":

@@ -50,14 +50,11 @@ def to_mask_tensor(
         if boolean_images:
             fraction = (fraction > 0.5).astype(np.float32)
         return _resized(torch.from_numpy(fraction), height, width).to(device)
-    if resize:
-        shape = tuple(getattr(mask, "shape", ()))
-        while len(shape) > 2 and shape[0] == 1:
-            shape = shape[1:]
-        if len(shape) == 2 and shape != (height, width):
-            return _resized(torch.from_numpy(to_fraction(mask, *shape)), height, width).to(device)
-    while getattr(mask, "ndim", 0) > 3 and mask.shape[0] == 1:  # (1, 1, H, W): a batch of one
+    while getattr(mask, "ndim", 0) > 2 and mask.shape[0] == 1:  # (1, H, W), (1, 1, H, W): one mask
         mask = mask[0]
+    shape = tuple(getattr(mask, "shape", ()))
+    if resize and len(shape) == 2 and shape != (height, width):
+        return _resized(torch.from_numpy(to_fraction(mask, *shape)), height, width).to(device)
     return torch.from_numpy(to_fraction(mask, height, width)).to(device)
 
 
