@@ -14,6 +14,11 @@ _LAZY = {
     "CanvasState": ".canvas_state",
     "StreamMultiDiffusion": ".engine",
     "StableMultiDiffusionPipeline": ".engine",
+    "StableMultiDiffusionSDXLPipeline": ".engine",
+    "StableMultiDiffusion3Pipeline": ".engine",
+    "StableMultiDiffusionKolorsPipeline": ".engine",
+    "StreamMultiDiffusionSDXL": ".engine",
+    "StreamMultiDiffusion3": ".engine",
     "ModelNotFoundError": ".engine",
     "load_pipeline": ".engine",
 }

@@ -105,7 +105,7 @@ class EngineMirror:
         if self._seed_request is not None:
             seed, self._seed_request = self._seed_request, None
             if pipeline.seed != seed:
-                pipeline.reset_seed(seed)
+                pipeline.reset_seed(seed=seed)
         if snapshot.background_revision != self._background_revision:
             pipeline.update_background(
                 image=False if snapshot.background_image is None else snapshot.background_image,

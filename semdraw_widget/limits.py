@@ -22,7 +22,7 @@ LAYER_SETTING_LIMITS = {"prompt_strength": 1.0, "mask_strength": 1.0, "mask_blur
 LAYER_SETTING_DEFAULTS = {"prompt_strength": 0.95, "mask_strength": 1.0, "mask_std": 8.0}
 SEED_LIMIT = 2**63  # seeds are non-negative int64s, a range every torch generator takes
 # Classifier-free guidance: generous bounds (real use: scale 1-10, delta 0-1.5) that keep frames finite.
-GUIDANCE_LIMITS = {"guidance_scale": 100.0, "delta": 10.0}
+GUIDANCE_LIMITS = {"guidance_scale": 100.0, "delta": 10.0, "guidance_rescale": 1.0}
 
 # ---- the budgets of inputs ----------------------------------------------------------------------------
 MAX_SIDE = 4096  # canvas pixels per side: 8x the models' native 512, so one mask is at most 16 MiB

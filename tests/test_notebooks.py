@@ -19,6 +19,7 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     repo = str(Path(__file__).parent.parent)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")])))
     shutil.copy(path, tmp_path / path.name)
+    shutil.copytree(path.parent / "assets", tmp_path / "assets")  # the notebooks' own pictures and masks
     notebook = nbformat.read(tmp_path / path.name, as_version=4)
     NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     errors = [o for cell in notebook.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"]

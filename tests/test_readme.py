@@ -28,3 +28,13 @@ def test_readme_examples_run(tmp_path, monkeypatch):
     assert canvas.frame is not None and canvas.frame.size == (512, 512)
     assert namespace["image"].size == (512, 512) and (tmp_path / "output.png").is_file()
     canvas.close()
+
+
+def test_the_differences_from_the_seed_project_are_tabled_with_how_to_get_its_behaviour():
+    text = README.read_text(encoding="utf-8")
+    table = text[text.index("### Differences from the seed project"):text.index("## App mode")]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| |")]
+    assert rows and all(line.count(" | ") == 4 for line in rows)  # the seed, here, why, the seed's behaviour
+    for switch in ("fresh_noise=True", "the clean background latent", "1 - min(1, sum of the painted layers' weights)",
+                   "autoflush=True", "has_i2t=True"):
+        assert switch in table, switch

@@ -9,13 +9,25 @@ from .models.choice import load_pipeline
 from .models.detection import detect_family
 from .models.options import LoadOptions
 from .oneshot import StableMultiDiffusionPipeline, tile_weights
+from .seed_classes import (
+    StableMultiDiffusion3Pipeline,
+    StableMultiDiffusionKolorsPipeline,
+    StableMultiDiffusionSDXLPipeline,
+    StreamMultiDiffusion3,
+    StreamMultiDiffusionSDXL,
+)
 from .stream import StreamMultiDiffusion
 
 __all__ = [
     "LoadOptions",
     "ModelNotFoundError",
+    "StableMultiDiffusion3Pipeline",
+    "StableMultiDiffusionKolorsPipeline",
     "StableMultiDiffusionPipeline",
+    "StableMultiDiffusionSDXLPipeline",
     "StreamMultiDiffusion",
+    "StreamMultiDiffusion3",
+    "StreamMultiDiffusionSDXL",
     "UnsafeCheckpointError",
     "detect_family",
     "load_model",

@@ -143,6 +143,8 @@ LOCAL_ALTERNATIVES = {
     "(hf_key='tiny') for the offline random-weight miniature",
     "lora_key": "pass a local LoRA file or folder as lora_key; or lora_key=None to load the model without it",
     "taesd_key": "pass a local TAESD folder as taesd_key; or use_tiny_vae=False to decode with the model's own VAE",
+    "i2t_key": "give the background image its prompt (background_prompt= / update_background(image, prompt=...)), "
+    "so nothing needs captioning; or has_i2t=False, and an image without a prompt gets none",
 }
 
 

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from ..coverage import warn_if_zero_one_uint8
-from ..limits import LAYER_SETTING_DEFAULTS
-from .blend import Guidance, RegionScene, SelfResidual, denoise, per_layer, slot_noise
+from ..limits import is_whole_number
+from . import regions
+from .blend import Guidance, RegionScene, SelfResidual, denoise, image_tensor, per_layer, slot_noise
 from .pipeline import ModelPipeline
 from .stream import OUTPUT_TYPES, check_seed, check_size, per_layer_setting, to_output
 
@@ -58,17 +59,26 @@ def tile_weights(height: int, width: int, tile: int) -> tuple[list[tuple[int, in
 
 
 class StableMultiDiffusionPipeline(ModelPipeline):
-    """Region-based text-to-image in one call (seed project's API).
+    """Region-based text-to-image in one call (the seed project's API, its defaults and positional orders).
 
     >>> smd = StableMultiDiffusionPipeline("cpu", hf_key="tiny")
     >>> image = smd.sample("A photo of the dolomites", height=64, width=64)   # doctest: +SKIP
     >>> image = smd(prompts, masks=masks, height=768, width=768)             # doctest: +SKIP
 
     Its model: a loaded one first (or as `model=`), or -- the seed project's form -- a device first (or as
-    `device=`) with `hf_key`, `sd_version` and the options of `LoadOptions`; `from_pretrained(hf_key, ...)`
-    loads too (see `ModelPipeline`). The model's family sets the defaults of the number of steps, the tile size and
-    `preprocess_mask_cover_alpha` (see `models/__init__.py`).
+    `device=`) with `hf_key`, `sd_version` and the options of `LoadOptions` (the full VAE decodes unless
+    `use_tiny_vae=True`); `from_pretrained(hf_key, ...)` loads too (see `ModelPipeline`).
+
+    The seed's defaults: layers get mask blur 1 pixel, mask strength 1 and prompt strength 1; `t_index_list`
+    (the slots of the family's schedule; 0, 4, 12, 25, 37 of LCM's 50 steps for SD 1.5) with `mask_type`
+    "discrete"; one bootstrapping step from white (`default_bootstrap_steps`, `default_boostrap_mix_steps`,
+    spelled as the seed spells it), leak sensitivity 0.2, cover decay 0.3. `has_i2t=True` (the seed's default)
+    captions a background image given without a prompt (BLIP-2, loaded on the first such image).
     """
+
+    decodes_with_tiny_vae = False  # the seed's one-shot pipelines decode with the model's own VAE
+    schedule_steps: int | None = None  # how many steps t_index_list indexes (None: the family schedule's own)
+    default_guidance_rescale = 0.0
 
     def __init__(
         self,
@@ -76,11 +86,16 @@ class StableMultiDiffusionPipeline(ModelPipeline):
         /,
         dtype: torch.dtype | None = None,
         *,
-        default_mask_std: float = LAYER_SETTING_DEFAULTS["mask_std"],
-        default_mask_strength: float = LAYER_SETTING_DEFAULTS["mask_strength"],
-        default_prompt_strength: float = LAYER_SETTING_DEFAULTS["prompt_strength"],
-        preprocess_mask_cover_alpha: float | None = None,
-        bootstrap_leak_sensitivity: float | None = 0.2,
+        default_mask_std: float = 1.0,
+        default_mask_strength: float = 1.0,
+        default_prompt_strength: float = 1.0,
+        default_bootstrap_steps: int = 1,
+        default_boostrap_mix_steps: float = 1.0,
+        default_bootstrap_leak_sensitivity: float | None = 0.2,
+        default_preprocess_mask_cover_alpha: float = 0.3,
+        t_index_list: Sequence[int] | None = None,
+        mask_type: str = "discrete",
+        has_i2t: bool = True,
         model: Any = None,
         device: Any = None,
         hf_key: str | None = None,
@@ -91,47 +106,75 @@ class StableMultiDiffusionPipeline(ModelPipeline):
         self._take_model(
             model_or_device, dtype, model=model, device=device, hf_key=hf_key, sd_version=sd_version, load_options=load_options,
         )
-        if preprocess_mask_cover_alpha is None:
-            preprocess_mask_cover_alpha = self.model.default_cover_alpha
-        self.preprocess_mask_cover_alpha = float(preprocess_mask_cover_alpha)
-        self.bootstrap_leak_sensitivity = bootstrap_leak_sensitivity
+        self._take_captioner(has_i2t, False)
+        self.default_bootstrap_steps = int(default_bootstrap_steps)
+        self.default_boostrap_mix_steps = float(default_boostrap_mix_steps)
+        self.default_bootstrap_leak_sensitivity = default_bootstrap_leak_sensitivity
+        self.default_preprocess_mask_cover_alpha = float(default_preprocess_mask_cover_alpha)
+        self.mask_type = mask_type
+        self.prepare_schedule(t_index_list)
+
+    def prepare_schedule(self, t_index_list: Sequence[int] | None = None, num_inference_steps: int | None = None) -> None:
+        """The slots a call runs when it names none: `t_index_list` of the family's schedule in `num_inference_steps`
+        steps (None, None: the defaults). The seed project's `prepare_lcm_schedule` (SD 1.5),
+        `prepare_lightning_schedule` (SDXL) and `prepare_flashflowmatch_schedule` (SD3) are this."""
+        schedule, t_index_list = self.model.slots(t_index_list, num_inference_steps or self.schedule_steps)
+        schedule.prepare(t_index_list, self.device, self.dtype)  # checked now, not at the first call
+        self.schedule, self.t_index_list = schedule, tuple(t_index_list)
+
+    prepare_lcm_schedule = prepare_lightning_schedule = prepare_flashflowmatch_schedule = prepare_schedule
 
     @torch.no_grad()
     def __call__(
         self,
         prompts: str | Sequence[str] | None = None,
-        negative_prompts: str | Sequence[str] | None = None,
-        masks: Any = None,
+        negative_prompts: str | Sequence[str] | None = "",
+        suffix: str | None = None,
         background: Any = None,
         background_prompt: str | None = None,
         background_negative_prompt: str = "",
         height: int | None = None,
         width: int | None = None,
         num_inference_steps: int | None = None,
-        guidance_scale: float = 1.0,
+        guidance_scale: float | None = None,
         prompt_strengths: float | Sequence[float] | None = None,
+        masks: Any = None,
         mask_strengths: float | Sequence[float] | None = None,
         mask_stds: float | Sequence[float] | None = None,
-        mask_type: str = "discrete",
-        bootstrap_steps: int = 1,
-        seed: int | None = None,
+        use_boolean_mask: bool = True,
+        do_blend: bool = True,
         tile_size: int | None = None,
+        bootstrap_steps: int | None = None,
+        boostrap_mix_steps: float | None = None,
+        bootstrap_leak_sensitivity: float | None = ...,
+        preprocess_mask_cover_alpha: float | None = None,
+        guidance_rescale: float | None = None,
+        output_type: str = "pil",
+        *,
+        seed: int | None = None,
         t_index_list: Sequence[int] | None = None,
         cfg_type: str | None = None,
         delta: float = 1.0,
-        bootstrap_leak_sensitivity: float | None = ...,
-        output_type: str = "pil",
+        mask_type: str | None = None,
     ):
-        """One image. `masks`: one per prompt (sequence, or a (P, H, W) / (P, 1, H, W) array);
-        None gives every prompt the whole canvas. Guidance is full CFG (negative prompts) when
-        guidance_scale > 1, unless `cfg_type` says otherwise ("self": residual guidance, whose unconditional
-        prediction is `delta` times the residual noise; no kind guides at guidance_scale <= 1).
-        `seed=None` draws one from torch's global generator (so `torch.manual_seed` / seed_everything make
-        runs repeatable).
-        `num_inference_steps=None` is the family's own (5 for SD 1.5 + LCM, 4 for SDXL-Lightning and Flash-SD3)."""
+        """One image, the arguments in the seed project's order. `masks`: one per prompt (a sequence, one image, or
+        a stacked (P, H, W) / (P, 1, H, W) array or tensor; images are read as in `regions.to_mask_tensor`, cut at
+        one half with `use_boolean_mask`; masks of another size are resized); None gives every prompt the whole
+        canvas. `suffix` appends itself and the background prompt to every prompt. With a background image, or
+        neither image nor background prompt (white), `do_blend` pastes the result over it in pixels through the
+        blurred masks, as the seed does. An image without `background_prompt` is captioned (`has_i2t`).
+
+        `num_inference_steps` runs that many steps of the family's schedule of that length (None: the pipeline's
+        `t_index_list`, or `t_index_list` here). Guidance is full CFG (negative prompts) when guidance_scale > 1,
+        unless `cfg_type` says otherwise ("self": residual guidance, whose unconditional prediction is `delta`
+        times the residual noise); `guidance_rescale` (full CFG) pulls its spread back toward the text
+        prediction's. Beyond the seed: `seed` (None draws one from torch's global generator, so
+        `torch.manual_seed` / seed_everything make runs repeatable), `mask_type` (the pipeline's when None),
+        `bootstrap_leak_sensitivity=None` (no leak correction), `output_type` "np", "pt" or "latent"."""
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES} (got {output_type!r})")
-        guidance = Guidance("full" if cfg_type is None else cfg_type, guidance_scale, delta)
+        rescale = self.default_guidance_rescale if guidance_rescale is None else guidance_rescale
+        guidance = Guidance("full" if cfg_type is None else cfg_type, 1.0 if guidance_scale is None else guidance_scale, delta, rescale)
         scale = self.model.vae_scale
         size = self.model.default_size  # 512 for SD 1.5, 1024 for SDXL / SD3
         height = check_size("height", size if height is None else height, scale)
@@ -146,39 +189,70 @@ class StableMultiDiffusionPipeline(ModelPipeline):
         rhos = per_layer_setting("prompt_strength", prompt_strengths, count, self.default_prompt_strength)
         strengths = per_layer_setting("mask_strength", mask_strengths, count, self.default_mask_strength)
         stds = per_layer_setting("mask_std", mask_stds, count, self.default_mask_std)
-        if t_index_list is None:
-            t_index_list = self.model.schedule.default_indices(num_inference_steps)
-        steps = self.model.schedule.prepare(t_index_list, self.device, self.dtype)
+        if num_inference_steps is not None:
+            schedule, t_index_list = self.model.slots(None, num_inference_steps)
+        else:
+            schedule, t_index_list = self.schedule, self.t_index_list if t_index_list is None else t_index_list
+        steps = schedule.prepare(t_index_list, self.device, self.dtype)
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else check_seed(seed)
         if bootstrap_leak_sensitivity is ...:
-            bootstrap_leak_sensitivity = self.bootstrap_leak_sensitivity
+            bootstrap_leak_sensitivity = self.default_bootstrap_leak_sensitivity
+        if background is not None and background_prompt is None:
+            background_prompt = self.get_text_prompts(background)
         scene = RegionScene(
-            self.model, steps, height, width, mask_type=mask_type, cover_alpha=self.preprocess_mask_cover_alpha,
-            bootstrap_steps=bootstrap_steps, guidance=guidance,
+            self.model, steps, height, width, mask_type=mask_type or self.mask_type,
+            cover_alpha=self.default_preprocess_mask_cover_alpha if preprocess_mask_cover_alpha is None else preprocess_mask_cover_alpha,
+            bootstrap_steps=self.default_bootstrap_steps if bootstrap_steps is None else bootstrap_steps,
+            bootstrap_mix_steps=self.default_boostrap_mix_steps if boostrap_mix_steps is None else boostrap_mix_steps,
+            guidance=guidance,
         )
         scene.set_background(background, background_prompt, background_negative_prompt)
+        if suffix is not None:
+            prompts = [f"{prompt}{suffix}{background_prompt or ''}" for prompt in prompts]
         for i in range(count):
             layer = scene.new_layer(prompts[i], negatives[i], rhos[i], strengths[i], stds[i])
-            scene.set_mask(layer, mask_list[i])
+            scene.set_mask(layer, mask_list[i], boolean_images=use_boolean_mask, resize=True)
             scene.layers.append(layer)
         latent = self._sample(scene, steps, seed, tile_size or self.model.default_tile_size, bootstrap_leak_sensitivity)
         if output_type == "latent":
             return latent
-        return to_output(self.model.decode(latent), output_type)
+        image = self.model.decode(latent)
+        if do_blend and not scene.has_background_layer and scene.layers:
+            image = paste_over_background(image, scene, background)
+        return to_output(image, output_type)
 
-    def sample(self, prompt: str, negative_prompt: str | None = None, height: int | None = None, width: int | None = None, **kwargs: Any):
-        """Plain text-to-image: the prompt over the whole canvas."""
+    def sample(
+        self, prompts: str, negative_prompts: str | None = "", height: int | None = None, width: int | None = None,
+        num_inference_steps: int | None = 4, guidance_scale: float | None = None, batch_size: int = 1, **kwargs: Any,
+    ):
+        """Plain text-to-image: the prompt over the whole canvas, in `num_inference_steps` steps (the seed's 4).
+        One image; `batch_size` > 1 gives a list of that many (seeds `seed`, `seed` + 1, ...)."""
         kwargs.setdefault("prompt_strengths", 1.0)
         kwargs.setdefault("mask_stds", 0.0)
-        return self(prompt, negative_prompt, masks=None, height=height, width=width, **kwargs)
+        settings = dict(height=height, width=width, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                        masks=None, **kwargs)
+        if not is_whole_number(batch_size) or batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number >= 1 (got {batch_size!r})")
+        if batch_size == 1:
+            return self(prompts, negative_prompts, **settings)
+        seed = settings.pop("seed", None)
+        first = int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else check_seed(seed)
+        return [self(prompts, negative_prompts, seed=first + i, **settings) for i in range(batch_size)]
 
-    def sample_panorama(self, prompt: str, negative_prompt: str | None = None, height: int | None = None, width: int | None = None, **kwargs: Any):
-        """A wide image (by default the model's size high, four times as wide): the prompt over the whole
-        canvas, tiled in half-overlapping windows."""
+    def sample_panorama(
+        self, prompts: str, negative_prompts: str | None = "", height: int | None = None, width: int | None = None,
+        num_inference_steps: int | None = None, guidance_scale: float | None = None, tile_size: int | None = None,
+        **kwargs: Any,
+    ):
+        """A wide image (by default the model's size high, four times as wide: 512 x 2048 for SD 1.5, as in the
+        seed): the prompt over the whole canvas, tiled in half-overlapping windows of `tile_size` (by default the
+        shorter side, at most the model's size)."""
         size = self.model.default_size
         height = size if height is None else height
         width = 4 * size if width is None else width
-        return self.sample(prompt, negative_prompt, height=height, width=width, **kwargs)
+        tile_size = min(height, width, size) if tile_size is None else tile_size
+        return self.sample(prompts, negative_prompts, height, width, num_inference_steps, guidance_scale, tile_size=tile_size,
+                           **kwargs)
 
     def _sample(self, scene: RegionScene, steps, seed: int, tile_size: int, leak: float | None) -> torch.Tensor:
         h, w = scene.latent_size
@@ -221,6 +295,19 @@ class StableMultiDiffusionPipeline(ModelPipeline):
                 if residual is not None:
                     residual = following.next_residual(eps, shift)
         return x0
+
+
+def paste_over_background(image: torch.Tensor, scene: RegionScene, background: Any) -> torch.Tensor:
+    """The seed project's `do_blend`: the generated image (1, 3, H, W) where the layers' masks, cover-decayed and
+    blurred (not quantised), add up to 1, the background image (white without one) where they add up to 0, mixed
+    between."""
+    layers = scene.layers
+    masks = torch.stack([layer.mask for layer in layers])
+    masks = torch.where(regions.covered_by_higher(masks), masks * scene.cover_alpha, masks)
+    cover = regions.gaussian_blur(masks, [layer.mask_std for layer in layers]).sum(0).clamp(0.0, 1.0)
+    pixels = torch.ones_like(image) if background is None else image_tensor(background, scene.height, scene.width)
+    cover = cover.to(image.device, image.dtype)
+    return cover * image + (1.0 - cover) * pixels.to(image.device, image.dtype)
 
 
 def _split_masks(masks: Any, count: int, height: int, width: int) -> list:

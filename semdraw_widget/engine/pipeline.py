@@ -39,13 +39,16 @@ class ModelPipeline:
     The constructor's first argument is a loaded family model (or `model=`), used as it is; or, in the seed
     project's form, the device to load onto (or `device=`; CUDA by default), with `hf_key` (None: SEMDRAW_MODEL,
     else the family's default model), `sd_version` ("1.5", "xl", "3"; detected from `hf_key` when None) and
-    the options of `LoadOptions` as keywords (lora_key, use_tiny_vae, taesd_key, config, allow_pickle; SDXL
-    unet_key, vae_key; SD3 use_t5). The family sets the defaults of `hf_key`, the LoRA and `taesd_key`.
+    the options of `LoadOptions` as keywords (lora_key, use_tiny_vae, taesd_key, config, allow_pickle,
+    lora_weight; SDXL unet_key, vae_key; SD3 use_t5). The family sets the defaults of `hf_key`, the LoRA and
+    `taesd_key`. `load_from_local` (the seed's) is taken and changes nothing: the Hugging Face cache is always
+    read first, and the hub asked only for what it lacks.
     """
 
     device: torch.device
     dtype: torch.dtype
     model: LatentFamily
+    decodes_with_tiny_vae = True  # what `use_tiny_vae` is when this pipeline loads its model and it is not given
 
     def _take_model(
         self, model_or_device: Any, dtype: torch.dtype | None, *, model: Any, device: Any, hf_key: str | None,
@@ -54,6 +57,9 @@ class ModelPipeline:
         """Set `model`, `device` and `dtype` from the constructor's arguments: a model given (first or as
         model=) is used as it is; otherwise one is loaded for `hf_key` with `load_options` (the seed's form)."""
         caller = type(self).__name__
+        load_options.pop("load_from_local", None)  # the cache is read first anyway (see above)
+        if model is None and not isinstance(model_or_device, LatentFamily):  # loading here
+            load_options.setdefault("use_tiny_vae", self.decodes_with_tiny_vae)
         options = LoadOptions.from_keywords(load_options, caller)
         if isinstance(model_or_device, LatentFamily):
             if model is not None:
@@ -75,6 +81,28 @@ class ModelPipeline:
             options.check_loaded(model.name, hf_key, sd_version)
             device = model.device if device is None else resolve_device(device)
         self.device, self.dtype, self.model = device, dtype or model.dtype, model
+
+    def _take_captioner(self, has_i2t: Any, i2t_to_device: Any) -> None:
+        """`captioner`: what prompts a background image given without one (`has_i2t`, the seed project's option):
+        BLIP-2, loaded on the first caption; None: no caption. Any callable image -> text may replace it."""
+        for name, value in (("has_i2t", has_i2t), ("i2t_to_device", i2t_to_device)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be True or False (got {value!r})")
+        self.captioner = None
+        if has_i2t:
+            from .captioning import ImageCaptioner
+
+            self.captioner = ImageCaptioner(device=self.device if i2t_to_device else "cpu")
+
+    def get_text_prompts(self, image: Any) -> str:
+        """A prompt describing `image` (PIL) from the `captioner`; '' without one (the seed project's method)."""
+        if self.captioner is None:
+            return ""
+        if not hasattr(image, "convert"):
+            from .blend import image_to_pil
+
+            image = image_to_pil(image)
+        return self.captioner(image)
 
     def _take_layer_defaults(self, prompt_strength: Any, mask_strength: Any, mask_std: Any) -> None:
         self.default_prompt_strength = check_layer_setting("prompt_strength", prompt_strength, "default_prompt_strength")

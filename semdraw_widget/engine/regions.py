@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -26,14 +27,43 @@ from ..coverage import to_fraction
 MASK_TYPES = ("discrete", "semi-continuous", "continuous")
 
 
-def to_mask_tensor(mask: Any, height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """One layer's coverage as a float32 (H, W) tensor in [0, 1] on `device`.
+def to_mask_tensor(
+    mask: Any, height: int, width: int, device: torch.device | str = "cpu", *, boolean_images: bool = False,
+    resize: bool = False,
+) -> torch.Tensor:
+    """One layer's coverage, as the engine's layer methods read it (the seed project's rules), as a float32
+    (H, W) tensor in [0, 1] on `device`.
 
-    Accepts what the canvas accepts, under the same rules (`semdraw_widget.coverage`): bool, uint8
-    (0..255 coverage) or other integer / float (a fraction in [0, 1]) arrays and torch tensors, and PIL
-    images (alpha when the mode has one), shaped (H, W) or (1, H, W).
+    Arrays and tensors follow the canvas's rules (`semdraw_widget.coverage`): bool, uint8 (0..255 coverage) or
+    other integer / float (a fraction in [0, 1]), shaped (H, W), (1, H, W) or (1, 1, H, W). A PIL image is read
+    as the seed's pipelines read one: an opaque image (or one without alpha) covers where it is dark,
+    1 - grey (a black shape on white); an image with transparency covers where it is opaque (its alpha, as the
+    canvas reads it). Images are resized to the canvas (bilinear), and with `boolean_images` (the one-shot
+    pipeline's `use_boolean_mask`) cut at one half first. With `resize`, arrays and tensors of another size are
+    resized too (the seed's one-shot pipeline does; its stream does not).
     """
+    if hasattr(mask, "getbands") and not mask.mode.startswith(("F", "I")):  # a PIL image of 8-bit pixels
+        if "A" in mask.getbands() and np.asarray(mask.getchannel("A")).min() < 255:
+            fraction = np.asarray(mask.getchannel("A"), dtype=np.float32) / 255.0
+        else:
+            fraction = 1.0 - np.asarray(mask.convert("L"), dtype=np.float32) / 255.0
+        if boolean_images:
+            fraction = (fraction > 0.5).astype(np.float32)
+        return _resized(torch.from_numpy(fraction), height, width).to(device)
+    while getattr(mask, "ndim", 0) > 2 and mask.shape[0] == 1:  # (1, H, W), (1, 1, H, W): one mask
+        mask = mask[0]
+    shape = tuple(getattr(mask, "shape", ()))
+    if resize and len(shape) == 2 and shape != (height, width):
+        return _resized(torch.from_numpy(to_fraction(mask, *shape)), height, width).to(device)
     return torch.from_numpy(to_fraction(mask, height, width)).to(device)
+
+
+def _resized(fraction: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(H', W') float coverage resized to (height, width), bilinear (unchanged when it fits already)."""
+    if tuple(fraction.shape) == (height, width):
+        return fraction
+    resized = F.interpolate(fraction[None, None], size=(height, width), mode="bilinear", align_corners=False)
+    return resized[0, 0].clamp(0.0, 1.0)
 
 
 def cover_decay(masks: torch.Tensor, cover_alpha: float) -> torch.Tensor:

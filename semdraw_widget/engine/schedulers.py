@@ -68,17 +68,14 @@ def check_t_index_list(t_index_list: Sequence[int], num_steps: int) -> tuple[int
     return indices
 
 
-def spread_indices(num_inference_steps: int | None, num_steps: int, default: int) -> tuple[int, ...]:
-    """N indices spread evenly over a `num_steps`-step schedule, starting at its noisiest step (N = `default`
-    when None)."""
-    if num_inference_steps is None:
-        num_inference_steps = default
-    if not is_whole_number(num_inference_steps) or not 1 <= num_inference_steps <= num_steps:
+def check_num_steps(num_inference_steps: int, most: int) -> int:
+    """A schedule's length as asked for (`num_inference_steps`), a whole number in 1..`most`."""
+    if not is_whole_number(num_inference_steps) or not 1 <= num_inference_steps <= most:
         raise ValueError(
-            f"num_inference_steps must be a whole number in 1..{num_steps} (got {num_inference_steps!r}); "
+            f"num_inference_steps must be a whole number in 1..{most} (got {num_inference_steps!r}); "
             "leave it None for the model's default"
         )
-    return tuple(i * num_steps // num_inference_steps for i in range(num_inference_steps))
+    return int(num_inference_steps)
 
 
 @dataclass(frozen=True)
@@ -159,32 +156,35 @@ def ddpm_slot_steps(
 
 
 class LCMSchedule:
-    """LCM's multistep schedule over a DDPM-trained model (diffusers' LCMScheduler conventions)."""
+    """LCM's multistep schedule over a DDPM-trained model (diffusers' LCMScheduler conventions).
 
-    num_steps = 50  # the 50-step LCM schedule that t_index_list indexes
+    LCM was distilled on 50 of the training schedule's steps (999, 979, ..., 19). A `num_steps`-step run takes
+    `num_steps` of them spread evenly from the noisiest, index i * 50 // num_steps (diffusers' `set_timesteps`):
+    50 steps are all of them, 4 steps 999, 759, 499, 259. t_index_list indexes this `num_steps`-step schedule.
+    """
 
+    original_steps = 50  # the steps LCM was distilled on
     prediction_types = ("epsilon", "v_prediction")
 
-    def __init__(self, scheduler_config: dict, timestep_scaling: float = 10.0, sigma_data: float = 0.5):
+    def __init__(self, scheduler_config: dict, num_steps: int = 50, timestep_scaling: float = 10.0, sigma_data: float = 0.5):
         prediction = scheduler_config.get("prediction_type", "epsilon")
         if prediction not in self.prediction_types:
             raise ValueError(
                 f"only epsilon- and v-prediction SD 1.5-family models are supported (this one predicts {prediction!r})"
             )
         self.prediction_type = prediction  # the family turns a v prediction into eps (`SD15.predict`)
+        self.config = dict(scheduler_config)
         self.alphas_cumprod = alphas_cumprod(scheduler_config)
         self.timestep_scaling = timestep_scaling
         self.sigma_data = sigma_data
-        n = len(self.alphas_cumprod)
-        k = n // self.num_steps
-        self.timesteps = [(i + 1) * k - 1 for i in range(self.num_steps)][::-1]  # 999, 979, ..., 19
+        self.num_steps = check_num_steps(num_steps, self.original_steps)
+        k = len(self.alphas_cumprod) // self.original_steps
+        distilled = [(i + 1) * k - 1 for i in range(self.original_steps)][::-1]  # 999, 979, ..., 19
+        self.timesteps = [distilled[i * self.original_steps // self.num_steps] for i in range(self.num_steps)]
 
-    default_inference_steps = 5
-
-    @classmethod
-    def default_indices(cls, num_inference_steps: int | None = None) -> tuple[int, ...]:
-        """LCM's evenly spread indices for an N-step run (5 steps: 0, 10, 20, 30, 40 -> t = 999 ... 199)."""
-        return spread_indices(num_inference_steps, cls.num_steps, cls.default_inference_steps)
+    def with_steps(self, num_steps: int) -> "LCMSchedule":
+        """This schedule run in `num_steps` steps (what diffusers calls num_inference_steps)."""
+        return type(self)(self.config, num_steps, self.timestep_scaling, self.sigma_data)
 
     def boundary(self, t: int) -> tuple[float, float]:
         scaled = t * self.timestep_scaling
@@ -211,13 +211,15 @@ class EulerTrailingSchedule:
         prediction = scheduler_config.get("prediction_type", "epsilon")
         if prediction != "epsilon":
             raise ValueError(f"only epsilon-prediction SDXL models are supported (this one predicts {prediction!r})")
+        self.config = dict(scheduler_config)
         self.alphas_cumprod = alphas_cumprod(scheduler_config)
-        self.num_steps = self.default_inference_steps = int(num_steps)
         n = len(self.alphas_cumprod)
+        self.num_steps = check_num_steps(num_steps, n)
         self.timesteps = [round(n - i * n / self.num_steps) - 1 for i in range(self.num_steps)]
 
-    def default_indices(self, num_inference_steps: int | None = None) -> tuple[int, ...]:
-        return spread_indices(num_inference_steps, self.num_steps, self.default_inference_steps)
+    def with_steps(self, num_steps: int) -> "EulerTrailingSchedule":
+        """This sampler over `num_steps` trailing steps (what diffusers calls num_inference_steps)."""
+        return type(self)(self.config, num_steps)
 
     def sigmas(self, indices: Sequence[int]) -> torch.Tensor:
         """Euler's sigma = sqrt((1 - abar) / abar) at the given slots (float64, for reference and tests)."""
@@ -277,10 +279,11 @@ class FlowMatchSchedule:
     """
 
     def __init__(self, scheduler_config: dict, num_steps: int = 4):
+        self.config = dict(scheduler_config)
         self.shift = float(scheduler_config.get("shift", 1.0))
         self.num_train_timesteps = int(scheduler_config.get("num_train_timesteps", 1000))
-        self.num_steps = self.default_inference_steps = int(num_steps)
         n = self.num_train_timesteps
+        self.num_steps = check_num_steps(num_steps, n)
         sigma_max, sigma_min = self.shifted(1.0), self.shifted(1.0 / n)
         raw = torch.linspace(sigma_max * n, sigma_min * n, self.num_steps, dtype=torch.float64) / n
         self.sigmas = self.shifted(raw)
@@ -289,8 +292,9 @@ class FlowMatchSchedule:
     def shifted(self, sigma):
         return self.shift * sigma / (1.0 + (self.shift - 1.0) * sigma)
 
-    def default_indices(self, num_inference_steps: int | None = None) -> tuple[int, ...]:
-        return spread_indices(num_inference_steps, self.num_steps, self.default_inference_steps)
+    def with_steps(self, num_steps: int) -> "FlowMatchSchedule":
+        """This sampler over `num_steps` steps (what diffusers calls num_inference_steps)."""
+        return type(self)(self.config, num_steps)
 
     def prepare(self, t_index_list: Sequence[int], device: torch.device, dtype: torch.dtype) -> FlowSlotSteps:
         indices = check_t_index_list(t_index_list, self.num_steps)

@@ -29,6 +29,7 @@ weight at that slot is left out of the model call (`blend.live_items`).
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -37,6 +38,7 @@ import torch
 from .accel import AcceleratedPredictor, compile_mode
 from .blend import Guidance, RegionScene, SelfResidual, cat_cond, denoise, per_layer, slot_noise
 from .pipeline import ModelPipeline, check_layer_setting
+from .updates import BackgroundState, PendingUpdates
 from ..coverage import warn_if_zero_one_uint8
 from ..limits import LAYER_SETTING_DEFAULTS, check_seed
 
@@ -169,6 +171,16 @@ class StreamMultiDiffusion(ModelPipeline):
     loads too (see `ModelPipeline`). The model's family sets the defaults of `t_index_list` and
     `preprocess_mask_cover_alpha` (see `models/__init__.py`).
 
+    The seed project's options, as there: `t_index_list` indexes a `num_inference_steps`-step schedule (None: the
+    family's own: LCM's 50 steps, the 4 of SDXL-Lightning and Flash-SD3); `bootstrap_mix_steps` (see
+    `RegionScene.bootstrap_latents`); `autoflush` (after a change of prompts, prompt strengths, background or
+    seed, the next call first runs `flush()`, so the frame it returns shows the change settled; off by
+    default here, see the README's differences); `has_i2t` (caption a background image given without a prompt,
+    BLIP-2 loaded on first use; `i2t_to_device` runs it on this device rather than the CPU); `lora_weight` (with
+    the options of `LoadOptions`); `frame_buffer_size` 1 (the only size the seed's streams run);
+    `prompt_queue_capacity` (how many layer requests `update` holds before `commit`); `use_xformers` is taken
+    and not needed (attention runs through PyTorch's fused kernels).
+
     `compile=True` (or "cudagraph") replays the model from CUDA graphs on CUDA devices; "inductor"
     also runs it through torch.compile (on a CPU too). Until `warm_up()` has prepared the current
     batch size, frames run eagerly (see `accel.py`).
@@ -183,16 +195,24 @@ class StreamMultiDiffusion(ModelPipeline):
         height: int | None = None,
         width: int | None = None,
         t_index_list: Sequence[int] | None = None,
+        num_inference_steps: int | None = None,
         seed: int = 2024,
         cfg_type: str = "none",
         guidance_scale: float = 1.2,
         delta: float = 1.0,
+        autoflush: bool = False,
         bootstrap_steps: int = 1,
+        bootstrap_mix_steps: float = 1.0,
         mask_type: str = "continuous",
         default_mask_std: float = LAYER_SETTING_DEFAULTS["mask_std"],
         default_mask_strength: float = LAYER_SETTING_DEFAULTS["mask_strength"],
         default_prompt_strength: float = LAYER_SETTING_DEFAULTS["prompt_strength"],
         preprocess_mask_cover_alpha: float | None = None,
+        has_i2t: bool = False,
+        i2t_to_device: bool = False,
+        frame_buffer_size: int = 1,
+        prompt_queue_capacity: int = 256,
+        use_xformers: bool = True,
         fresh_noise: bool = False,
         profile: bool = False,
         compile: bool | str = False,
@@ -203,21 +223,27 @@ class StreamMultiDiffusion(ModelPipeline):
         **load_options: Any,
     ):
         guidance = Guidance(cfg_type, guidance_scale, delta)  # checked before the model loads
+        if frame_buffer_size != 1:
+            raise ValueError(
+                f"frame_buffer_size={frame_buffer_size!r}: only 1 is supported (one frame per call, as the seed project's "
+                "streams run); call the pipeline once per frame"
+            )
         self._take_layer_defaults(default_prompt_strength, default_mask_strength, default_mask_std)
         self._take_model(
             model_or_device, dtype, model=model, device=device, hf_key=hf_key, sd_version=sd_version, load_options=load_options,
         )
+        self._take_captioner(has_i2t, i2t_to_device)
         scale = self.model.vae_scale
         size = self.model.default_size  # 512 for SD 1.5, 1024 for SDXL / SD3
         self._height = check_size("height", size if height is None else height, scale)
         self._width = check_size("width", size if width is None else width, scale)
-        if t_index_list is None:
-            t_index_list = self.model.default_t_index_list
+        schedule, t_index_list = self.model.slots(t_index_list, num_inference_steps)
         if preprocess_mask_cover_alpha is None:
-            preprocess_mask_cover_alpha = self.model.default_cover_alpha
-        self.steps = self.model.schedule.prepare(t_index_list, self.device, self.dtype)
+            preprocess_mask_cover_alpha = self.model.stream_cover_alpha
+        self.steps = schedule.prepare(t_index_list, self.device, self.dtype)
         self._leaving = self.steps.select(slice(None, -1))  # the slots whose x0 moves on to the next slot
         self._renoise = self.steps.select(slice(1, None))
+        self.autoflush = bool(autoflush)
         self.fresh_noise = bool(fresh_noise)
         self.profile = bool(profile)
         self.compile = compile_mode(compile)
@@ -228,11 +254,13 @@ class StreamMultiDiffusion(ModelPipeline):
         self._scene = RegionScene(
             self.model, self.steps, self._height, self._width, mask_type=mask_type,
             cover_alpha=float(preprocess_mask_cover_alpha), bootstrap_steps=int(bootstrap_steps),
-            guidance=guidance,
+            bootstrap_mix_steps=bootstrap_mix_steps, guidance=guidance,
         )
         if self.compile and self.predictor.uses_graphs:  # one graph per multiple of the slot count, not per item count
             self._scene.call_multiple = self.num_slots
-        self.reset_seed(seed)
+        self._pending = PendingUpdates(prompt_queue_capacity)
+        self._background_image: Any = None  # the image as given (`background`), its latent in the scene
+        self.reset_seed(seed=seed)
 
     # ---- properties -------------------------------------------------------------------------
     @property
@@ -319,14 +347,28 @@ class StreamMultiDiffusion(ModelPipeline):
         self._scene.batch()
 
     # ---- state ------------------------------------------------------------------------------
-    def reset_seed(self, seed: int | None = None) -> None:
-        """New fixed per-slot noise from `seed` (the current one when None); restarts the buffer."""
+    @property
+    def background(self) -> "BackgroundState":
+        """The background as the engine holds it: the image as given (None: white), its prompts and latent."""
+        scene = self._scene
+        return BackgroundState(self._background_image, scene.background_prompt, scene.background_negative_prompt,
+                               scene.background_latent)
+
+    def reset_seed(self, generator: Any = None, seed: int | None = None) -> None:
+        """New fixed per-slot noise from `seed` (the current one when None); restarts the buffer. `reset_seed(7)` or
+        the seed project's `reset_seed(generator, seed)`: a torch.Generator first is re-seeded with the seed too (the
+        per-slot noise is drawn on the CPU from the seed alone, so every device gets the same frames)."""
+        if generator is not None and not isinstance(generator, torch.Generator):
+            if seed is not None:
+                raise TypeError(f"reset_seed got two seeds ({generator!r} and seed={seed!r}): pass one")
+            generator, seed = None, generator
         seed = self.seed if seed is None else check_seed(seed)
         c, (h, w) = self.model.latent_channels, self._scene.latent_size
         noise = slot_noise(seed, (self.num_slots, c, h, w), self.device, self.dtype)
-        generator = torch.Generator(self.device).manual_seed(seed)
+        generator = (generator or torch.Generator(self.device)).manual_seed(seed)
         self.seed, self._noise, self._generator = seed, noise, generator
         self._restart_buffer()
+        self._flush_due = True
 
     def _restart_buffer(self) -> None:
         self._carried = self._noise[1:]  # the noise each buffered latent was made with (see `_step`)
@@ -341,42 +383,69 @@ class StreamMultiDiffusion(ModelPipeline):
         self._restart_buffer()
         for _ in range(self.num_slots):
             self._step()
+        self._flush_due = False
 
-    def _changed(self) -> None:
+    def _changed(self, settles: bool = False) -> None:
+        """The scene changed; `settles`: a change after which `autoflush` settles the stream before the next frame
+        (prompts, prompt strengths, the background: the seed project's; a mask alone never, so painting stays live)."""
         self._still_frames = 0
+        self._flush_due |= settles
 
     def update_background(self, image: Any = None, prompt: str | None = None, negative_prompt: str | None = None) -> None:
         """Set the background image (PIL, uint8 HxWx3, or float tensor; `False` removes it), prompt, negative prompt.
 
-        None leaves that part unchanged. A prompt of '' means no background prompt.
+        None leaves that part unchanged. A prompt of '' means no background prompt. An image given without a
+        prompt gets one from `get_text_prompts` when the pipeline captions (`has_i2t=True`), as in the seed project.
         """
         scene = self._scene
         if image is False:
             if scene.background_image is not None:
                 scene.clear_background_image()
-                self._changed()
+                self._background_image = None
+                self._changed(settles=True)
             image = None
+        if image is not None and prompt is None and self.captioner is not None:
+            prompt = self.get_text_prompts(image)
         changed = image is not None
         changed |= prompt is not None and prompt != scene.background_prompt
         changed |= negative_prompt is not None and negative_prompt != scene.background_negative_prompt
         if changed:
             scene.set_background(image, prompt, negative_prompt)
-            self._changed()
+            if image is not None:
+                self._background_image = image
+            self._changed(settles=True)
 
     def update_single_layer(
         self,
-        idx: int,
+        idx: int | None = None,
         prompt: str | None = None,
         negative_prompt: str | None = None,
+        suffix: str | None = None,
+        prompt_strength: float | None = None,
         mask: Any = None,
         mask_strength: float | None = None,
         mask_std: float | None = None,
-        prompt_strength: float | None = None,
     ) -> None:
-        """Edit layer `idx`, or append a layer when idx == num_layers. None leaves a setting unchanged."""
+        """Edit layer `idx` (0 is the bottom one), or add a layer on top when `idx` is None or past the last layer
+        (the seed project's rule). None leaves a setting unchanged; a new layer takes the defaults.
+
+        A new layer needs a prompt ('' for an unconditional one): asked for without one, nothing is added and a
+        warning says so, as in the seed project. `suffix` makes the prompt `prompt + suffix + background prompt`.
+        `mask`: see `regions.to_mask_tensor` (an opaque PIL image covers where it is dark, as in the seed project).
+        """
         scene, n = self._scene, self.num_layers
-        if not 0 <= idx <= n:
-            raise IndexError(f"layer index {idx} is out of range: there are {n} layers (0..{n - 1}); use idx={n} to append one")
+        if idx is not None and (isinstance(idx, bool) or not isinstance(idx, (int, np.integer)) or idx < 0):
+            raise IndexError(
+                f"layer index {idx!r} is not a layer: use 0..{n - 1} to edit one, or {n} (or None) to add one on top"
+            )
+        appending = idx is None or idx >= n
+        if appending and prompt is None:
+            warnings.warn(
+                f"update_single_layer(idx={idx}) adds a layer, and a new layer needs a prompt: nothing was added. "
+                "Pass prompt=... ('' for a layer without one).",
+                UserWarning, stacklevel=2,
+            )
+            return
         # every check before the first change, so a rejected call leaves the scene as it was
         prompt_strength, mask_strength, mask_std = (
             None if value is None else check_layer_setting(setting, value)
@@ -385,24 +454,26 @@ class StreamMultiDiffusion(ModelPipeline):
         if mask is not None:
             warn_if_zero_one_uint8(mask)
             mask = scene.mask_tensor(mask)
-        if idx == n:
+        if prompt is not None and suffix is not None:
+            prompt = f"{prompt}{suffix}{scene.background_prompt}"
+        if appending:
             scene.layers.append(scene.new_layer(
-                prompt or "", negative_prompt or "",
+                prompt, negative_prompt or "",
                 self.default_prompt_strength if prompt_strength is None else prompt_strength,
                 self.default_mask_strength if mask_strength is None else mask_strength,
                 self.default_mask_std if mask_std is None else mask_std,
             ))
             if mask is not None:
-                scene.assign_mask(scene.layers[idx], mask)
+                scene.assign_mask(scene.layers[-1], mask)
             scene.invalidate()
-            self._changed()
+            self._changed(settles=True)
             return
         layer = scene.layers[idx]
-        changed = False
+        changed = settles = False
         for name, value in (("prompt", prompt), ("negative_prompt", negative_prompt), ("prompt_strength", prompt_strength)):
             if value is not None and value != getattr(layer, name):
                 setattr(layer, name, type(getattr(layer, name))(value))
-                changed = True
+                changed = settles = True
         for name, value in (("mask_strength", mask_strength), ("mask_std", mask_std)):
             if value is not None and float(value) != getattr(layer, name):
                 setattr(layer, name, float(value))
@@ -414,24 +485,25 @@ class StreamMultiDiffusion(ModelPipeline):
                 changed = True
         if changed:
             scene.invalidate()
-            self._changed()
+            self._changed(settles)
 
     def update_layers(
         self,
         prompts: str | Sequence[str],
         negative_prompts: str | Sequence[str] | None = None,
+        suffix: str | None = None,
+        prompt_strengths: float | Sequence[float] | None = None,
         masks: Any = None,
         mask_strengths: float | Sequence[float] | None = None,
         mask_stds: float | Sequence[float] | None = None,
-        prompt_strengths: float | Sequence[float] | None = None,
     ) -> None:
-        """Replace all layers. Scalars apply to every layer; masks is a sequence or a (P, H, W) array."""
+        """Replace all layers: one per prompt, bottom to top. Scalars apply to every layer; `masks` is a sequence,
+        one image, or a stacked (P, H, W) / (P, 1, H, W) array or tensor. As in the seed project, prompts without a
+        mask get an empty one and masks without a prompt are left out, each with a warning."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         count = len(prompts)
-        negatives = per_layer(negative_prompts, count, "negative_prompts")
-        mask_list = [None] * count if masks is None else list(masks)
-        if len(mask_list) != count:
-            raise ValueError(f"got {len(mask_list)} masks for {count} prompts; give one mask per prompt")
+        negatives = per_layer(negative_prompts, count, "negative_prompts", "")
+        mask_list = self._mask_list(masks, count)
         # every check before the old layers go, so a rejected call leaves the scene as it was
         for mask in mask_list:
             if mask is not None:
@@ -443,8 +515,99 @@ class StreamMultiDiffusion(ModelPipeline):
         self._scene.layers.clear()
         self._scene.invalidate()
         for i in range(count):
-            self.update_single_layer(i, prompts[i], negatives[i], mask_list[i], strengths[i], stds[i], rhos[i])
-        self._changed()
+            self.update_single_layer(i, prompts[i], negatives[i], suffix, rhos[i], mask_list[i], strengths[i], stds[i])
+        self._changed(settles=True)
+
+    def update_masks(
+        self,
+        masks: Any = None,
+        mask_strengths: float | Sequence[float] | None = None,
+        mask_stds: float | Sequence[float] | None = None,
+    ) -> None:
+        """New masks (and their strengths and blurs) for all layers at once, in layer order; the prompts stay.
+        As in the seed project, layers beyond the masks given get an empty mask."""
+        count = self.num_layers
+        mask_list = self._mask_list(masks, count)
+        for mask in mask_list:
+            if mask is not None:
+                warn_if_zero_one_uint8(mask)
+        tensors = [torch.zeros(self.height, self.width, device=self.device) if m is None else self._scene.mask_tensor(m)
+                   for m in mask_list]
+        strengths = per_layer_setting("mask_strength", mask_strengths, count, self.default_mask_strength)
+        stds = per_layer_setting("mask_std", mask_stds, count, self.default_mask_std)
+        for i in range(count):
+            self.update_single_layer(i, mask=tensors[i], mask_strength=strengths[i], mask_std=stds[i])
+
+    def _mask_list(self, masks: Any, count: int) -> list:
+        """One mask (or None) per layer from what `update_layers` / `update_masks` take, fitted to `count` as the
+        seed project does: missing masks are None, extra ones dropped, each with a warning."""
+        if masks is None:
+            return [None] * count
+        if isinstance(masks, (np.ndarray, torch.Tensor)) and masks.ndim >= 3 and not (masks.ndim == 3 and masks.shape[0] == 1 and count <= 1):
+            masks = list(masks)
+        elif not isinstance(masks, (list, tuple)):
+            masks = [masks]
+        masks = list(masks)
+        if len(masks) < count:
+            warnings.warn(f"{count} prompts but {len(masks)} masks: the last {count - len(masks)} layer(s) get an empty "
+                          "mask until one is given", UserWarning, stacklevel=3)
+        elif len(masks) > count:
+            warnings.warn(f"{len(masks)} masks but {count} prompts: the last {len(masks) - count} mask(s) are left out",
+                          UserWarning, stacklevel=3)
+        return (masks + [None] * count)[:count]
+
+    def register_all(
+        self,
+        prompts: str | Sequence[str],
+        masks: Any,
+        background: Any,
+        background_prompt: str | None = None,
+        background_negative_prompt: str = "",
+        negative_prompts: str | Sequence[str] = "",
+        suffix: str | None = None,
+        prompt_strengths: float | Sequence[float] = 1.0,
+        mask_strengths: float | Sequence[float] = 1.0,
+        mask_stds: float | Sequence[float] = 10.0,
+    ) -> None:
+        """The whole scene in one call (the seed project's): the background, then every layer."""
+        self.update_background(background, background_prompt, background_negative_prompt)
+        self.update_layers(prompts, negative_prompts, suffix, prompt_strengths, masks, mask_strengths, mask_stds)
+
+    def update(
+        self,
+        background: Any = None,
+        background_prompt: str | None = None,
+        background_negative_prompt: str | None = None,
+        idx: int | None = None,
+        prompt: str | None = None,
+        negative_prompt: str | None = None,
+        suffix: str | None = None,
+        prompt_strength: float | None = None,
+        mask: Any = None,
+        mask_strength: float | None = None,
+        mask_std: float | None = None,
+    ) -> None:
+        """Hold a change of the background and of one layer until `commit()` (or the next frame, which commits):
+        the seed project's lazy updates, for front ends that send many small changes. A newer request for the same
+        layer replaces the older one's settings it names."""
+        self._pending.hold(
+            dict(image=background, prompt=background_prompt, negative_prompt=background_negative_prompt),
+            dict(idx=idx, prompt=prompt, negative_prompt=negative_prompt, suffix=suffix, prompt_strength=prompt_strength,
+                 mask=mask, mask_strength=mask_strength, mask_std=mask_std),
+        )
+
+    @property
+    def is_dirty(self) -> bool:
+        """Changes held by `update` wait for `commit()`."""
+        return self._pending.waiting
+
+    def commit(self) -> None:
+        """Apply what `update` held, in order: the background first, then the layers."""
+        background, layers = self._pending.take()
+        if background is not None:
+            self.update_background(**background)
+        for layer in layers:
+            self.update_single_layer(**layer)
 
     def remove_layer(self, idx: int) -> None:
         n = self.num_layers
@@ -452,14 +615,25 @@ class StreamMultiDiffusion(ModelPipeline):
             raise IndexError(f"layer index {idx} is out of range: there are {n} layers")
         del self._scene.layers[idx]
         self._scene.invalidate()
-        self._changed()
+        self._changed(settles=True)
 
     # ---- frames -----------------------------------------------------------------------------
     @torch.no_grad()
-    def __call__(self, output_type: str = "pil"):
-        """One frame: a PIL image, or "np" (uint8 HxWx3), "pt" (uint8 HxWx3 on the device), "latent" (1, C, h, w)."""
+    def __call__(self, output_type: str = "pil", *, no_decode: bool = False):
+        """One frame: a PIL image, or "np" (uint8 HxWx3), "pt" (uint8 HxWx3 on the device), "latent" (1, C, h, w);
+        `no_decode=True` (the seed project's) is "latent".
+
+        Changes held by `update` are committed first and the stream settled (`flush`), as in the seed project;
+        with `autoflush`, so is any change of prompts, prompt strengths, background or seed."""
+        if no_decode:
+            output_type = "latent"
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES} (got {output_type!r})")
+        if self.is_dirty:
+            self.commit()
+            self.flush()
+        elif self.autoflush and self._flush_due:
+            self.flush()
         latent = self._step()
         if output_type == "latent":
             return latent

@@ -41,7 +41,7 @@ def stream_of(model, **kwargs):
 def test_family_defaults(model):
     stream = stream_of(model)
     assert stream.num_slots == 4 and model.default_tile_size == 1024
-    assert stream._scene.cover_alpha == 0.3
+    assert stream._scene.cover_alpha == 0.1  # the seed project's SDXL and SD3 streams
     assert stream.model.latent_channels == {"sdxl": 4, "sd3": 16}[model.name]
     assert stream(output_type="latent").shape == (1, model.latent_channels, SIZE // 8, SIZE // 8)
 
@@ -83,7 +83,7 @@ def test_still_scene_converges_to_the_one_shot_image(model, mask_type):
     image = StableMultiDiffusionPipeline("cpu", model=model)(
         ["a red apple", "a green pear"], masks=[APPLE, PEAR], background_prompt="a wooden table", height=SIZE, width=SIZE,
         mask_type=mask_type, mask_stds=[2.0, 0.0], prompt_strengths=0.95, seed=11, bootstrap_steps=1,
-        bootstrap_leak_sensitivity=None, output_type="latent",
+        bootstrap_leak_sensitivity=None, output_type="latent", preprocess_mask_cover_alpha=model.stream_cover_alpha,
     )  # num_inference_steps=None: the family's 4 steps = the stream's t_index_list (0, 1, 2, 3)
     assert torch.allclose(frame, image, atol=1e-5, rtol=1e-5)
     assert torch.allclose(stream(output_type="latent"), frame, atol=1e-6)
@@ -158,7 +158,9 @@ def test_lightning_euler_trailing_schedule_and_formulas():
     x0 = steps.select(slice(0, 1)).x0(x_sigma / (sigma[0].item() ** 2 + 1) ** 0.5, eps_hat)
     ours = steps.select(slice(1, 2)).add_noise(x0, eps_hat) / steps.alpha[1]
     assert ours.item() == pytest.approx(euler.item(), rel=1e-6)
-    assert schedule.default_indices() == (0, 1, 2, 3) and schedule.default_indices(2) == (0, 2)
+    for count in (2, 3, 50):  # another length is diffusers' trailing schedule of that many steps
+        reference.set_timesteps(count)
+        assert schedule.with_steps(count).timesteps == reference.timesteps.round().long().tolist()
 
 
 def test_flow_matching_schedule_and_step_match_a_hand_computed_example():
@@ -201,7 +203,7 @@ def test_one_full_layer_is_sampled_exactly_as_the_familys_own_sampler_samples_it
     ours = smd([prompt], masks=[full], prompt_strengths=1.0, mask_stds=0.0, bootstrap_steps=0, seed=seed,
                height=SIZE, width=SIZE, output_type="latent")
 
-    steps = model.schedule.prepare(model.schedule.default_indices(), CPU, torch.float32)
+    steps = model.schedule.prepare(model.default_t_index_list, CPU, torch.float32)
     noise = slot_noise(seed, (len(steps), model.latent_channels, SIZE // 8, SIZE // 8), CPU, torch.float32)
     x = noise[:1]
     cond = model.encode_prompts([prompt])

@@ -121,6 +121,7 @@ def test_guided_still_scene_converges_to_the_one_shot_image(models, key, cfg_typ
         background_prompt="a wooden table", height=SIZE, width=SIZE, t_index_list=model.default_t_index_list,
         mask_type="continuous", mask_stds=[2.0, 0.0], prompt_strengths=0.95, seed=11, bootstrap_steps=1,
         bootstrap_leak_sensitivity=None, cfg_type=cfg_type, guidance_scale=scale, delta=delta, output_type="latent",
+        preprocess_mask_cover_alpha=model.stream_cover_alpha,
     )
     assert close(frame, image, rel=1e-5), (frame - image).abs().max()
     assert close(stream(output_type="latent"), frame, rel=1e-6)  # and it stays there

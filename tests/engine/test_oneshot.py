@@ -55,5 +55,5 @@ def test_sample_and_region_calls_in_the_seed_style(oneshot):
 def test_guided_one_shot_differs_from_unguided(oneshot):
     kwargs = dict(height=SIZE, width=SIZE, seed=5, output_type="latent")
     plain = oneshot.sample("a cat", **kwargs)
-    guided = oneshot.sample("a cat", negative_prompt="a dog", guidance_scale=4.0, **kwargs)
+    guided = oneshot.sample("a cat", negative_prompts="a dog", guidance_scale=4.0, **kwargs)
     assert torch.isfinite(guided).all() and not torch.allclose(plain, guided)

@@ -48,15 +48,17 @@ def test_arguments_that_are_ambiguous_or_would_be_ignored_are_refused(tiny):
         StableMultiDiffusionPipeline("cpu", device="cpu", model=tiny)
     with pytest.raises(TypeError, match=r"first argument is a loaded model \(load_model\(\.\.\.\)\) or a device"):
         StreamMultiDiffusion("tiny".encode())
-    with pytest.raises(TypeError, match=r"StableMultiDiffusionPipeline\(\) got an unexpected keyword argument 'has_i2t'"):
-        StableMultiDiffusionPipeline(tiny, has_i2t=False)
+    with pytest.raises(TypeError, match=r"StableMultiDiffusionPipeline\(\) got an unexpected keyword argument 'has_i2'"):
+        StableMultiDiffusionPipeline(tiny, has_i2=False)
     with pytest.raises(ValueError, match="model= is loaded already, so these loading options would be ignored: lora_key, hf_key"):
         StreamMultiDiffusion(tiny, hf_key="tiny", lora_key=None)
 
 
 def test_the_layer_defaults_are_one_set(tiny):
     stream, one_shot = StreamMultiDiffusion(tiny, height=SIZE, width=SIZE), StableMultiDiffusionPipeline(tiny)
-    for pipeline in (stream, one_shot):
-        assert {setting: getattr(pipeline, f"default_{setting}") for setting in LAYER_SETTING_DEFAULTS} == LAYER_SETTING_DEFAULTS
+    assert {setting: getattr(stream, f"default_{setting}") for setting in LAYER_SETTING_DEFAULTS} == LAYER_SETTING_DEFAULTS
+    # the one-shot pipeline's are the seed project's one-shot defaults
+    assert {setting: getattr(one_shot, f"default_{setting}") for setting in LAYER_SETTING_DEFAULTS} == dict.fromkeys(
+        LAYER_SETTING_DEFAULTS, 1.0)
     layer = RegionScene(tiny, stream.steps, SIZE, SIZE).new_layer("a pear")
     assert (layer.prompt_strength, layer.mask_strength, layer.mask_std) == tuple(LAYER_SETTING_DEFAULTS.values())

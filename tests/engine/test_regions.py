@@ -17,7 +17,7 @@ def test_mask_conversion_accepts_the_documented_inputs():
     out = regions.to_mask_tensor(boolean, 8, 16)
     assert out.shape == (8, 16) and out.dtype == torch.float32 and out.sum() == 1 and out[2, 3] == 1
     assert torch.equal(regions.to_mask_tensor(torch.full((8, 16), 0.3), 8, 16), torch.full((8, 16), 0.3))  # not 8-bit
-    pil = Image.fromarray(np.full((8, 16), 255, dtype=np.uint8))
+    pil = Image.fromarray(np.full((8, 16), 0, dtype=np.uint8))  # the seed's rule: an opaque image covers where dark
     assert torch.equal(regions.to_mask_tensor(pil, 8, 16), torch.ones(8, 16))
 
 

@@ -140,8 +140,8 @@ def test_validation_messages(make_stream):
     stream = make_stream()
     with pytest.raises(ValueError, match=r"\(64, 64\)"):
         stream.update_single_layer(0, prompt="x", mask=np.zeros((32, 32)))
-    with pytest.raises(IndexError, match="use idx=0 to append"):
-        stream.update_single_layer(2, prompt="x")
+    with pytest.raises(IndexError, match=r"use 0\.\.-1 to edit one, or 0 \(or None\) to add one on top"):
+        stream.update_single_layer(-1, prompt="x")
     assert stream.num_layers == 0
     with pytest.raises(ValueError, match="cfg_type"):
         make_stream(cfg_type="double")
@@ -230,7 +230,7 @@ def test_a_step_where_no_layer_has_weight_makes_no_model_call(tiny, monkeypatch)
     sizes = _record_batch_sizes(tiny, monkeypatch)
     pipe = StableMultiDiffusionPipeline("cpu", model=tiny)
     skipped = pipe(["a red apple"], **settings)
-    steps = len(tiny.schedule.default_indices(None))
+    steps = len(tiny.default_t_index_list)
     assert 0 < len(sizes) < steps  # the noisiest steps had nothing to predict
     monkeypatch.setattr(blend, "live_items", lambda masks, multiple=1: None)
     sizes.clear()

@@ -87,9 +87,10 @@ def test_bad_num_inference_steps_are_refused_not_replaced_by_the_default(oneshot
 
 
 def test_num_inference_steps_none_is_the_default_and_one_is_one(oneshot):
-    schedule = oneshot.model.schedule
-    assert schedule.default_indices(None) == schedule.default_indices(schedule.default_inference_steps)
-    assert schedule.default_indices(1) == (0,)
+    model = oneshot.model
+    assert model.slots(None, None) == (model.schedule, model.default_t_index_list)
+    one, slots = model.slots(None, 1)
+    assert one.timesteps == [999] and slots == (0,)
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 """Model families. A family adapter supplies everything model-specific to the shared region core:
 
-    name, latent_channels, vae_scale, default_tile_size, default_cover_alpha, default_t_index_list
-    schedule                  -> object with prepare(t_index_list, device, dtype) -> SlotSteps and
-                                 default_indices(num_inference_steps=None)
+    name, latent_channels, vae_scale, default_tile_size, stream_cover_alpha, default_t_index_list
+    schedule                  -> object with prepare(t_index_list, device, dtype) -> SlotSteps (t_index_list
+                                 indexes its num_steps steps) and with_steps(n) (the same sampler in n steps)
                                  (schedulers.py: timesteps, noise levels, x0(), add_noise())
     encode_prompts(texts)     -> conditioning dict of batch-first tensors, cached per text
     predict(x, timesteps, cond) -> the model output that schedule's SlotSteps.x0 expects
@@ -15,7 +15,8 @@
 | "xl"       | sdxl   | UNet + pooled/time ids, Euler trailing | SDXL-Lightning 4-step LoRA / TAESDXL | 1024 | (0, 1, 2, 3)        |
 | "3"        | sd3    | MMDiT, flow matching (velocity), Flash | Flash-SD3 (PEFT) / TAESD3, no T5     | 1024 | (0, 1, 2, 3)        |
 
-All three use cover alpha 0.3. stream.py, oneshot.py and blend.py know none of this.
+Streams decay covered masks by `stream_cover_alpha`: 0.3 for SD 1.5, 0.1 for SDXL and SD3, as the seed project's
+streams do (its one-shot pipelines use 0.3 for all three). stream.py, oneshot.py and blend.py know none of this.
 
 Loading: `load_model(hf_key, device, family, dtype, **options)` detects the family (`detection.py`), checks
 the options once (`options.LoadOptions`) and hands them to the family's `load`, which reads its parts

@@ -75,6 +75,16 @@ class LatentFamily:
         self.shift_factor = float(getattr(vae.config, "shift_factor", None) or 0.0)
         self._embeddings: OrderedDict[str, Conditioning] = OrderedDict()
 
+    def slots(self, t_index_list: Sequence[int] | None, num_steps: int | None):
+        """The schedule and slots a pipeline runs: `t_index_list` indexes the family's schedule in `num_steps`
+        steps (None: its own length). Without `t_index_list`, the family's default slots of its own schedule,
+        or every step of another length."""
+        schedule = self.schedule if num_steps is None else self.schedule.with_steps(num_steps)
+        if t_index_list is None:
+            own = schedule.num_steps == self.schedule.num_steps
+            t_index_list = self.default_t_index_list if own else tuple(range(schedule.num_steps))
+        return schedule, t_index_list
+
     def tokens_over_limit(self, text: str) -> int:
         """How many of `text`'s tokens the (first) text encoder cannot read: 0 when the prompt fits."""
         tokenizer = getattr(self, "tokenizer", None) or self.tokenizers[0]

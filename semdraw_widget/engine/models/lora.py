@@ -67,8 +67,8 @@ def read_lora(lora_key: str, family: str, suggestion: str, allow_pickle: bool = 
     return state
 
 
-def fuse_lora_into(shell, state: dict[str, torch.Tensor], lora_key: str) -> None:
-    """Load a LoRA state dict through a diffusers pipeline shell and fuse it into the weights for good.
+def fuse_lora_into(shell, state: dict[str, torch.Tensor], lora_key: str, weight: float) -> None:
+    """Load a LoRA state dict through a diffusers pipeline shell and fuse `weight` of it into the weights for good.
 
     A LoRA whose layer names partly fit nothing in the model would be applied in part and silently (diffusers
     logs the unmatched keys, among warnings that do not matter here): count the layers that took it, and
@@ -88,5 +88,5 @@ def fuse_lora_into(shell, state: dict[str, torch.Tensor], lora_key: str) -> None
             "diffusers reads (kohya or diffusers), or pass lora_key=None to load the model without it.",
             stacklevel=2,
         )
-    shell.fuse_lora(lora_scale=1.0)
+    shell.fuse_lora(lora_scale=float(weight))
     shell.unload_lora_weights()

@@ -6,6 +6,7 @@ loading option beside a model loaded already (`check_loaded`).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, fields
 from typing import Any
@@ -34,6 +35,7 @@ class LoadOptions:
       UNet, and then no LoRA is fused unless one is named.
     - `vae_key` (SDXL, with `use_tiny_vae=False`): the VAE to decode with, e.g. "madebyollin/sdxl-vae-fp16-fix".
     - `use_t5` (SD3): load the T5 text encoder too (about 9 GB more); None (not given) or False leaves it out.
+    - `lora_weight`: how much of the LoRA is fused (1: all of it; the seed project's SDXL and SD3 option).
     """
 
     lora_key: str | bool | None = True
@@ -44,8 +46,12 @@ class LoadOptions:
     unet_key: str | None = None
     vae_key: str | None = None
     use_t5: bool | None = None
+    lora_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        weight = self.lora_weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+            raise TypeError(f"lora_weight must be a finite number (got {weight!r}); 1.0 fuses the whole LoRA")
         for name in ("use_tiny_vae", "allow_pickle", "use_t5"):
             value = getattr(self, name)
             if not isinstance(value, bool) and not (name == "use_t5" and value is None):

@@ -66,7 +66,7 @@ class SD15(LatentFamily):
     vae_scale = 8
     default_tile_size = 768
     default_size = 512  # the canvas side the model was trained at
-    default_cover_alpha = 0.3
+    stream_cover_alpha = 0.3  # the seed project's streams: 0.3 for SD 1.5
     default_t_index_list = (0, 4, 12, 25, 37)
 
     def __init__(self, components: SD15Components, device: torch.device, dtype: torch.dtype):
@@ -113,7 +113,7 @@ class SD15(LatentFamily):
                     "distilled for epsilon-prediction SD 1.5 models, so their images would be wrong. Pass an SD 1.5 "
                     "checkpoint, or lora_key=None for a model that samples in a few steps without it (e.g. hf_key='demo')."
                 )
-            _fuse_lora(str(lora_key), parts, options.allow_pickle)
+            _fuse_lora(str(lora_key), parts, options.allow_pickle, options.lora_weight)
         loading.to_device([parts.text_encoder, parts.unet, parts.vae], device, dtype, "SD 1.5")
         parts.notice = notice
         return cls(parts, device, dtype)
@@ -258,8 +258,8 @@ def fit_clip_keys(state: dict[str, torch.Tensor], model) -> dict[str, torch.Tens
     return fitted
 
 
-def _fuse_lora(lora_key: str, parts: SD15Components, allow_pickle: bool) -> None:
-    """Load a LoRA (hub id, folder or file) through diffusers and fuse it into the weights for good."""
+def _fuse_lora(lora_key: str, parts: SD15Components, allow_pickle: bool, weight: float) -> None:
+    """Load a LoRA (hub id, folder or file) through diffusers and fuse `weight` of it into the weights for good."""
     from diffusers import LCMScheduler, StableDiffusionPipeline
 
     state = read_lora(lora_key, "sd15", DEFAULT_LORA_KEY, allow_pickle)
@@ -268,4 +268,4 @@ def _fuse_lora(lora_key: str, parts: SD15Components, allow_pickle: bool) -> None
         scheduler=LCMScheduler.from_config(parts.scheduler_config),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
-    fuse_lora_into(shell, state, lora_key)
+    fuse_lora_into(shell, state, lora_key, weight)

@@ -85,7 +85,7 @@ class SD3(LatentFamily):
     vae_scale = 8
     default_tile_size = 1024
     default_size = 1024
-    default_cover_alpha = 0.3
+    stream_cover_alpha = 0.1  # as the seed project's SD3 stream
     default_t_index_list = (0, 1, 2, 3)
 
     def __init__(self, components: SD3Components, device: torch.device, dtype: torch.dtype):
@@ -107,7 +107,7 @@ class SD3(LatentFamily):
             parts.vae = loading.load_taesd(sources.taesd(options.taesd_key))
         lora_key = sources.lora(options.lora_key)
         if lora_key:
-            parts.transformer = _apply_lora(parts, str(lora_key), options.allow_pickle)
+            parts.transformer = _apply_lora(parts, str(lora_key), options.allow_pickle, options.lora_weight)
         modules = [parts.text_encoder, parts.text_encoder_2, parts.transformer, parts.vae]
         loading.to_device(modules + ([parts.text_encoder_3] if use_t5 else []), device, dtype, "SD3")
         return cls(parts, device, dtype)
@@ -208,12 +208,12 @@ def _load_single_file(file: Path, config: str, use_t5: bool, dtype) -> SD3Compon
     )
 
 
-def _apply_lora(parts: SD3Components, lora_key: str, allow_pickle: bool):
-    """The transformer with the LoRA merged: a PEFT adapter (Flash-SD3's layout) through PEFT, any other LoRA
-    file (diffusers or kohya layout, e.g. a hub repository's pytorch_lora_weights.safetensors) through diffusers."""
+def _apply_lora(parts: SD3Components, lora_key: str, allow_pickle: bool, weight: float):
+    """The transformer with `weight` of the LoRA merged: a PEFT adapter (Flash-SD3's layout) through PEFT, any other
+    LoRA file (diffusers or kohya layout, e.g. a hub repository's pytorch_lora_weights.safetensors) through diffusers."""
     folder = _peft_folder(lora_key)
     if folder is not None:
-        return _merge_peft_lora(parts.transformer, folder, lora_key)
+        return _merge_peft_lora(parts.transformer, folder, lora_key, weight)
     from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
 
     hint = (
@@ -226,16 +226,22 @@ def _apply_lora(parts: SD3Components, lora_key: str, allow_pickle: bool):
         vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer, text_encoder_2=parts.text_encoder_2,
         tokenizer_2=parts.tokenizer_2, text_encoder_3=parts.text_encoder_3, tokenizer_3=parts.tokenizer_3,
     )
-    fuse_lora_into(shell, state, lora_key)
+    fuse_lora_into(shell, state, lora_key, weight)
     return parts.transformer
 
 
-def _merge_peft_lora(transformer, folder: Path, lora_key: str):
-    """Merge a PEFT LoRA adapter (Flash-SD3's layout: adapter_config.json + adapter_model.safetensors)."""
+def _merge_peft_lora(transformer, folder: Path, lora_key: str, weight: float):
+    """Merge `weight` of a PEFT LoRA adapter (Flash-SD3's layout: adapter_config.json + adapter_model.safetensors)."""
     from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
 
     check_lora_family(loading.load_safetensors(folder / PEFT_FILES[1], "LoRA"), "sd3", lora_key, DEFAULT_SD3_LORA_KEY)
-    return PeftModel.from_pretrained(transformer, str(folder)).merge_and_unload()
+    adapted = PeftModel.from_pretrained(transformer, str(folder))
+    if weight != 1.0:
+        for layer in adapted.modules():
+            if isinstance(layer, LoraLayer):
+                layer.scale_layer(weight)
+    return adapted.merge_and_unload()
 
 
 def _peft_folder(lora_key: str) -> Path | None:

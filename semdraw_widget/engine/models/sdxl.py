@@ -71,7 +71,7 @@ class SDXL(LatentFamily):
     vae_scale = 8
     default_tile_size = 1024
     default_size = 1024
-    default_cover_alpha = 0.3
+    stream_cover_alpha = 0.1  # as the seed project's SDXL stream
     default_t_index_list = (0, 1, 2, 3)
 
     def __init__(self, components: SDXLComponents, device: torch.device, dtype: torch.dtype):
@@ -111,7 +111,7 @@ class SDXL(LatentFamily):
                 tokenizer=parts.tokenizer, tokenizer_2=parts.tokenizer_2, unet=parts.unet,
                 scheduler=EulerDiscreteScheduler.from_config(parts.scheduler_config),
             )
-            fuse_lora_into(shell, state, str(lora_key))
+            fuse_lora_into(shell, state, str(lora_key), options.lora_weight)
         loading.to_device([parts.text_encoder, parts.text_encoder_2, parts.unet], device, dtype, "SDXL")
         overflows = dtype == torch.float16 and getattr(parts.vae.config, "force_upcast", False)
         loading.to_device([parts.vae], device, torch.float32 if overflows else dtype, "SDXL")

@@ -124,7 +124,7 @@ SD3_TRANSFORMER_CONFIG = dict(
     caption_projection_dim=16,
     pooled_projection_dim=64,
     out_channels=16,
-    pos_embed_max_size=32,
+    pos_embed_max_size=128,  # patches per side: canvases up to 2048 pixels, as the seed's SD3 examples need
 )
 SD3_SCHEDULER_CONFIG = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0}
 FLASH_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj"]
