@@ -105,12 +105,16 @@ class Guidance:
     kind: str = "none"  # "none" | "full" (negative prompts, 2x batch) | "self" (StreamDiffusion's residual CFG)
     scale: float = 1.0  # `guidance_scale`
     delta: float = 1.0  # self-guidance's unconditional prediction is delta * the residual noise
+    # Full CFG only: pull the guided prediction's spread back toward the text prediction's by this fraction
+    # (diffusers' guidance_rescale, the seed project's SDXL and SD3 default 0.7): it keeps high scales from
+    # over-exposing. 0: plain CFG.
+    rescale: float = 0.0
 
     def __post_init__(self):
         if self.kind not in CFG_TYPES:
             supported = ", ".join(repr(kind) for kind in CFG_TYPES)
             raise ValueError(f"cfg_type must be one of {supported} (got {self.kind!r}); StreamDiffusion's 'initialize' is not supported")
-        for name, field_name in (("guidance_scale", "scale"), ("delta", "delta")):
+        for name, field_name in (("guidance_scale", "scale"), ("delta", "delta"), ("guidance_rescale", "rescale")):
             object.__setattr__(self, field_name, check_number(name, getattr(self, field_name), GUIDANCE_LIMITS[name]))
 
     @property
@@ -167,6 +171,7 @@ class RegionBatch:
     boot_slots: int  # the first boot_slots slots are bootstrapped
     roll_forward: torch.Tensor  # (boot_slots*P, h*w)
     roll_back: torch.Tensor
+    bootstrap: torch.Tensor  # (boot_slots, C, h, w): the clean latent a bootstrapped item sees outside its mask
     live: tuple[int, ...] | None = None  # None: every item
     skip_empty: bool = True  # False: call the model on every item (the straightforward baseline)
     layers: tuple = ()  # the Layer of each row of `masks` (what `inspect_slots` shows the weights of)
@@ -204,7 +209,8 @@ class RegionBatch:
         return RegionBatch(
             self.masks[slot:slot + 1], pick(self.cond), pick(self.uncond), self.timesteps[items], int(boot),
             self.roll_forward[items] if boot else self.roll_forward[:0],
-            self.roll_back[items] if boot else self.roll_back[:0], live, self.skip_empty,
+            self.roll_back[items] if boot else self.roll_back[:0], self.bootstrap[slot:slot + 1] if boot else self.bootstrap[:0],
+            live, self.skip_empty,
         )
 
     def crop(self, top: int, bottom: int, left: int, right: int) -> "RegionBatch":
@@ -215,7 +221,8 @@ class RegionBatch:
         boot = masks[: self.boot_slots].reshape(self.boot_slots * p, *masks.shape[-2:])
         forward, back = centring_roll_indices(boot)
         live = live_items(masks) if self.skip_empty else None
-        return replace(self, masks=masks, roll_forward=forward, roll_back=back, live=live)
+        bootstrap = self.bootstrap[..., top:bottom, left:right]
+        return replace(self, masks=masks, roll_forward=forward, roll_back=back, bootstrap=bootstrap, live=live)
 
 
 def denoise(
@@ -232,9 +239,9 @@ def denoise(
 ) -> torch.Tensor:
     """x_t (T, C, h, w) at the slots of `steps` -> blended x0 (T, C, h, w).
 
-    `background` (1, C, h, w: white or the background image's latent) fills uncovered area and is
-    also the bootstrap latent. `noise` (T, C, h, w) is the noise each slot's latent was made with: it
-    noises the background for the bootstrapped slots. `residual` is self-guidance's, given exactly when
+    `background` (1, C, h, w: white or the background image's latent) fills uncovered area; `batch.bootstrap`
+    is what a bootstrapped item sees outside its mask. `noise` (T, C, h, w) is the noise each slot's latent was
+    made with: it noises that bootstrap latent. `residual` is self-guidance's, given exactly when
     `guidance.uses_residual`; its `shift` is set here.
     `leak_sensitivity` (one-shot only) down-weights, at bootstrapped slots, where a layer's x0 still
     looks like the background. `timer.mark("unet")` follows the model call.
@@ -246,7 +253,7 @@ def denoise(
     masks = batch.masks
     x = x_t[:, None].expand(t, p, c, h, w)
     if nb:
-        booted = steps.select(slice(0, nb)).add_noise(background, noise[:nb])[:, None]
+        booted = steps.select(slice(0, nb)).add_noise(batch.bootstrap, noise[:nb])[:, None]
         x = torch.cat([masks[:nb] * x[:nb] + (1.0 - masks[:nb]) * booted, x[nb:]])
     flat = x.reshape(t * p, c, h, w)
 
@@ -270,6 +277,9 @@ def denoise(
                              cat_cond([batch.call_uncond, batch.call_cond]))
         uncond, text = out.chunk(2)
         out = uncond + guidance.scale * (text - uncond)
+        if guidance.rescale:
+            spread = lambda x: x.std(dim=tuple(range(1, x.dim())), keepdim=True)
+            out = torch.lerp(out, out * (spread(text) / spread(out)), guidance.rescale)
     else:
         out = family.predict(model_in, batch.call_timesteps, batch.call_cond)
         if residual is not None:  # the unconditional prediction where the model saw the residual (rolled, live)
@@ -324,6 +334,7 @@ class RegionScene:
     mask_type: str = "continuous"
     cover_alpha: float = 0.3
     bootstrap_steps: int = 1
+    bootstrap_mix_steps: float = 1.0  # see `bootstrap_latents`
     guidance: Guidance = field(default_factory=Guidance)
     layers: list[Layer] = field(default_factory=list)
     background_prompt: str = ""
@@ -337,6 +348,9 @@ class RegionScene:
             raise ValueError(f"mask_type must be one of {regions.MASK_TYPES} (got {self.mask_type!r})")
         if self.bootstrap_steps < 0:
             raise ValueError(f"bootstrap_steps must be >= 0 (got {self.bootstrap_steps})")
+        mix = self.bootstrap_mix_steps
+        if isinstance(mix, bool) or not isinstance(mix, (int, float)) or not 0 <= mix < float("inf"):
+            raise ValueError(f"bootstrap_mix_steps must be a number >= 0 (got {mix!r}); 1 bootstraps the first slot from white")
         self.latent_size = (self.height // self.family.vae_scale, self.width // self.family.vae_scale)
         white = torch.ones(1, 3, self.height, self.width)
         self.white = self.family.encode(white)
@@ -347,7 +361,7 @@ class RegionScene:
     # ---- updates ------------------------------------------------------------------------------
     def set_background(self, image: Any = None, prompt: str | None = None, negative_prompt: str | None = None) -> None:
         if image is not None:
-            self.background_image = self.family.encode(_image_tensor(image, self.height, self.width))
+            self.background_image = self.family.encode(image_tensor(image, self.height, self.width))
         if prompt is not None:
             self.background_prompt = prompt
         if negative_prompt is not None:
@@ -364,12 +378,13 @@ class RegionScene:
     ) -> Layer:
         return Layer(prompt, negative_prompt, float(prompt_strength), float(mask_strength), float(mask_std))
 
-    def mask_tensor(self, mask: Any) -> torch.Tensor:
-        """A layer mask on the device, checked against the canvas size (raises before anything changes)."""
-        return regions.to_mask_tensor(mask, self.height, self.width, self.family.device)
+    def mask_tensor(self, mask: Any, **reading: Any) -> torch.Tensor:
+        """A layer mask on the device, checked against the canvas size (raises before anything changes); `reading`:
+        the options of `regions.to_mask_tensor`."""
+        return regions.to_mask_tensor(mask, self.height, self.width, self.family.device, **reading)
 
-    def set_mask(self, layer: Layer, mask: Any) -> None:
-        self.assign_mask(layer, self.mask_tensor(mask))
+    def set_mask(self, layer: Layer, mask: Any, **reading: Any) -> None:
+        self.assign_mask(layer, self.mask_tensor(mask, **reading))
 
     @staticmethod
     def assign_mask(layer: Layer, mask: torch.Tensor) -> None:
@@ -387,6 +402,15 @@ class RegionScene:
     @property
     def background_latent(self) -> torch.Tensor:
         return self.white if self.background_image is None else self.background_image
+
+    def bootstrap_latents(self, slots: int) -> torch.Tensor:
+        """What the first `slots` bootstrapped slots see outside a layer's mask (slots, C, h, w): the seed
+        project's mix of white and the background, white in full for the first `bootstrap_mix_steps` slots, the
+        background from then on, and at the slot where the count ends in a fraction, that much white
+        (2.3: white, white, 0.3 white + 0.7 background). Without a background image both are white."""
+        ratios = (self.bootstrap_mix_steps - torch.arange(slots, device=self.white.device)).clamp(0.0, 1.0)
+        ratios = ratios.to(self.white.dtype).view(-1, 1, 1, 1)
+        return ratios * self.white + (1.0 - ratios) * self.background_latent
 
     @property
     def has_background_layer(self) -> bool:
@@ -448,7 +472,8 @@ class RegionScene:
         if not active:
             nothing = torch.zeros(t, 0, 1, h, w, device=device, dtype=self.family.dtype)
             empty = torch.zeros(0, h * w, dtype=torch.long, device=device)
-            return RegionBatch(nothing, {}, None, self.steps.timesteps[:0], 0, empty, empty, None, self.skip_empty_items)
+            return RegionBatch(nothing, {}, None, self.steps.timesteps[:0], 0, empty, empty, self.bootstrap_latents(0), None,
+                               self.skip_empty_items)
         masks = torch.stack([layer.weights for layer in active], dim=1).to(self.family.dtype)  # (T, P, 1, h, w)
         strengths = torch.tensor([layer.prompt_strength for layer in active], device=device)
         base = self.family.encode_prompts([self.background_prompt])
@@ -462,11 +487,22 @@ class RegionScene:
         forward, back = centring_roll_indices(masks[:nb].reshape(nb * len(active), h, w))
         timesteps = self.steps.timesteps.repeat_interleave(len(active))
         live = live_items(masks, self.call_multiple) if self.skip_empty_items else None
-        return RegionBatch(masks, repeat_cond(cond, t), uncond, timesteps, nb, forward, back, live, self.skip_empty_items,
-                           layers=tuple(active))
+        return RegionBatch(masks, repeat_cond(cond, t), uncond, timesteps, nb, forward, back, self.bootstrap_latents(nb), live,
+                           self.skip_empty_items, layers=tuple(active))
 
 
-def _image_tensor(image: Any, height: int, width: int) -> torch.Tensor:
+def image_to_pil(image: Any):
+    """A background image as PIL: PIL as it is, an array by the canvas's rules, a float (3, H, W) / (1, 3, H, W)
+    tensor in [0, 1] as its pixels."""
+    if isinstance(image, np.ndarray):
+        return image_from_array(image)
+    if isinstance(image, torch.Tensor):
+        pixels = image.detach().float().cpu().reshape(-1, *image.shape[-2:])[:3]
+        return image_from_array((pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
+    return image
+
+
+def image_tensor(image: Any, height: int, width: int) -> torch.Tensor:
     """PIL image, array (the canvas's rules: `coverage.image_from_array`), or float (3, H, W) / (1, 3, H, W)
     tensor in [0, 1] -> (1, 3, H, W) float. Images and arrays are resized to the canvas."""
     if isinstance(image, np.ndarray):
