@@ -68,6 +68,7 @@ class Recipe:
     pool_images: int = 1024  # 256x256 training images, encoded once; refreshed as training goes
     pool_refresh: int = 1  # images replaced in the pool after every step
     composites: float = 0.4  # share of training pictures with regions of other materials (see LatentPool)
+    composites_below: int = 600  # ... shown only at timesteps below this one (see quiet_timesteps)
     lerp_share: float = 0.3  # share of captions whose embedding is lerped towards another's, as prompt strength does
     lerp_low: float = 0.75  # ... by at most this much (the canvas's default prompt strength is 0.95)
     unet_steps: int = 3000
@@ -144,6 +145,21 @@ def sample_timesteps(count: int, generator: torch.Generator) -> torch.Tensor:
     return torch.where(torch.rand(count, generator=generator) < 0.5, slots, uniform)
 
 
+def quiet_timesteps(t: torch.Tensor, mixed: torch.Tensor, recipe: Recipe, generator: torch.Generator) -> torch.Tensor:
+    """Composite pictures at quiet timesteps only: the two quieter slots or uniformly below `composites_below`.
+
+    Their captions name only the base material, so at a noisy timestep, where the input does not show the other
+    regions, they would teach the model to invent regions nobody asked for. Where the input shows them, they
+    teach it to keep them; at the noisy slots the model paints its caption whatever little its input shows (as a
+    real model does), so a layer's prompt wins over the white or background its region starts from.
+    """
+    quiet = torch.tensor([s for s in SLOT_TIMESTEPS if s < recipe.composites_below])
+    slots = quiet[torch.randint(len(quiet), t.shape, generator=generator)]
+    uniform = torch.randint(0, recipe.composites_below, t.shape, generator=generator)
+    redrawn = torch.where(torch.rand(t.shape, generator=generator) < 0.5, slots, uniform)
+    return torch.where(mixed, redrawn, t)
+
+
 def images_to_tensor(images: list[np.ndarray]) -> torch.Tensor:
     """(B, 3, H, W) in [-1, 1], as diffusers autoencoders read images."""
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2) * 2.0 - 1.0
@@ -196,14 +212,16 @@ class LatentPool:
         if saved is not None:  # resuming: the pool as the checkpoint left it
             self.latents, self.scaling_factor = saved["pool_latents"], saved["scaling_factor"]
             self.labels = [Material(*label) for label in saved["pool_labels"]]
+            self.mixed = saved["pool_mixed"]
             return
         self.labels = [self._draw() for _ in range(recipe.pool_images)]
-        self.latents = torch.cat([self._encode(self.labels[i:i + 32]) for i in range(0, len(self.labels), 32)])
+        self.mixed = torch.zeros(recipe.pool_images, dtype=torch.bool)  # which pictures are composites
+        self.latents = torch.cat([self._encode(self.labels[i:i + 32], self.mixed[i:i + 32]) for i in range(0, len(self.labels), 32)])
         self.scaling_factor = float(1.0 / self.latents.std())
 
     def saved(self) -> dict:
         return {"pool_latents": self.latents, "pool_labels": [(m.colour, m.texture) for m in self.labels],
-                "scaling_factor": self.scaling_factor}
+                "pool_mixed": self.mixed, "scaling_factor": self.scaling_factor}
 
     def _draw(self) -> Material:
         # neutral prompts are one material of 99: draw them a little more often
@@ -212,16 +230,20 @@ class LatentPool:
         return self.materials[self.rng.integers(len(self.materials))]
 
     @torch.no_grad()
-    def _encode(self, labels: list[Material]) -> torch.Tensor:
-        images = images_to_tensor([self._picture(m) for m in labels])
-        return self.ae.encode(images).latents
+    def _encode(self, labels: list[Material], mixed: torch.Tensor) -> torch.Tensor:
+        """Encode a picture of each material; `mixed` (written in place) says which are composites."""
+        pictures = []
+        for k, material in enumerate(labels):
+            mixed[k] = bool(self.rng.random() < self.recipe.composites)
+            pictures.append(self._picture(material, bool(mixed[k])))
+        return self.ae.encode(images_to_tensor(pictures)).latents
 
-    def _picture(self, material: Material) -> np.ndarray:
+    def _picture(self, material: Material, mixed: bool) -> np.ndarray:
         """An image its caption describes: the material alone, or (a share `composites`) the material as the
         background of a picture with a region or two of other materials. The regions teach the model that at
         the quieter slots what shows in its input stays where it is -- which is how region-based generation
         keeps each layer's paint where the other layers put it."""
-        if self.rng.random() < self.recipe.composites:
+        if mixed:
             return world.composite(self.rng, 256, 256, background=material, shapes=(1, 3))
         return world.render(material, 256, 256, self.rng)
 
@@ -229,16 +251,16 @@ class LatentPool:
         for _ in range(count):
             i = int(self.rng.integers(len(self.labels)))
             self.labels[i] = self._draw()
-            self.latents[i] = self._encode([self.labels[i]])[0]
+            self.latents[i] = self._encode([self.labels[i]], self.mixed[i:i + 1])[0]
 
-    def batch(self, size: int, crop: int) -> tuple[torch.Tensor, list[Material]]:
+    def batch(self, size: int, crop: int) -> tuple[torch.Tensor, list[Material], torch.Tensor]:
         index = self.rng.integers(0, len(self.labels), size)
         side = self.latents.shape[-1]
         out = torch.empty(size, 4, crop, crop)
         for k, i in enumerate(index):
             y, x = self.rng.integers(0, side - crop + 1, 2)
             out[k] = self.latents[i, :, y:y + crop, x:x + crop]
-        return out * self.scaling_factor, [self.labels[i] for i in index]
+        return out * self.scaling_factor, [self.labels[i] for i in index], self.mixed[torch.from_numpy(index)]
 
 
 def train_denoiser(recipe: Recipe, ae, tokenizer, rng: np.random.Generator, log: Callable[[str], None], state: dict):
@@ -281,10 +303,10 @@ def train_denoiser(recipe: Recipe, ae, tokenizer, rng: np.random.Generator, log:
             group["lr"] = lr
         whole = step % 4 == 3
         size, crop = (recipe.batch // 4, 32) if whole else (recipe.batch, recipe.crop)
-        x0, labels = pool.batch(size, crop)
+        x0, labels, mixed = pool.batch(size, crop)
         texts = [captions.caption(m, rng) for m in labels]
         ids = tokenizer(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
-        t = sample_timesteps(size, generator)
+        t = quiet_timesteps(sample_timesteps(size, generator), mixed, recipe, generator)
         a = abar[t].view(-1, 1, 1, 1)
         noise = torch.randn(x0.shape, generator=generator)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
