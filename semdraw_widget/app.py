@@ -5,7 +5,7 @@
 
 (also `python -m semdraw_widget.app`). The page is a one-cell notebook served by Voilà, Jupyter's app server
 (`pip install semdraw_widget[app]`): each visitor gets a kernel that loads the model as a notebook would
-(`load_pipeline`, with its banner when it falls back to the tiny model) and shows the canvas. The command prints
+(`load_pipeline`, with its banner when it falls back to the demo model) and shows the canvas. The command prints
 the page's address and runs until Ctrl+C, which stops the server and its kernels.
 """
 

@@ -276,8 +276,8 @@ def test_model_choice_is_never_silent(make_canvas, monkeypatch, tmp_path):
     from semdraw_widget import load_pipeline
 
     monkeypatch.delenv("SEMDRAW_MODEL", raising=False)
-    auto = load_pipeline(None, width=SIZE, height=SIZE)  # no GPU here: the tiny model, with the reason
-    assert "Tiny model" in auto.notice and "no CUDA GPU" in auto.notice
+    auto = load_pipeline(None, width=SIZE, height=SIZE)  # no GPU here: the demo model, with the reason
+    assert "Demo model" in auto.notice and "no CUDA GPU" in auto.notice
     canvas = make_canvas(SIZE, SIZE, model="tiny")
     assert canvas.has_pipeline and "noise" in canvas.notice
     monkeypatch.setenv("SEMDRAW_MODEL", str(tmp_path / "missing-model"))

@@ -37,18 +37,18 @@ def test_SEMDRAW_MODEL_is_read_in_one_place(monkeypatch):
     assert engine.load_model(lora_key=None).name == "sd3"  # hf_key=None: the environment's model
 
 
-def test_auto_without_a_gpu_is_the_tiny_model_and_says_why(made, monkeypatch):
+def test_auto_without_a_gpu_is_the_demo_model_and_says_why(made, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     pipeline = load_pipeline(None, width=64, height=64)
-    assert made == [("cpu", {"hf_key": "tiny", "width": 64, "height": 64})]
-    assert pipeline.notice.startswith("Tiny model: random weights") and f"SEMDRAW_MODEL={DEFAULT_HF_KEY}" in pipeline.notice
+    assert made == [("cpu", {"hf_key": "demo", "width": 64, "height": 64})]
+    assert pipeline.notice.startswith("Demo model") and f"SEMDRAW_MODEL={DEFAULT_HF_KEY}" in pipeline.notice
     assert pipeline.notice.endswith("Using it because no CUDA GPU is visible to this kernel.")
 
 
 def test_auto_on_a_gpu_falls_back_with_the_reason_the_default_failed(made, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     pipeline = load_pipeline("auto", width=64, height=64)
-    assert made == [("cpu", {"hf_key": "tiny", "width": 64, "height": 64, "compile": True})]
+    assert made == [("cpu", {"hf_key": "demo", "width": 64, "height": 64, "compile": True})]
     assert f"{DEFAULT_HF_KEY} could not be loaded (OSError: not in the Hugging Face cache)" in pipeline.notice
 
 

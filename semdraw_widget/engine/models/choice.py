@@ -16,7 +16,7 @@ from .sources import BUILTIN_MODELS
 
 log = logging.getLogger("semdraw_widget")
 MODEL_VARIABLE = "SEMDRAW_MODEL"
-FALLBACK_MODEL = "tiny"  # what "auto" loads where the default model cannot be had: it runs anywhere
+FALLBACK_MODEL = "demo"  # what "auto" loads where the default model cannot be had: it runs on any CPU and paints its words
 
 
 def configured_model() -> str | None:
@@ -39,9 +39,9 @@ def builtin_notice(key: str) -> str:
 def load_pipeline(model: str | None = None, device: Any = None, width: int = 512, height: int = 512, **kwargs: Any):
     """Load the streaming pipeline the notebook asks for, and say plainly what was loaded.
 
-    ``model``: a hub id, a local diffusers folder, a ``.safetensors`` file, ``"tiny"``, or None/"auto".
+    ``model``: a hub id, a local diffusers folder, a ``.safetensors`` file, ``"demo"``, ``"tiny"``, or None/"auto".
     ``SEMDRAW_MODEL`` in the environment overrides it, and the notice says so. "auto" means SD 1.5 + LCM-LoRA + TAESD on a CUDA
-    GPU, and the tiny model where that cannot be had (no GPU, no weights) -- never silently: the
+    GPU, and the demo model (trained here; it paints its few words) where that cannot be had (no GPU, no weights) -- never silently: the
     returned pipeline's ``notice`` says why, and the canvas shows it as a banner. A model asked for by
     name that cannot be loaded raises. On CUDA the pipeline replays the model from CUDA graphs
     (``compile=True``) unless ``compile=`` says otherwise.
