@@ -303,11 +303,34 @@ def model_batch(pipeline: Any) -> int:
 
 
 def bare_model_ms(pipeline: Any, repeats: int = 10) -> float | None:
-    """Milliseconds of one call of the frame's model batch alone, as the frames call it (graph or eager)."""
+    """Milliseconds of one call of the frame's model batch alone, as the frames call it (graph or eager), timed
+    on a thread of its own as the frames are (the stream thread).
+
+    Not on the calling thread: on a CPU, torch's OpenMP team belongs to the thread that runs the work, and the
+    main thread's team -- made at import, its workers spin-waiting at every barrier -- can run the same batch
+    many times slower than a fresh thread's when another process holds a core (this workplace's 2-core machine:
+    967 ms against the frames' 29 ms). The frames' own model time is `stages_ms["unet"]`."""
     inputs = pipeline.batch_inputs()
     if inputs is None:
         return None
-    predictor, device = pipeline.predictor, pipeline.device
+    result: list[float] = []
+    failure: list[BaseException] = []
+
+    def measure() -> None:
+        try:
+            result.append(_time_model_calls(pipeline.predictor, pipeline.device, inputs, repeats))
+        except BaseException as exc:  # raised again on the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=measure, name="bench-bare-model")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return result[0]
+
+
+def _time_model_calls(predictor: Any, device: torch.device, inputs: tuple, repeats: int) -> float:
     with torch.no_grad():
         for _ in range(3):
             predictor.predict(*inputs)
