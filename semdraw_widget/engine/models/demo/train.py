@@ -67,6 +67,9 @@ class Recipe:
     text_layers: int = 2
     pool_images: int = 1024  # 256x256 training images, encoded once; refreshed as training goes
     pool_refresh: int = 1  # images replaced in the pool after every step
+    composites: float = 0.4  # share of training pictures with regions of other materials (see LatentPool)
+    lerp_share: float = 0.3  # share of captions whose embedding is lerped towards another's, as prompt strength does
+    lerp_low: float = 0.75  # ... by at most this much (the canvas's default prompt strength is 0.95)
     unet_steps: int = 3000
     batch: int = 64
     crop: int = 16  # latent crop side (128 pixels); every fourth step trains on whole 32x32 latents
@@ -120,6 +123,19 @@ def autoencoder_config(recipe: Recipe, scaling_factor: float = 1.0) -> dict:
 def alphas_cumprod() -> torch.Tensor:
     betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
     return torch.cumprod(1.0 - betas, 0).float()
+
+
+def lerp_some(cond: torch.Tensor, recipe: Recipe, generator: torch.Generator) -> torch.Tensor:
+    """Move a share of the batch's embeddings a little towards another caption's, lerp(other, own, rho) with
+    rho in [lerp_low, 1], keeping their targets: the engine conditions every layer on lerp(background, layer,
+    prompt strength), so the model learns that a strength near 1 paints the layer's words (and, by symmetry,
+    one near 0 the background's)."""
+    count = cond.shape[0]
+    chosen = torch.rand(count, generator=generator) < recipe.lerp_share
+    rho = recipe.lerp_low + (1.0 - recipe.lerp_low) * torch.rand(count, generator=generator)
+    rho = torch.where(chosen, rho, torch.ones(count)).view(-1, 1, 1)
+    other = cond[torch.randperm(count, generator=generator)]
+    return torch.lerp(other, cond, rho)
 
 
 def sample_timesteps(count: int, generator: torch.Generator) -> torch.Tensor:
@@ -197,8 +213,17 @@ class LatentPool:
 
     @torch.no_grad()
     def _encode(self, labels: list[Material]) -> torch.Tensor:
-        images = images_to_tensor([world.render(m, 256, 256, self.rng) for m in labels])
+        images = images_to_tensor([self._picture(m) for m in labels])
         return self.ae.encode(images).latents
+
+    def _picture(self, material: Material) -> np.ndarray:
+        """An image its caption describes: the material alone, or (a share `composites`) the material as the
+        background of a picture with a region or two of other materials. The regions teach the model that at
+        the quieter slots what shows in its input stays where it is -- which is how region-based generation
+        keeps each layer's paint where the other layers put it."""
+        if self.rng.random() < self.recipe.composites:
+            return world.composite(self.rng, 256, 256, background=material, shapes=(1, 3))
+        return world.render(material, 256, 256, self.rng)
 
     def refresh(self, count: int) -> None:
         for _ in range(count):
@@ -264,6 +289,7 @@ def train_denoiser(recipe: Recipe, ae, tokenizer, rng: np.random.Generator, log:
         noise = torch.randn(x0.shape, generator=generator)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
         cond = text_encoder(ids)[0]
+        cond = lerp_some(cond, recipe, generator)
         v = unet(x_t, t, encoder_hidden_states=cond).sample
         target = a.sqrt() * noise - (1 - a).sqrt() * x0
         loss = F.mse_loss(v, target)

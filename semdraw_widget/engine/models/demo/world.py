@@ -151,10 +151,12 @@ def random_shapes(height: int, width: int, count: int, rng: np.random.Generator)
     return masks
 
 
-def composite(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """Two to four materials in random shapes over a background material (for the autoencoder)."""
-    image = render(random_material(rng), height, width, rng)
-    for mask in random_shapes(height, width, int(rng.integers(1, 4)), rng):
+def composite(rng: np.random.Generator, height: int, width: int, background: Material | None = None,
+              shapes: tuple[int, int] = (1, 4)) -> np.ndarray:
+    """Other materials in random shapes over a background material (random when None): a picture with
+    regions, for the autoencoder (boundaries) and the denoiser (what shows locally stays)."""
+    image = render(background or random_material(rng), height, width, rng)
+    for mask in random_shapes(height, width, int(rng.integers(*shapes)), rng):
         image[mask] = render(random_material(rng), height, width, rng)[mask]
     return image
 
