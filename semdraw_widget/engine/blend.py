@@ -33,7 +33,7 @@ import torch
 
 from ..coverage import image_from_array
 from ..limits import GUIDANCE_LIMITS, LAYER_SETTING_DEFAULTS, check_number
-from . import regions
+from . import regional_attention, regions
 from .schedulers import SlotSteps
 
 Conditioning = dict[str, torch.Tensor]
@@ -71,12 +71,12 @@ def repeat_cond(cond: Conditioning, times: int) -> Conditioning:
     return {k: v.repeat(times, *([1] * (v.dim() - 1))) for k, v in cond.items()}
 
 
-def centring_roll_indices(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def centring_roll_indices(masks: torch.Tensor, centre: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """For (N, h, w) weights: gather indices (N, h*w) that roll each item so its mask's bounding-box
     centre sits at the canvas centre, and the indices that roll it back. Syncs with the host: call at
-    update time, never per frame. An empty mask is not moved."""
+    update time, never per frame. An empty mask is not moved, nor is any with `centre=False`."""
     n, h, w = masks.shape
-    present = (masks > 0).cpu().numpy()
+    present = (masks > 0).cpu().numpy() if centre else np.zeros((n, h, w), dtype=bool)
     ys, xs = np.arange(h), np.arange(w)
     forward, backward = [], []
     base = torch.arange(h * w).view(h, w)
@@ -169,7 +169,8 @@ class RegionBatch:
     roll_back: torch.Tensor
     live: tuple[int, ...] | None = None  # None: every item
     skip_empty: bool = True  # False: call the model on every item (the straightforward baseline)
-    layers: tuple = ()  # the Layer of each row of `masks` (what `inspect_slots` shows the weights of)
+    layers: tuple = ()  # the Layer of each row of `layer_weights` (what `inspect_slots` shows the weights of)
+    layer_masks: torch.Tensor | None = None  # (T, P, 1, h, w) when `masks` is not per layer (the attention mode)
     live_index: torch.Tensor | None = field(init=False)
     call_cond: Conditioning = field(init=False)
     call_uncond: Conditioning | None = field(init=False)
@@ -184,7 +185,13 @@ class RegionBatch:
 
     @property
     def num_layers(self) -> int:
+        """Rows of `masks`: the model items per slot (the active layers; 1 in the attention mode)."""
         return self.masks.shape[1]
+
+    @property
+    def layer_weights(self) -> torch.Tensor:
+        """Each active layer's weights (T, P, 1, h, w)."""
+        return self.masks if self.layer_masks is None else self.layer_masks
 
     @property
     def num_calls(self) -> int:
@@ -213,9 +220,14 @@ class RegionBatch:
         masks = self.masks[..., top:bottom, left:right]
         t, p = masks.shape[:2]
         boot = masks[: self.boot_slots].reshape(self.boot_slots * p, *masks.shape[-2:])
-        forward, back = centring_roll_indices(boot)
+        forward, back = centring_roll_indices(boot, centre=self.layer_masks is None)
         live = live_items(masks) if self.skip_empty else None
-        return replace(self, masks=masks, roll_forward=forward, roll_back=back, live=live)
+        window = lambda c: None if c is None else {
+            k: v[..., top:bottom, left:right] if k == regional_attention.WEIGHTS else v for k, v in c.items()
+        }
+        layer_masks = None if self.layer_masks is None else self.layer_masks[..., top:bottom, left:right]
+        return replace(self, masks=masks, cond=window(self.cond), uncond=window(self.uncond), roll_forward=forward,
+                       roll_back=back, live=live, layer_masks=layer_masks)
 
 
 def denoise(
@@ -331,8 +343,10 @@ class RegionScene:
     background_image: torch.Tensor | None = None  # latent (1, C, h, w)
     skip_empty_items: bool = True  # leave (slot, layer) items without weight out of the model call (exact)
     call_multiple: int = 1  # keep the model call's size a multiple of this (see `live_items`)
+    region_mode: str = "exact"  # "exact": a model item per (slot, layer); "attention": per slot (regional_attention.py)
 
     def __post_init__(self):
+        regional_attention.check_region_mode(self.region_mode, self.family)
         if self.mask_type not in regions.MASK_TYPES:
             raise ValueError(f"mask_type must be one of {regions.MASK_TYPES} (got {self.mask_type!r})")
         if self.bootstrap_steps < 0:
@@ -345,6 +359,11 @@ class RegionScene:
         self._batch: RegionBatch | None = None
 
     # ---- updates ------------------------------------------------------------------------------
+    def set_region_mode(self, mode: str) -> None:
+        """Switch between the exact and the attention mode; the layers and their weights stay."""
+        self.region_mode = regional_attention.check_region_mode(mode, self.family)
+        self._batch = None
+
     def set_background(self, image: Any = None, prompt: str | None = None, negative_prompt: str | None = None) -> None:
         if image is not None:
             self.background_image = self.family.encode(_image_tensor(image, self.height, self.width))
@@ -457,13 +476,31 @@ class RegionScene:
         if self.guidance.uses_negatives:
             negative_base = self.family.encode_prompts([self.background_negative_prompt])
             negatives = self.family.encode_prompts([layer.negative_prompt for layer in active])
-            uncond = repeat_cond(lerp_cond(negative_base, negatives, strengths), t)
+            uncond = lerp_cond(negative_base, negatives, strengths)
         nb = min(self.bootstrap_steps, t)
+        if self.region_mode == "attention":
+            return self._attention_batch(active, masks, cond, uncond, nb)
         forward, back = centring_roll_indices(masks[:nb].reshape(nb * len(active), h, w))
         timesteps = self.steps.timesteps.repeat_interleave(len(active))
         live = live_items(masks, self.call_multiple) if self.skip_empty_items else None
-        return RegionBatch(masks, repeat_cond(cond, t), uncond, timesteps, nb, forward, back, live, self.skip_empty_items,
-                           layers=tuple(active))
+        return RegionBatch(masks, repeat_cond(cond, t), None if uncond is None else repeat_cond(uncond, t), timesteps, nb,
+                           forward, back, live, self.skip_empty_items, layers=tuple(active))
+
+    def _attention_batch(self, active: list[Layer], masks: torch.Tensor, cond: Conditioning, uncond: Conditioning | None,
+                         nb: int) -> RegionBatch:
+        """The attention mode's batch: one item per slot, the layers' conditioning side by side with their
+        weights (`regional_attention.slot_conditioning`), and the coverage min(1, sum of weights) as the one
+        mask the blend and bootstrapping see. Bootstrapping thus replaces the uncovered part of a bootstrapped
+        slot's latent with the noised background, as the exact mode does per layer, but without centring: the
+        layers share one image, so none can be moved to the middle."""
+        regional_attention.install(self.family)
+        t, (h, w) = len(self.steps), self.latent_size
+        coverage = masks.sum(dim=1, keepdim=True).clamp(max=1.0)  # (T, 1, 1, h, w)
+        forward, back = centring_roll_indices(coverage[:nb].reshape(nb, h, w), centre=False)
+        live = live_items(coverage, self.call_multiple) if self.skip_empty_items else None
+        per_slot = lambda c: None if c is None else regional_attention.slot_conditioning(c, masks)
+        return RegionBatch(coverage, per_slot(cond), per_slot(uncond), self.steps.timesteps, nb, forward, back, live,
+                           self.skip_empty_items, layers=tuple(active), layer_masks=masks)
 
 
 def _image_tensor(image: Any, height: int, width: int) -> torch.Tensor:

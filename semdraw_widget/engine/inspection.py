@@ -109,7 +109,7 @@ def inspect_slots(pipeline: Any, x_t, x0, batch) -> SlotInspection:
 
     def active_weights(layer):  # the weights the frame blended with (a layer without any was left out)
         row = rows.get(id(layer))
-        return None if row is None else batch.masks[:, row]
+        return None if row is None else batch.layer_weights[:, row]
 
     background = scene._background_layer if scene.has_background_layer else None
     layer_weights = (np.stack([upsample(active_weights(layer)) for layer in scene.layers], axis=1) if scene.layers
