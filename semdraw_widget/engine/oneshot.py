@@ -21,6 +21,7 @@ import torch
 from ..coverage import warn_if_zero_one_uint8
 from ..limits import LAYER_SETTING_DEFAULTS
 from .blend import Guidance, RegionScene, SelfResidual, denoise, per_layer, slot_noise
+from .regional_attention import check_region_mode
 from .pipeline import ModelPipeline
 from .stream import OUTPUT_TYPES, check_seed, check_size, per_layer_setting, to_output
 
@@ -81,6 +82,7 @@ class StableMultiDiffusionPipeline(ModelPipeline):
         default_prompt_strength: float = LAYER_SETTING_DEFAULTS["prompt_strength"],
         preprocess_mask_cover_alpha: float | None = None,
         bootstrap_leak_sensitivity: float | None = 0.2,
+        region_mode: str = "exact",
         model: Any = None,
         device: Any = None,
         hf_key: str | None = None,
@@ -88,6 +90,7 @@ class StableMultiDiffusionPipeline(ModelPipeline):
         **load_options: Any,
     ):
         self._take_layer_defaults(default_prompt_strength, default_mask_strength, default_mask_std)
+        check_region_mode(region_mode)  # before the model loads
         self._take_model(
             model_or_device, dtype, model=model, device=device, hf_key=hf_key, sd_version=sd_version, load_options=load_options,
         )
@@ -95,6 +98,7 @@ class StableMultiDiffusionPipeline(ModelPipeline):
             preprocess_mask_cover_alpha = self.model.default_cover_alpha
         self.preprocess_mask_cover_alpha = float(preprocess_mask_cover_alpha)
         self.bootstrap_leak_sensitivity = bootstrap_leak_sensitivity
+        self.region_mode = check_region_mode(region_mode, self.model)
 
     @torch.no_grad()
     def __call__(
@@ -120,6 +124,7 @@ class StableMultiDiffusionPipeline(ModelPipeline):
         cfg_type: str | None = None,
         delta: float = 1.0,
         bootstrap_leak_sensitivity: float | None = ...,
+        region_mode: str | None = None,
         output_type: str = "pil",
     ):
         """One image. `masks`: one per prompt (sequence, or a (P, H, W) / (P, 1, H, W) array);
@@ -128,7 +133,8 @@ class StableMultiDiffusionPipeline(ModelPipeline):
         prediction is `delta` times the residual noise; no kind guides at guidance_scale <= 1).
         `seed=None` draws one from torch's global generator (so `torch.manual_seed` / seed_everything make
         runs repeatable).
-        `num_inference_steps=None` is the family's own (5 for SD 1.5 + LCM, 4 for SDXL-Lightning and Flash-SD3)."""
+        `num_inference_steps=None` is the family's own (5 for SD 1.5 + LCM, 4 for SDXL-Lightning and Flash-SD3).
+        `region_mode` ("exact" or "attention"; None: the pipeline's) as in `StreamMultiDiffusion`."""
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES} (got {output_type!r})")
         guidance = Guidance("full" if cfg_type is None else cfg_type, guidance_scale, delta)
@@ -154,7 +160,7 @@ class StableMultiDiffusionPipeline(ModelPipeline):
             bootstrap_leak_sensitivity = self.bootstrap_leak_sensitivity
         scene = RegionScene(
             self.model, steps, height, width, mask_type=mask_type, cover_alpha=self.preprocess_mask_cover_alpha,
-            bootstrap_steps=bootstrap_steps, guidance=guidance,
+            bootstrap_steps=bootstrap_steps, guidance=guidance, region_mode=region_mode or self.region_mode,
         )
         scene.set_background(background, background_prompt, background_negative_prompt)
         for i in range(count):

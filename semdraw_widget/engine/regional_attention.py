@@ -52,16 +52,16 @@ def supports_attention_mode(family: Any) -> bool:
 
 def install(family: Any) -> None:
     """Give the family's UNet our processors (once): `RegionalCrossAttention` on the cross-attention layers,
-    `IgnoreRegionWeights` on the rest. Both call the layer's original processor when no region weights are
+    `RegionalSelfAttention` on the rest. Both call the layer's original processor when no region weights are
     given, so the exact mode -- and any other pipeline sharing the model -- computes what it did before; that is
     why the originals are wrapped rather than swapped back and forth (a model may serve both modes at once)."""
     unet = family.unet
     processors = unet.attn_processors
-    if all(isinstance(p, (RegionalCrossAttention, IgnoreRegionWeights)) for p in processors.values()):
+    if all(isinstance(p, (RegionalCrossAttention, RegionalSelfAttention)) for p in processors.values()):
         return
     cross = {name for name, module in unet.named_modules() if getattr(module, "is_cross_attention", False)}
     unet.set_attn_processor({
-        name: (RegionalCrossAttention if name.removesuffix(".processor") in cross else IgnoreRegionWeights)(processor)
+        name: (RegionalCrossAttention if name.removesuffix(".processor") in cross else RegionalSelfAttention)(processor)
         for name, processor in processors.items()
     })
 
@@ -109,14 +109,28 @@ def pooled_weights(weights: torch.Tensor, tokens: int) -> torch.Tensor:
     return pooled.flatten(2)[..., None]
 
 
-class IgnoreRegionWeights:
-    """A self-attention layer's original processor, taking (and ignoring) the region weights its siblings use."""
+class RegionalSelfAttention:
+    """Self-attention where a pixel attends to the pixels that share its layers: the logits get the bias
+    log(sum_p s_p(i) s_p(j)) from the pixels' layer shares s, so a layer's pixels look mostly at each other and
+    its prompt does not travel through attention into another layer's area (a single layer, or pixels with the
+    same shares, get a constant bias: plain attention). Without weights, the layer's original processor."""
 
     def __init__(self, original: Any):
         self.original = original
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, region_weights=None, **kwargs):
-        return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
+        if region_weights is None:
+            return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
+        _check_supported(attn, hidden_states, attention_mask)
+        b, n, _ = hidden_states.shape
+        shares = pooled_weights(region_weights, n)[..., 0].float()  # (B, P, N)
+        affinity = torch.einsum("bpi,bpj->bij", shares, shares)  # each row's diagonal is > 0: the shares sum to 1
+        bias = affinity.clamp(min=AFFINITY_FLOOR).log()[:, None].to(hidden_states.dtype)
+        query, key, value = (_heads(attn, projection(hidden_states)) for projection in (attn.to_q, attn.to_k, attn.to_v))
+        if attn.norm_q is not None:
+            query, key = attn.norm_q(query), attn.norm_k(key)
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=0.0, is_causal=False)
+        return _output(attn, out.transpose(1, 2).reshape(b, n, -1).to(query.dtype), hidden_states)
 
 
 class RegionalCrossAttention:
@@ -129,26 +143,43 @@ class RegionalCrossAttention:
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, region_weights=None, **kwargs):
         if region_weights is None:
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
-        if attention_mask is not None or attn.spatial_norm is not None or attn.group_norm is not None or hidden_states.ndim != 3:
-            raise ValueError("region_mode='attention' supports the cross-attention of SD 1.5 / SDXL UNets only; use region_mode='exact'")
+        _check_supported(attn, hidden_states, attention_mask)
         b, n, _ = hidden_states.shape
         p = region_weights.shape[1]
         if attn.norm_cross:
             encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        query, key, value = attn.to_q(hidden_states), attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states)
-        heads, head_dim = attn.heads, key.shape[-1] // attn.heads
-        tokens = key.shape[1] // p
-        # (B, N, heads*d) -> (B*P, heads, N, d); keys and values (B, P*L, heads*d) -> (B*P, heads, L, d)
-        query = query.view(b, 1, n, heads, head_dim).transpose(2, 3).expand(b, p, heads, n, head_dim).reshape(b * p, heads, n, head_dim)
-        key = key.view(b * p, tokens, heads, head_dim).transpose(1, 2)
-        value = value.view(b * p, tokens, heads, head_dim).transpose(1, 2)
+        query = _heads(attn, attn.to_q(hidden_states))  # (B, heads, N, d)
+        heads, head_dim = query.shape[1], query.shape[-1]
+        query = query[:, None].expand(b, p, heads, n, head_dim).reshape(b * p, heads, n, head_dim)
+        # keys and values (B, P*L, heads*d) -> (B*P, heads, L, d): each layer's tokens apart
+        key = _heads(attn, attn.to_k(encoder_hidden_states).reshape(b * p, -1, heads * head_dim))
+        value = _heads(attn, attn.to_v(encoder_hidden_states).reshape(b * p, -1, heads * head_dim))
         if attn.norm_q is not None:
             query, key = attn.norm_q(query), attn.norm_k(key)
         out = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)  # (B*P, heads, N, d)
         out = out.transpose(1, 2).reshape(b, p, n, heads * head_dim)
         # the shares sum to 1 per pixel, so mixing before the (affine) output projection equals mixing after it
         mixed = (out * pooled_weights(region_weights, n).to(out.dtype)).sum(dim=1)
-        mixed = attn.to_out[1](attn.to_out[0](mixed.to(query.dtype)))
-        if attn.residual_connection:
-            mixed = mixed + hidden_states
-        return mixed / attn.rescale_output_factor
+        return _output(attn, mixed.to(query.dtype), hidden_states)
+
+
+AFFINITY_FLOOR = 1e-6  # pixels that share no layer: a bias of log(1e-6), about -14, never -inf (no NaN rows)
+
+
+def _check_supported(attn, hidden_states: torch.Tensor, attention_mask: Any) -> None:
+    if attention_mask is not None or attn.spatial_norm is not None or attn.group_norm is not None or hidden_states.ndim != 3:
+        raise ValueError("region_mode='attention' supports the attention layers of SD 1.5 / SDXL UNets only; use region_mode='exact'")
+
+
+def _heads(attn, projected: torch.Tensor) -> torch.Tensor:
+    """(B, S, heads*d) -> (B, heads, S, d)."""
+    b, length, inner = projected.shape
+    return projected.view(b, length, attn.heads, inner // attn.heads).transpose(1, 2)
+
+
+def _output(attn, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """The attention layer's output projection, dropout, residual and rescaling (as diffusers' processors)."""
+    hidden = attn.to_out[1](attn.to_out[0](hidden))
+    if attn.residual_connection:
+        hidden = hidden + residual
+    return hidden / attn.rescale_output_factor
