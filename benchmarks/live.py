@@ -185,7 +185,8 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def measure_path(pipeline: Any, layers: int, frames: int, warmup_frames: int, baseline: bool, rate_hz: float = 20.0,
-                 timeout_s: float = 300.0, mask_strength: float = 1.0) -> dict:
+                 timeout_s: float = 300.0, mask_strength: float = 1.0, settle_timeout_s: float = 30.0,
+                 bare_repeats: int = 10) -> dict:
     """Paint for `warmup_frames + frames` frames and summarise the last `frames`; then let the scene settle."""
     if frames < 2:
         raise ValueError(f"frames must be at least 2: frames/s is measured between frames (got {frames})")
@@ -260,9 +261,9 @@ def measure_path(pipeline: Any, layers: int, frames: int, warmup_frames: int, ba
     if device.type == "cuda":
         peak = {"allocated_gb": torch.cuda.max_memory_allocated(device) / 1e9,
                 "reserved_gb": torch.cuda.max_memory_reserved(device) / 1e9}
-    still = settle(canvas, pipeline)
+    still = settle(canvas, pipeline, settle_timeout_s)
     canvas.stop()
-    bare = bare_model_ms(pipeline)
+    bare = bare_model_ms(pipeline, bare_repeats)
     canvas.close()
     frame_ms = 1e3 / fps
     return {
@@ -272,6 +273,7 @@ def measure_path(pipeline: Any, layers: int, frames: int, warmup_frames: int, ba
         "stages_ms": {name: statistics.median(v) for name, v in stages.items() if v},
         "latency_ms": {"median": percentile(latencies, 50), "p95": percentile(latencies, 95), "patches": len(latencies)},
         "peak_gpu_memory": peak,
+        "region_mode": pipeline.region_mode,
         "model_batch": model_batch(pipeline),
         "bare_model_ms": bare,
         "frame_over_bare_model": frame_ms / bare if bare else None,
