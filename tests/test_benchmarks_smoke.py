@@ -81,3 +81,13 @@ def test_stream_benchmark_runs_both_region_modes_side_by_side_and_sweeps_layers(
         assert result["attention_over_exact"]["fast"] == paths["fast+attention"]["speedup_vs_exact"] > 0
     out = capsys.readouterr().out
     assert "x exact" in out and "fast+attention ms" in out
+
+
+def test_layer_sweep_tiny():
+    from benchmarks.layer_sweep import main
+
+    summary = main(["--arch", "tiny", "--layers", "1,3", "--frames", "1"])
+    assert [row["layers"] for row in summary["rows"]] == [1, 3]
+    for row in summary["rows"]:
+        assert row["exact_ms"] > 0 and row["attention_ms"] > 0 and row["attention_over_exact"] > 0
+        assert row["attention_batch"] <= 5  # an item per slot, whatever the layers
