@@ -1,4 +1,4 @@
-"""`region_mode="attention"`: every layer's prompt confined to its region inside cross-attention, so a frame
+"""`region_mode="attention"`: every layer's prompt confined to its region inside the UNet's attention, so a frame
 costs one denoiser item per slot whatever the number of layers (docs/architecture.md, "Region modes").
 
 The exact mode (`blend.denoise` over slots x layers) runs the denoiser once per layer and blends the x0
@@ -6,7 +6,9 @@ estimates with the layers' weights. The attention mode runs it once per slot wit
 embedding side by side (`encoder_hidden_states` (T, P*L, D)) and the layers' per-slot weights, normalised to
 sum to 1 at each latent pixel (`region_weights` (T, P, h, w)). Each cross-attention layer attends the pixel's
 query to each layer's keys and values separately and mixes the P outputs with the weights, pooled to that
-attention layer's resolution (`RegionalCrossAttention`). The weights are the ones the exact mode blends with --
+attention layer's resolution (`RegionalCrossAttention`); each self-attention layer lets a pixel attend mostly
+to the pixels that share its layers (`RegionalSelfAttention`), so a prompt does not travel through attention
+into another layer's area. The weights are the ones the exact mode blends with --
 blur, cover decay, mask strength, quantisation, the background prompt's share where the painted layers leave
 some -- and prompt strength acts, as there, on the embeddings. What no layer covers is settled as in the
 exact mode, at x0: the single "layer" the blend sees is the coverage min(1, sum of weights), so uncovered area
