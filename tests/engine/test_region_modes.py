@@ -144,3 +144,12 @@ def test_sdxl_attention_mode_runs_with_one_call_per_slot(monkeypatch):
     stream = scene(StreamMultiDiffusion("cpu", model=xl, height=SIZE, width=SIZE, region_mode="attention"))
     out = run(stream, 3)
     assert torch.isfinite(out).all() and sizes == [stream.num_slots] * 3
+
+
+def test_the_attention_mode_traces_as_one_graph_for_torch_compile(make_stream, tiny):
+    """No graph break (no host sync, no data-dependent branch) in the model call: torch.compile and CUDA graphs
+    take it whole."""
+    stream = scene(make_stream(region_mode="attention"))
+    with torch.no_grad():
+        explained = torch._dynamo.explain(tiny.predict)(*stream.batch_inputs())
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
