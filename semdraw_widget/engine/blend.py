@@ -2,15 +2,15 @@
 
 `RegionScene` holds a canvas's layers and background and turns them into a `RegionBatch` -- the
 device tensors one denoising call needs (per-slot layer weights, per-item conditioning, timesteps,
-bootstrap roll indices) -- recomputing only what an update changed. `denoise` is DESIGN.md's
-"stream batch" steps 2-4 for any set of slots: bootstrapping with mask-bbox centring, one model call
-over (slots x active layers) -- less the items whose layer has no weight at their slot, which add
-nothing to the blend (a weak layer at the noisy slots, a layer outside a tile) -- x0 per layer, and the
-masked blend:
+bootstrap roll indices) -- recomputing only what an update changed. `denoise` is steps 2-4 of
+docs/architecture.md's "The algorithm" for any set of slots: bootstrapping with mask-bbox centring, one
+model call over (slots x active layers; the slots alone in the attention mode, `regional_attention.py`) --
+less the items whose layer has no weight at their slot, which add nothing to the blend (a weak layer at the
+noisy slots, a layer outside a tile) -- x0 per layer, and the masked blend:
 
     x0_t = c * (sum_p M_pt x0_pt / sum_p M_pt) + (1 - c) * background,   c = min(1, sum_p M_pt)
 
-which is DESIGN's "normalised where covered, background where uncovered" with a soft edge for
+which is "normalised where covered, background where uncovered" with a soft edge for
 continuous weights. Blending x0 with the *clean* background latent and then re-noising
 (alpha x0 + beta eps) is the same as placing the background noised to each slot's level outside the
 layers, since re-noising is linear.

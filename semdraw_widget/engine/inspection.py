@@ -3,7 +3,7 @@
 One frame denoises T latents at once, from the noisiest slot (0) to the quietest (T-1); slot T-1's
 clean estimate is the frame. `StreamMultiDiffusion.inspect_slots()` returns, per slot: its timestep,
 the noise level its masks were quantised against, its noisy input and its blended clean estimate
-(decoded), and the weight each layer had there (DESIGN's M_{p,t}: cover decay, blur, strength and
+(decoded), and the weight each layer had there (the M of docs/architecture.md's "The algorithm": cover decay, blur, strength and
 quantisation applied, before the blend divides by their sum). Blurred edges show the algorithm's
 point: a soft edge weighs in only at the quieter slots. Nothing here runs during streaming.
 """

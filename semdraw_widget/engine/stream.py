@@ -1,7 +1,7 @@
 """StreamMultiDiffusion: region-based generation as a stream batch, one frame per call.
 
-The T slots of `t_index_list` hold T latents at decreasing noise levels. One call (DESIGN.md,
-"Stream batch"):
+The T slots of `t_index_list` hold T latents at decreasing noise levels. One call (docs/architecture.md,
+"The algorithm"):
 1. slot 0 gets the seed's fixed noise (or fresh noise each frame with `fresh_noise=True`);
    slots 1..T-1 come from the buffer;
 2.-4. bootstrapping, one model call over (slots x active layers), x0 per layer, masked blend
