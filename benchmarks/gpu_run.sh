@@ -3,6 +3,7 @@
 # own time limit, so one failure or overrun loses only that step. Everything lands in $OUT.
 #   run(command="bash benchmarks/gpu_run.sh 400", carry=[".whl", "semdraw_widget/static"], timeout_s=420)
 #   STEPS="checks inductor weak inductor768" bash benchmarks/gpu_run.sh 480   # what issue 6 still needs (~7 min)
+#   STEPS="checks regions512 regions768 regionsxl" bash benchmarks/gpu_run.sh 540   # issue 14 (~9 min)
 set -u
 BUDGET=${1:-400}
 OUT=${OUT:-/tmp/semdraw-bench}
@@ -41,4 +42,10 @@ step s768 100 $S --height 768 --width 768 --layers 4 --frames ${S768_FRAMES:-60}
 step paper 50 python3 -m benchmarks.paper --arch sd15 --layers 4 --compile --json "$OUT/paper.json"
 step sdxl 60 python3 -m benchmarks.stream --arch sdxl --height 1024 --width 1024 --layers 4 --frames 20 --warmup-frames 3 --compile --no-eager --no-compare --json "$OUT/sdxl.json"
 step sweep 120 $S --sweep --frames 20 --warmup-frames 5 --compile --no-eager --json "$OUT/sweep.json"
+# issue 14: both region modes side by side, inductor (waited for, not timed), item skipping (mask strength 0.8)
+R="--layers 4 --mask-strength 0.8 --compile inductor --no-eager --no-compare --region-mode exact,attention"
+step regions512 200 $S --height 512 --width 512 $R --frames 150 --json "$OUT/regions512.json"
+step regions768 150 $S --height 768 --width 768 $R --frames 60 --json "$OUT/regions768.json"
+step regionsxl 150 python3 -m benchmarks.stream --arch sdxl --height 1024 --width 1024 $R --frames 20 --warmup-frames 3 --json "$OUT/regionsxl.json"
+step regionsweep 120 $S --height 512 --width 512 --layers 1,2,4,8 --compile --no-eager --no-compare --region-mode exact,attention --frames 20 --warmup-frames 5 --json "$OUT/regionsweep.json"
 echo "done at $(( $(date +%s) - start ))s" | tee -a "$log"

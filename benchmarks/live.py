@@ -185,7 +185,8 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def measure_path(pipeline: Any, layers: int, frames: int, warmup_frames: int, baseline: bool, rate_hz: float = 20.0,
-                 timeout_s: float = 300.0, mask_strength: float = 1.0) -> dict:
+                 timeout_s: float = 300.0, mask_strength: float = 1.0, settle_timeout_s: float = 30.0,
+                 bare_repeats: int = 10) -> dict:
     """Paint for `warmup_frames + frames` frames and summarise the last `frames`; then let the scene settle."""
     if frames < 2:
         raise ValueError(f"frames must be at least 2: frames/s is measured between frames (got {frames})")
@@ -260,9 +261,9 @@ def measure_path(pipeline: Any, layers: int, frames: int, warmup_frames: int, ba
     if device.type == "cuda":
         peak = {"allocated_gb": torch.cuda.max_memory_allocated(device) / 1e9,
                 "reserved_gb": torch.cuda.max_memory_reserved(device) / 1e9}
-    still = settle(canvas, pipeline)
+    still = settle(canvas, pipeline, settle_timeout_s)
     canvas.stop()
-    bare = bare_model_ms(pipeline)
+    bare = bare_model_ms(pipeline, bare_repeats)
     canvas.close()
     frame_ms = 1e3 / fps
     return {
@@ -272,6 +273,7 @@ def measure_path(pipeline: Any, layers: int, frames: int, warmup_frames: int, ba
         "stages_ms": {name: statistics.median(v) for name, v in stages.items() if v},
         "latency_ms": {"median": percentile(latencies, 50), "p95": percentile(latencies, 95), "patches": len(latencies)},
         "peak_gpu_memory": peak,
+        "region_mode": pipeline.region_mode,
         "model_batch": model_batch(pipeline),
         "bare_model_ms": bare,
         "frame_over_bare_model": frame_ms / bare if bare else None,
@@ -303,11 +305,34 @@ def model_batch(pipeline: Any) -> int:
 
 
 def bare_model_ms(pipeline: Any, repeats: int = 10) -> float | None:
-    """Milliseconds of one call of the frame's model batch alone, as the frames call it (graph or eager)."""
+    """Milliseconds of one call of the frame's model batch alone, as the frames call it (graph or eager), timed
+    on a thread of its own as the frames are (the stream thread).
+
+    Not on the calling thread: on a CPU, torch's OpenMP team belongs to the thread that runs the work, and the
+    main thread's team -- made at import, its workers spin-waiting at every barrier -- can run the same batch
+    many times slower than a fresh thread's when another process holds a core (this workplace's 2-core machine:
+    967 ms against the frames' 29 ms). The frames' own model time is `stages_ms["unet"]`."""
     inputs = pipeline.batch_inputs()
     if inputs is None:
         return None
-    predictor, device = pipeline.predictor, pipeline.device
+    result: list[float] = []
+    failure: list[BaseException] = []
+
+    def measure() -> None:
+        try:
+            result.append(_time_model_calls(pipeline.predictor, pipeline.device, inputs, repeats))
+        except BaseException as exc:  # raised again on the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=measure, name="bench-bare-model")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return result[0]
+
+
+def _time_model_calls(predictor: Any, device: torch.device, inputs: tuple, repeats: int) -> float:
     with torch.no_grad():
         for _ in range(3):
             predictor.predict(*inputs)

@@ -4,7 +4,7 @@ The engine holds its own copy of the scene (prompt embeddings, preprocessed mask
 is the expensive part of an update. `EngineMirror` remembers what it put into the engine -- per engine
 layer, the canvas layer's id and settings, with the mask's revision standing in for the mask -- and
 sends only the differences: a changed prompt, a mask with a new revision, a layer hidden (it leaves
-the engine), the background, the seed.
+the engine), the background, the seed, the region mode.
 
 A pipeline may be shared by several canvases. It then holds the layers of whichever canvas made the last
 frame; a mirror that finds another one's layers there (`owns_engine` is false) clears the engine and sends
@@ -42,7 +42,7 @@ class EngineMirror:
     `on_warnings(new_warning)` is called when the prompt warnings change: with the new warning's text when
     a layer's prompt is too long, with None when a warning went away."""
 
-    def __init__(self, pipeline: StreamingPipeline, seed: int,
+    def __init__(self, pipeline: StreamingPipeline, seed: int, region_mode: str | None = None,
                  on_warnings: Callable[[str | None], None] = _no_listener):
         self.pipeline = pipeline
         self._on_warnings = on_warnings
@@ -50,6 +50,9 @@ class EngineMirror:
         self._background_revision = -1
         self._seed = seed  # the canvas's seed, which the pipeline must use whenever this canvas drives it
         self._seed_request: int | None = seed
+        # the canvas's region mode, which the pipeline must use whenever this canvas drives it (None: the pipeline's)
+        self._region_mode = region_mode
+        self._region_mode_request = region_mode
         # layer id -> warning about its prompt. Replaced, never changed in place: other threads read it.
         self._warnings: dict[str, str] = {}
         self._counted_arrivals: dict[str, float] = {}  # layer id -> the stroke time already counted
@@ -70,6 +73,14 @@ class EngineMirror:
 
     def request_seed(self, seed: int) -> None:
         self._seed = self._seed_request = int(seed)
+
+    @property
+    def region_mode_pending(self) -> bool:
+        """A region mode waits to reach the engine (the next sync sends it)."""
+        return self._region_mode_request is not None
+
+    def request_region_mode(self, mode: str) -> None:
+        self._region_mode = self._region_mode_request = mode
 
     def engine_index(self) -> dict[str, int]:
         """Canvas layer id -> the engine's index of that layer (hidden layers are not in the engine)."""
@@ -93,19 +104,25 @@ class EngineMirror:
 
     # ---- the sync -----------------------------------------------------------------------------------
     def sync(self, snapshot: Snapshot) -> None:
-        """Bring the engine to `snapshot`: the seed, the background, and the visible layers, bottom to top."""
+        """Bring the engine to `snapshot`: the seed, the region mode, the background, and the visible layers,
+        bottom to top."""
         pipeline = self.pipeline
         if not self.owns_engine:  # another canvas used it last: push everything
             _owners[pipeline] = weakref.ref(self)
             self._layers = []
             self._background_revision = -1
             self._seed_request = self._seed
+            self._region_mode_request = self._region_mode
             while pipeline.num_layers:
                 pipeline.remove_layer(pipeline.num_layers - 1)
         if self._seed_request is not None:
             seed, self._seed_request = self._seed_request, None
             if pipeline.seed != seed:
                 pipeline.reset_seed(seed=seed)
+        if self._region_mode_request is not None:
+            mode, self._region_mode_request = self._region_mode_request, None
+            if pipeline.region_mode != mode:
+                pipeline.region_mode = mode  # the layers and the frames in flight stay
         if snapshot.background_revision != self._background_revision:
             pipeline.update_background(
                 image=False if snapshot.background_image is None else snapshot.background_image,

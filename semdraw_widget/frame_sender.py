@@ -41,6 +41,7 @@ class FrameTiming:
     stroke_arrival: float | None  # the oldest stroke this frame answers; None: no new stroke to time
     frames_generated: int  # this frame's number among all frames the runner made
     stages: Any = None  # the engine's stage marks (`FrameTimer`), read once the frame is on the host
+    region_mode: str | None = None  # how the frame was made ("exact" or "attention"); None: not said
 
 
 class FrameSender:
@@ -161,5 +162,6 @@ class FrameSender:
             "breakdown": {name: round(ms, 2) for name, ms in breakdown.items()},
             "frames": timing.frames_generated,
             "latency_ms": round((sent_at - arrival) * 1e3, 2) if arrival is not None else self._stats.get("latency_ms"),
+            **({} if timing.region_mode is None else {"region_mode": timing.region_mode}),
         }
 

@@ -102,6 +102,7 @@ class StreamingPipeline(Protocol):
     def compile_error(self) -> str | None: ...
     @property
     def model(self) -> PromptModel: ...
+    region_mode: str  # "exact" or "attention" (settable: the next frames are made the other way)
 
     def update_background(self, image: Any = None, prompt: str | None = None,
                           negative_prompt: str | None = None) -> None: ...
@@ -145,7 +146,7 @@ class StreamRunner:
         self._canvas = canvas
         self._state = canvas.state
         self._lock = _lock_for(pipeline)  # the pipeline and `mirror`: one frame at a time per pipeline
-        self.mirror = EngineMirror(pipeline, canvas.seed, on_warnings=self._on_prompt_warning)
+        self.mirror = EngineMirror(pipeline, canvas.seed, canvas.region_mode, on_warnings=self._on_prompt_warning)
         self.sender = FrameSender(canvas.send_threadsafe, max_in_flight, jpeg_quality)
         self._wake = threading.Event()  # something changed: a stroke, an ack, a seed, start or stop
         self._thread: threading.Thread | None = None  # alive exactly while running (see _loop)
@@ -207,6 +208,10 @@ class StreamRunner:
 
     def request_seed(self, seed: int) -> None:
         self.mirror.request_seed(seed)
+        self._wake.set()
+
+    def request_region_mode(self, mode: str) -> None:
+        self.mirror.request_region_mode(mode)
         self._wake.set()
 
     def resend_latest(self) -> None:
@@ -314,6 +319,7 @@ class StreamRunner:
         another canvas that used it last has converged on that canvas's scene, not this one's."""
         return (
             not self.mirror.seed_pending
+            and not self.mirror.region_mode_pending
             and self.mirror.owns_engine
             and self._state.revision == self._synced_revision
             and self.pipeline.converged
@@ -366,6 +372,7 @@ class StreamRunner:
             frame = HostFrame(self.pipeline.decode(latent, "pt"))
             stages = self.pipeline.frame_stages()
             generated = time.perf_counter()
+            region_mode = self.pipeline.region_mode  # what this frame was made with
             # Only plain assignments under `_stopping` (`take_stroke_arrival` is one): stop() may wait for it
             # inside a SIGINT handler, on a kernel thread interrupted while holding any other lock.
             with self._stopping if streaming else contextlib.nullcontext():
@@ -382,7 +389,7 @@ class StreamRunner:
                 was_still, self._still_sent = self._still_sent, False
                 arrival = self.mirror.take_stroke_arrival()
             breakdown = {"sync": (synced - started) * 1e3, "generate": (generated - synced) * 1e3}
-            self.sender.send_frame(frame, FrameTiming(started, breakdown, arrival, self.frames_generated, stages))
+            self.sender.send_frame(frame, FrameTiming(started, breakdown, arrival, self.frames_generated, stages, region_mode))
         if was_still:
             self._show_status(self._generating_status(), while_running=True)
 

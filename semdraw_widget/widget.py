@@ -103,6 +103,12 @@ class SemanticCanvas(anywidget.AnyWidget):
     """Kernel-owned: the status line (str, default ""): what the stream is doing, or the last problem."""
     notice = t.Unicode("").tag(sync=True)
     """Kernel-owned: a banner about the model (str, default ""), e.g. that the tiny model's images are noise."""
+    region_mode = t.Enum(("exact", "attention"), default_value="exact").tag(sync=True)
+    """How the pipeline makes the regions ("exact" or "attention"; the views' "fast regions" toggle): "exact"
+    runs the model once per layer and blends, "attention" runs it once for all layers, each prompt confined to
+    its region inside cross-attention (SD 1.5 and SDXL models), so frames cost the same whatever the number
+    of layers. Attaching a pipeline sets it to the pipeline's mode unless it was given to the constructor;
+    changing it while streaming keeps the image going."""
     vocabulary = t.List(t.Unicode()).tag(sync=True)
     """Kernel-owned: the words the pipeline's model knows, when it knows only some (the demo model), which the
     views suggest in the prompt fields (list of str, default []: any words)."""
@@ -119,6 +125,7 @@ class SemanticCanvas(anywidget.AnyWidget):
         background_prompt: str = "",
         state: CanvasState | None = None,
         max_in_flight: int = 2,
+        region_mode: str | None = None,
         **kwargs: Any,
     ):
         # Everything is checked (and the model loaded) before the widget exists: no half-made canvas.
@@ -154,6 +161,8 @@ class SemanticCanvas(anywidget.AnyWidget):
         self.on_msg(self._on_msg)
         if pipeline is not None:
             self.attach_pipeline(pipeline)
+        if region_mode is not None:  # given: it wins over the pipeline's
+            self.region_mode = region_mode
 
     # ---- traits from the browser --------------------------------------------------------------
     @t.validate("width", "height")
@@ -206,6 +215,23 @@ class SemanticCanvas(anywidget.AnyWidget):
     def _on_background(self, change):
         new = change["new"]
         self._state.set_background(new.get("prompt", ""), new.get("negative_prompt", ""))
+
+    @t.validate("region_mode")
+    def _check_region_mode(self, proposal):
+        mode = proposal["value"]
+        if mode != "exact" and self._runner is not None:
+            from .engine.regional_attention import check_region_mode
+
+            try:
+                check_region_mode(mode, self._runner.pipeline.model)
+            except ValueError as exc:
+                raise t.TraitError(str(exc)) from None
+        return mode
+
+    @t.observe("region_mode")
+    def _on_region_mode(self, change):
+        if self._runner is not None:
+            self._runner.request_region_mode(change["new"])
 
     @t.validate("seed")
     def _check_seed(self, proposal):
@@ -451,6 +477,8 @@ class SemanticCanvas(anywidget.AnyWidget):
         was_running = self._runner is not None and self._runner.running
         if self._runner is not None:
             self._runner.close()
+            self._runner = None
+        self.region_mode = pipeline.region_mode  # the canvas follows the pipeline it is given
         self.notice = pipeline_notice(pipeline)
         closed = pipeline.model.vocabulary
         self.vocabulary = list(closed.suggestions) if closed is not None else []

@@ -65,3 +65,29 @@ def test_soak_short(capsys):
     assert (summary["lost_pixels"], summary["frames_after_stop"], summary["errors"]) == (0, 0, 0)
     assert summary["python_threads"]["after_close"] <= summary["python_threads"]["before_start"]  # none left behind
     assert "lost pixels   0" in capsys.readouterr().out
+
+
+def test_stream_benchmark_runs_both_region_modes_side_by_side_and_sweeps_layers(capsys):
+    from benchmarks.stream import main
+
+    summary = main(["--arch", "tiny", "--frames", "3", "--warmup-frames", "1", "--layers", "1-2", "--no-compare",
+                    "--region-mode", "exact,attention", "--bare-repeats", "2"])
+    assert [result["layers"] for result in summary["results"]] == [1, 2]
+    for result in summary["results"]:
+        paths = result["paths"]
+        assert set(paths) == {"fast", "fast+attention"}
+        assert (paths["fast"]["region_mode"], paths["fast+attention"]["region_mode"]) == ("exact", "attention")
+        assert 0 < paths["fast+attention"]["model_batch"] <= result["slots"]  # an item per slot (with weight), whatever the layers
+        assert result["attention_over_exact"]["fast"] == paths["fast+attention"]["speedup_vs_exact"] > 0
+    out = capsys.readouterr().out
+    assert "x exact" in out and "fast+attention ms" in out
+
+
+def test_layer_sweep_tiny():
+    from benchmarks.layer_sweep import main
+
+    summary = main(["--arch", "tiny", "--layers", "1,3", "--frames", "1"])
+    assert [row["layers"] for row in summary["rows"]] == [1, 3]
+    for row in summary["rows"]:
+        assert row["exact_ms"] > 0 and row["attention_ms"] > 0 and row["attention_over_exact"] > 0
+        assert row["attention_batch"] <= 5  # an item per slot, whatever the layers

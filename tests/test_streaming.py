@@ -661,3 +661,35 @@ def test_a_zero_one_uint8_mask_warns_where_a_person_hands_it_over_and_only_there
         paint(canvas, layer, 0, 0, 8, 8, value=1)
         canvas.step()
         canvas.set_mask(layer, zero_one * 255)
+
+
+def test_the_region_mode_switches_while_streaming_and_the_frames_say_which(live, pipe):
+    canvas = live()
+    assert canvas.region_mode == pipe.region_mode == "exact"
+    canvas.set_mask(canvas.add_layer("a red apple"), np.ones((SIZE, SIZE), bool))
+    canvas.set_mask(canvas.add_layer("a green pear"), np.arange(SIZE)[None, :].repeat(SIZE, 0) < SIZE // 2)
+    canvas.start()
+    wait_until(lambda: canvas.stats.get("region_mode") == "exact")
+    canvas.region_mode = "attention"  # as the views' "fast regions" toggle does
+    wait_until(lambda: canvas.stats.get("region_mode") == "attention")
+    assert pipe.region_mode == "attention" and canvas.running
+    made = canvas._runner.frames_generated
+    wait_until(lambda: canvas.status.startswith("still"))  # the stream went on to settle in the new mode
+    assert canvas._runner.frames_generated > made and pipe.num_layers == 2
+    canvas.stop()
+
+
+def test_a_canvas_follows_its_pipelines_region_mode_unless_told_and_refuses_what_the_model_cannot(make_canvas):
+    from traitlets import TraitError
+
+    from semdraw_widget import StreamMultiDiffusion
+
+    fast = StreamMultiDiffusion("cpu", hf_key="tiny", height=SIZE, width=SIZE, region_mode="attention")
+    assert make_canvas(SIZE, SIZE, pipeline=fast).region_mode == "attention"
+    told = make_canvas(SIZE, SIZE, pipeline=fast, region_mode="exact")
+    told.step()
+    assert told.region_mode == fast.region_mode == "exact"
+    sd3 = make_canvas(SIZE, SIZE, pipeline=StreamMultiDiffusion("cpu", hf_key="tiny-3", height=SIZE, width=SIZE))
+    with pytest.raises(TraitError, match="region_mode='exact'"):
+        sd3.region_mode = "attention"
+    assert sd3.region_mode == "exact"

@@ -5,12 +5,16 @@
 import { actionButton, h } from "./dom.js";
 import { IMAGE_MIME } from "./protocol.js";
 
-/** The stats line of a frame's stats: fps, stroke-to-frame latency, frame time and its breakdown. */
+const REGION_MODES = { exact: "exact regions", attention: "fast regions" };
+
+/** The stats line of a frame's stats: fps, how its regions were made, stroke-to-frame latency, frame time
+ * and its breakdown. */
 export function statsLine(stats) {
   const s = stats ?? {};
   const parts = [];
   const num = (v) => typeof v === "number" && Number.isFinite(v);
   if (num(s.fps)) parts.push(`${s.fps.toFixed(1)} fps`);
+  if (Object.hasOwn(REGION_MODES, s.region_mode)) parts.push(REGION_MODES[s.region_mode]);
   if (num(s.latency_ms)) parts.push(`latency ${Math.round(s.latency_ms)} ms`);
   if (num(s.frame_ms)) parts.push(`frame ${s.frame_ms.toFixed(1)} ms`);
   if (s.breakdown && typeof s.breakdown === "object") {

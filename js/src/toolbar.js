@@ -1,5 +1,5 @@
 // The toolbar (tools, brush size, clear / fill, undo / redo, overlay opacity, where the image shows,
-// seed, palette export / import, the shortcuts help) and the keyboard: the widget's shortcuts, and
+// fast regions, seed, palette export / import, the shortcuts help) and the keyboard: the widget's shortcuts, and
 // keeping JupyterLab's single-key commands away while someone paints. Clicks on its buttons reach the
 // view through their data-action, changes of its fields through their data-setting.
 
@@ -43,6 +43,7 @@ export class Toolbar {
       h("option", { value: "side", text: "image beside" }),
       h("option", { value: "below", text: "image below" }),
       h("option", { value: "overlay", text: "image under masks" }));
+    this.fastRegions = h("input", { type: "checkbox", "data-setting": "region_mode", "data-testid": "semdraw-fast-regions" });
     this.seedInput = h("input", { type: "number", step: "1", "data-setting": "seed", class: "sd-seed", title: "Seed" });
     this.paletteFile = h("input", { type: "file", accept: "application/json,.json", "data-role": "palette-file", hidden: true });
     const help = h("span", { class: "sd-help", tabindex: "0", "aria-label": "Keyboard shortcuts" }, "?",
@@ -58,6 +59,11 @@ export class Toolbar {
         this.undoBtn, this.redoBtn),
       h("label", { class: "sd-group" }, "opacity", this.opacityInput),
       h("label", { class: "sd-group sd-gen-only" }, this.viewSelect),
+      h("label", {
+        class: "sd-group sd-gen-only",
+        title: "Fast regions: the model runs once for all layers, each prompt kept to its region inside attention, " +
+          "so more layers cost no more (SD 1.5 / SDXL). Off: once per layer, blended (exact).",
+      }, this.fastRegions, "fast regions"),
       h("label", { class: "sd-group" }, "seed", this.seedInput),
       h("span", { class: "sd-group" },
         actionButton("palette-export", "Export", "Download the prompts and settings (no masks) as JSON"),
@@ -86,6 +92,10 @@ export class Toolbar {
 
   showView(view) {
     setField(this.viewSelect, view);
+  }
+
+  showRegionMode(mode) {
+    setField(this.fastRegions, mode === "attention");
   }
 
   showUndo(canUndo, canRedo) {

@@ -65,6 +65,7 @@ export class SemdrawView {
     this.onLayers();
     this.onTool();
     this.onSettings();
+    this.onRegionMode();
     this.onPipeline();
     this.renderStatus();
     this.renderNotice();
@@ -144,6 +145,7 @@ export class SemdrawView {
     d.onModel(model, "change:brush_size", () => this.onTool());
     for (const name of ["overlay_opacity", "seed"]) d.onModel(model, `change:${name}`, () => this.onSettings());
     d.onModel(model, "change:view", () => this.onView());
+    d.onModel(model, "change:region_mode", () => this.onRegionMode());
     d.onModel(model, "change:has_pipeline", () => this.onPipeline());
     d.onModel(model, "change:running", () => this.onPipeline());
     d.onModel(model, "change:status", () => { this.localStatus = null; this.renderStatus(); });
@@ -211,6 +213,10 @@ export class SemdrawView {
 
   onSettings() {
     this.toolbar.showSettings(Number(this.get("overlay_opacity", 0.5)), this.get("seed", 0));
+  }
+
+  onRegionMode() {
+    this.toolbar.showRegionMode(this.get("region_mode", "exact"));
   }
 
   onPipeline() {
@@ -288,6 +294,7 @@ export class SemdrawView {
     const t = e.target;
     const { setting, field, bg, role } = t.dataset;
     if (role === "bg-file" || role === "palette-file") return this.files.take(t);
+    if (setting === "region_mode") return this.set(setting, t.checked ? "attention" : "exact");
     if (setting) {
       const value = setting === "view" ? t.value : Number(t.value);
       if (setting !== "view" && !Number.isFinite(value)) return this.onSettings();

@@ -2,15 +2,15 @@
 
 `RegionScene` holds a canvas's layers and background and turns them into a `RegionBatch` -- the
 device tensors one denoising call needs (per-slot layer weights, per-item conditioning, timesteps,
-bootstrap roll indices) -- recomputing only what an update changed. `denoise` is DESIGN.md's
-"stream batch" steps 2-4 for any set of slots: bootstrapping with mask-bbox centring, one model call
-over (slots x active layers) -- less the items whose layer has no weight at their slot, which add
-nothing to the blend (a weak layer at the noisy slots, a layer outside a tile) -- x0 per layer, and the
-masked blend:
+bootstrap roll indices) -- recomputing only what an update changed. `denoise` is steps 2-4 of
+docs/architecture.md's "The algorithm" for any set of slots: bootstrapping with mask-bbox centring, one
+model call over (slots x active layers; the slots alone in the attention mode, `regional_attention.py`) --
+less the items whose layer has no weight at their slot, which add nothing to the blend (a weak layer at the
+noisy slots, a layer outside a tile) -- x0 per layer, and the masked blend:
 
     x0_t = c * (sum_p M_pt x0_pt / sum_p M_pt) + (1 - c) * background,   c = min(1, sum_p M_pt)
 
-which is DESIGN's "normalised where covered, background where uncovered" with a soft edge for
+which is "normalised where covered, background where uncovered" with a soft edge for
 continuous weights. Blending x0 with the *clean* background latent and then re-noising
 (alpha x0 + beta eps) is the same as placing the background noised to each slot's level outside the
 layers, since re-noising is linear.
@@ -33,7 +33,7 @@ import torch
 
 from ..coverage import image_from_array
 from ..limits import GUIDANCE_LIMITS, LAYER_SETTING_DEFAULTS, check_number
-from . import regions
+from . import regional_attention, regions
 from .schedulers import SlotSteps
 
 Conditioning = dict[str, torch.Tensor]
@@ -71,12 +71,12 @@ def repeat_cond(cond: Conditioning, times: int) -> Conditioning:
     return {k: v.repeat(times, *([1] * (v.dim() - 1))) for k, v in cond.items()}
 
 
-def centring_roll_indices(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def centring_roll_indices(masks: torch.Tensor, centre: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """For (N, h, w) weights: gather indices (N, h*w) that roll each item so its mask's bounding-box
     centre sits at the canvas centre, and the indices that roll it back. Syncs with the host: call at
-    update time, never per frame. An empty mask is not moved."""
+    update time, never per frame. An empty mask is not moved, nor is any with `centre=False`."""
     n, h, w = masks.shape
-    present = (masks > 0).cpu().numpy()
+    present = (masks > 0).cpu().numpy() if centre else np.zeros((n, h, w), dtype=bool)
     ys, xs = np.arange(h), np.arange(w)
     forward, backward = [], []
     base = torch.arange(h * w).view(h, w)
@@ -174,7 +174,8 @@ class RegionBatch:
     bootstrap: torch.Tensor  # (boot_slots, C, h, w): the clean latent a bootstrapped item sees outside its mask
     live: tuple[int, ...] | None = None  # None: every item
     skip_empty: bool = True  # False: call the model on every item (the straightforward baseline)
-    layers: tuple = ()  # the Layer of each row of `masks` (what `inspect_slots` shows the weights of)
+    layers: tuple = ()  # the Layer of each row of `layer_weights` (what `inspect_slots` shows the weights of)
+    layer_masks: torch.Tensor | None = None  # (T, P, 1, h, w) when `masks` is not per layer (the attention mode)
     live_index: torch.Tensor | None = field(init=False)
     call_cond: Conditioning = field(init=False)
     call_uncond: Conditioning | None = field(init=False)
@@ -189,7 +190,13 @@ class RegionBatch:
 
     @property
     def num_layers(self) -> int:
+        """Rows of `masks`: the model items per slot (the active layers; 1 in the attention mode)."""
         return self.masks.shape[1]
+
+    @property
+    def layer_weights(self) -> torch.Tensor:
+        """Each active layer's weights (T, P, 1, h, w)."""
+        return self.masks if self.layer_masks is None else self.layer_masks
 
     @property
     def num_calls(self) -> int:
@@ -219,10 +226,15 @@ class RegionBatch:
         masks = self.masks[..., top:bottom, left:right]
         t, p = masks.shape[:2]
         boot = masks[: self.boot_slots].reshape(self.boot_slots * p, *masks.shape[-2:])
-        forward, back = centring_roll_indices(boot)
+        forward, back = centring_roll_indices(boot, centre=self.layer_masks is None)
         live = live_items(masks) if self.skip_empty else None
         bootstrap = self.bootstrap[..., top:bottom, left:right]
-        return replace(self, masks=masks, roll_forward=forward, roll_back=back, bootstrap=bootstrap, live=live)
+        window = lambda c: None if c is None else {
+            k: v[..., top:bottom, left:right] if k == regional_attention.WEIGHTS else v for k, v in c.items()
+        }
+        layer_masks = None if self.layer_masks is None else self.layer_masks[..., top:bottom, left:right]
+        return replace(self, masks=masks, cond=window(self.cond), uncond=window(self.uncond), roll_forward=forward,
+                       roll_back=back, bootstrap=bootstrap, live=live, layer_masks=layer_masks)
 
 
 def denoise(
@@ -342,8 +354,10 @@ class RegionScene:
     background_image: torch.Tensor | None = None  # latent (1, C, h, w)
     skip_empty_items: bool = True  # leave (slot, layer) items without weight out of the model call (exact)
     call_multiple: int = 1  # keep the model call's size a multiple of this (see `live_items`)
+    region_mode: str = "exact"  # "exact": a model item per (slot, layer); "attention": per slot (regional_attention.py)
 
     def __post_init__(self):
+        regional_attention.check_region_mode(self.region_mode, self.family)
         if self.mask_type not in regions.MASK_TYPES:
             raise ValueError(f"mask_type must be one of {regions.MASK_TYPES} (got {self.mask_type!r})")
         if self.bootstrap_steps < 0:
@@ -359,6 +373,11 @@ class RegionScene:
         self._batch: RegionBatch | None = None
 
     # ---- updates ------------------------------------------------------------------------------
+    def set_region_mode(self, mode: str) -> None:
+        """Switch between the exact and the attention mode; the layers and their weights stay."""
+        self.region_mode = regional_attention.check_region_mode(mode, self.family)
+        self._batch = None
+
     def set_background(self, image: Any = None, prompt: str | None = None, negative_prompt: str | None = None) -> None:
         if image is not None:
             self.background_image = self.family.encode(image_tensor(image, self.height, self.width))
@@ -482,13 +501,31 @@ class RegionScene:
         if self.guidance.uses_negatives:
             negative_base = self.family.encode_prompts([self.background_negative_prompt])
             negatives = self.family.encode_prompts([layer.negative_prompt for layer in active])
-            uncond = repeat_cond(lerp_cond(negative_base, negatives, strengths), t)
+            uncond = lerp_cond(negative_base, negatives, strengths)
         nb = min(self.bootstrap_steps, t)
+        if self.region_mode == "attention":
+            return self._attention_batch(active, masks, cond, uncond, nb)
         forward, back = centring_roll_indices(masks[:nb].reshape(nb * len(active), h, w))
         timesteps = self.steps.timesteps.repeat_interleave(len(active))
         live = live_items(masks, self.call_multiple) if self.skip_empty_items else None
-        return RegionBatch(masks, repeat_cond(cond, t), uncond, timesteps, nb, forward, back, self.bootstrap_latents(nb), live,
-                           self.skip_empty_items, layers=tuple(active))
+        return RegionBatch(masks, repeat_cond(cond, t), None if uncond is None else repeat_cond(uncond, t), timesteps, nb,
+                           forward, back, self.bootstrap_latents(nb), live, self.skip_empty_items, layers=tuple(active))
+
+    def _attention_batch(self, active: list[Layer], masks: torch.Tensor, cond: Conditioning, uncond: Conditioning | None,
+                         nb: int) -> RegionBatch:
+        """The attention mode's batch: one item per slot, the layers' conditioning side by side with their
+        weights (`regional_attention.slot_conditioning`), and the coverage min(1, sum of weights) as the one
+        mask the blend and bootstrapping see. Bootstrapping thus replaces the uncovered part of a bootstrapped
+        slot's latent with the noised background, as the exact mode does per layer, but without centring: the
+        layers share one image, so none can be moved to the middle."""
+        regional_attention.install(self.family)
+        t, (h, w) = len(self.steps), self.latent_size
+        coverage = masks.sum(dim=1, keepdim=True).clamp(max=1.0)  # (T, 1, 1, h, w)
+        forward, back = centring_roll_indices(coverage[:nb].reshape(nb, h, w), centre=False)
+        live = live_items(coverage, self.call_multiple) if self.skip_empty_items else None
+        per_slot = lambda c: None if c is None else regional_attention.slot_conditioning(c, masks)
+        return RegionBatch(coverage, per_slot(cond), per_slot(uncond), self.steps.timesteps, nb, forward, back,
+                           self.bootstrap_latents(nb), live, self.skip_empty_items, layers=tuple(active), layer_masks=masks)
 
 
 def image_to_pil(image: Any):

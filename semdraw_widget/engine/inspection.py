@@ -3,7 +3,7 @@
 One frame denoises T latents at once, from the noisiest slot (0) to the quietest (T-1); slot T-1's
 clean estimate is the frame. `StreamMultiDiffusion.inspect_slots()` returns, per slot: its timestep,
 the noise level its masks were quantised against, its noisy input and its blended clean estimate
-(decoded), and the weight each layer had there (DESIGN's M_{p,t}: cover decay, blur, strength and
+(decoded), and the weight each layer had there (the M of docs/architecture.md's "The algorithm": cover decay, blur, strength and
 quantisation applied, before the blend divides by their sum). Blurred edges show the algorithm's
 point: a soft edge weighs in only at the quieter slots. Nothing here runs during streaming.
 """
@@ -109,7 +109,7 @@ def inspect_slots(pipeline: Any, x_t, x0, batch) -> SlotInspection:
 
     def active_weights(layer):  # the weights the frame blended with (a layer without any was left out)
         row = rows.get(id(layer))
-        return None if row is None else batch.masks[:, row]
+        return None if row is None else batch.layer_weights[:, row]
 
     background = scene._background_layer if scene.has_background_layer else None
     layer_weights = (np.stack([upsample(active_weights(layer)) for layer in scene.layers], axis=1) if scene.layers

@@ -22,6 +22,7 @@ from ..coverage import warn_if_zero_one_uint8
 from ..limits import is_whole_number
 from . import regions
 from .blend import Guidance, RegionScene, SelfResidual, denoise, image_tensor, per_layer, slot_noise
+from .regional_attention import check_region_mode
 from .pipeline import ModelPipeline
 from .stream import OUTPUT_TYPES, check_seed, check_size, per_layer_setting, to_output
 
@@ -96,6 +97,7 @@ class StableMultiDiffusionPipeline(ModelPipeline):
         t_index_list: Sequence[int] | None = None,
         mask_type: str = "discrete",
         has_i2t: bool = True,
+        region_mode: str = "exact",
         model: Any = None,
         device: Any = None,
         hf_key: str | None = None,
@@ -103,6 +105,7 @@ class StableMultiDiffusionPipeline(ModelPipeline):
         **load_options: Any,
     ):
         self._take_layer_defaults(default_prompt_strength, default_mask_strength, default_mask_std)
+        check_region_mode(region_mode)  # before the model loads
         self._take_model(
             model_or_device, dtype, model=model, device=device, hf_key=hf_key, sd_version=sd_version, load_options=load_options,
         )
@@ -112,6 +115,7 @@ class StableMultiDiffusionPipeline(ModelPipeline):
         self.default_bootstrap_leak_sensitivity = default_bootstrap_leak_sensitivity
         self.default_preprocess_mask_cover_alpha = float(default_preprocess_mask_cover_alpha)
         self.mask_type = mask_type
+        self.region_mode = check_region_mode(region_mode, self.model)
         self.prepare_schedule(t_index_list)
 
     def prepare_schedule(self, t_index_list: Sequence[int] | None = None, num_inference_steps: int | None = None) -> None:
@@ -156,6 +160,7 @@ class StableMultiDiffusionPipeline(ModelPipeline):
         cfg_type: str | None = None,
         delta: float = 1.0,
         mask_type: str | None = None,
+        region_mode: str | None = None,
     ):
         """One image, the arguments in the seed project's order. `masks`: one per prompt (a sequence, one image, or
         a stacked (P, H, W) / (P, 1, H, W) array or tensor; images are read as in `regions.to_mask_tensor`, cut at
@@ -170,7 +175,8 @@ class StableMultiDiffusionPipeline(ModelPipeline):
         times the residual noise); `guidance_rescale` (full CFG) pulls its spread back toward the text
         prediction's. Beyond the seed: `seed` (None draws one from torch's global generator, so
         `torch.manual_seed` / seed_everything make runs repeatable), `mask_type` (the pipeline's when None),
-        `bootstrap_leak_sensitivity=None` (no leak correction), `output_type` "np", "pt" or "latent"."""
+        `bootstrap_leak_sensitivity=None` (no leak correction), `output_type` "np", "pt" or "latent";
+        `region_mode` ("exact" or "attention"; None: the pipeline's) as in `StreamMultiDiffusion`."""
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES} (got {output_type!r})")
         rescale = self.default_guidance_rescale if guidance_rescale is None else guidance_rescale
@@ -205,6 +211,7 @@ class StableMultiDiffusionPipeline(ModelPipeline):
             bootstrap_steps=self.default_bootstrap_steps if bootstrap_steps is None else bootstrap_steps,
             bootstrap_mix_steps=self.default_boostrap_mix_steps if boostrap_mix_steps is None else boostrap_mix_steps,
             guidance=guidance,
+            region_mode=region_mode or self.region_mode,
         )
         scene.set_background(background, background_prompt, background_negative_prompt)
         if suffix is not None:

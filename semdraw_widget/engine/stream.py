@@ -1,11 +1,12 @@
 """StreamMultiDiffusion: region-based generation as a stream batch, one frame per call.
 
-The T slots of `t_index_list` hold T latents at decreasing noise levels. One call (DESIGN.md,
-"Stream batch"):
+The T slots of `t_index_list` hold T latents at decreasing noise levels. One call (docs/architecture.md,
+"The algorithm"):
 1. slot 0 gets the seed's fixed noise (or fresh noise each frame with `fresh_noise=True`);
    slots 1..T-1 come from the buffer;
 2.-4. bootstrapping, one model call over (slots x active layers), x0 per layer, masked blend
-   (`blend.denoise`);
+   (`blend.denoise`); with `region_mode="attention"` the call is over the slots alone, the layers
+   meeting inside cross-attention (`regional_attention.py`);
 5. the last slot's x0 is the frame; slot i+1 <- alpha_{i+1} x0_i + beta_{i+1} eps_i, where eps_i is
    the fixed per-slot noise (LCM, Flash-SD3) or the noise x_t and x0 imply (SDXL-Lightning's Euler;
    `SlotSteps.carried_noise`), so a still scene converges to a still image after T frames (`converged`).
@@ -39,6 +40,7 @@ from .accel import AcceleratedPredictor, compile_mode
 from .blend import Guidance, RegionScene, SelfResidual, cat_cond, denoise, per_layer, slot_noise
 from .pipeline import ModelPipeline, check_layer_setting
 from .updates import BackgroundState, PendingUpdates
+from .regional_attention import check_region_mode
 from ..coverage import warn_if_zero_one_uint8
 from ..limits import LAYER_SETTING_DEFAULTS, check_seed
 
@@ -184,6 +186,11 @@ class StreamMultiDiffusion(ModelPipeline):
     `compile=True` (or "cudagraph") replays the model from CUDA graphs on CUDA devices; "inductor"
     also runs it through torch.compile (on a CPU too). Until `warm_up()` has prepared the current
     batch size, frames run eagerly (see `accel.py`).
+
+    `region_mode="exact"` (the default) calls the model on every (slot, layer) item and blends the layers'
+    estimates; "attention" calls it once per slot with the layers' prompts confined to their regions inside
+    cross-attention (SD 1.5 and SDXL; `regional_attention.py`), so a frame costs the same whatever the number
+    of layers. Settable later (`region_mode`).
     """
 
     def __init__(
@@ -216,6 +223,7 @@ class StreamMultiDiffusion(ModelPipeline):
         fresh_noise: bool = False,
         profile: bool = False,
         compile: bool | str = False,
+        region_mode: str = "exact",
         model: Any = None,
         device: Any = None,
         hf_key: str | None = None,
@@ -228,6 +236,7 @@ class StreamMultiDiffusion(ModelPipeline):
                 f"frame_buffer_size={frame_buffer_size!r}: only 1 is supported (one frame per call, as the seed project's "
                 "streams run); call the pipeline once per frame"
             )
+        check_region_mode(region_mode)
         self._take_layer_defaults(default_prompt_strength, default_mask_strength, default_mask_std)
         self._take_model(
             model_or_device, dtype, model=model, device=device, hf_key=hf_key, sd_version=sd_version, load_options=load_options,
@@ -254,7 +263,7 @@ class StreamMultiDiffusion(ModelPipeline):
         self._scene = RegionScene(
             self.model, self.steps, self._height, self._width, mask_type=mask_type,
             cover_alpha=float(preprocess_mask_cover_alpha), bootstrap_steps=int(bootstrap_steps),
-            bootstrap_mix_steps=bootstrap_mix_steps, guidance=guidance,
+            bootstrap_mix_steps=bootstrap_mix_steps, guidance=guidance, region_mode=region_mode,
         )
         if self.compile and self.predictor.uses_graphs:  # one graph per multiple of the slot count, not per item count
             self._scene.call_multiple = self.num_slots
@@ -274,6 +283,19 @@ class StreamMultiDiffusion(ModelPipeline):
     @property
     def num_layers(self) -> int:
         return len(self._scene.layers)
+
+    @property
+    def region_mode(self) -> str:
+        """"exact" (a model item per slot and layer, blended) or "attention" (one per slot, each layer's prompt
+        confined to its region in cross-attention: the cost stays that of one layer). Settable while
+        streaming: the canvas and the frames in flight stay, only the next frames are made the other way."""
+        return self._scene.region_mode
+
+    @region_mode.setter
+    def region_mode(self, mode: str) -> None:
+        if mode != self._scene.region_mode:
+            self._scene.set_region_mode(mode)
+            self._changed()
 
     @property
     def num_slots(self) -> int:

@@ -1,5 +1,6 @@
 """Issue 4 end to end: the tiny model streams frames into the cell. Press play, paint, see `data-seq`
-advance and the displayed image change; pause stops the frames and the kernel's `running`."""
+advance and the displayed image change; the fast-regions toggle switches the kernel's region mode while frames
+go on; pause stops the frames and the kernel's `running`."""
 
 from __future__ import annotations
 
@@ -117,6 +118,15 @@ def test_play_paint_pause(open_notebook):
     assert changed > 0, "the displayed image is identical before and after the stroke"
     stats = kernel.eval("canvas.stats")
     assert isinstance(stats.get("latency_ms"), (int, float)) and stats["latency_ms"] > 0, f"no stroke latency in stats: {stats}"
+
+    # ---- fast regions: the toggle reaches the kernel, frames go on in the attention mode -------------
+    assert kernel.eval("canvas.region_mode") == "exact"
+    page.get_by_test_id("semdraw-fast-regions").check()
+    wait_until(lambda: kernel.eval("canvas.region_mode") == "attention", timeout=30, what="the toggle to set region_mode")
+    wait_until(lambda: frame_state(page)["seq"] > seq1, timeout=FRAME_TIMEOUT, what="frames after switching to fast regions")
+    wait_until(lambda: "fast regions" in page.get_by_test_id("semdraw-stats").text_content(), timeout=FRAME_TIMEOUT,
+               what="the stats line to say fast regions")
+    seq1 = _wait_still(page, kernel, "the stream to settle in the attention mode")[0]
 
     # ---- pause while frames are being made: data-seq stops (<= 2 in flight), running is False ---
     drag(page, box, (0.5, 0.2), (0.5, 0.8), steps=10)

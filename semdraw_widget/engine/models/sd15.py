@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .. import loading
+from .. import loading, regional_attention
 from ..schedulers import DEFAULT_SCHEDULER_CONFIG, LCMSchedule
 from .base import Conditioning, LatentFamily, clip_token_ids
 from .lora import fuse_lora_into, read_lora
@@ -130,7 +130,8 @@ class SD15(LatentFamily):
     # ---- denoiser ---------------------------------------------------------------------------
     def predict(self, latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """The UNet's noise prediction eps for (B, 4, h, w) latents, (B,) timesteps and per-item conditioning."""
-        out = self.unet(latents, timesteps, encoder_hidden_states=cond["encoder_hidden_states"], return_dict=False)[0]
+        out = self.unet(latents, timesteps, encoder_hidden_states=cond["encoder_hidden_states"], return_dict=False,
+                        **regional_attention.model_kwargs(cond))[0]
         if self._v_factors is None:
             return out
         alpha, sigma = self._v_factors[:, timesteps].view(2, -1, 1, 1, 1)

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .. import loading
+from .. import loading, regional_attention
 from ..schedulers import DEFAULT_SCHEDULER_CONFIG, EulerTrailingSchedule
 from .base import Conditioning, LatentFamily
 from .lora import fuse_lora_into, read_lora
@@ -140,7 +140,8 @@ class SDXL(LatentFamily):
         b, _, h, w = latents.shape
         added = {"text_embeds": cond["text_embeds"], "time_ids": self.time_ids(b, h * self.vae_scale, w * self.vae_scale)}
         return self.unet(
-            latents, timesteps, encoder_hidden_states=cond["encoder_hidden_states"], added_cond_kwargs=added, return_dict=False
+            latents, timesteps, encoder_hidden_states=cond["encoder_hidden_states"], added_cond_kwargs=added, return_dict=False,
+            **regional_attention.model_kwargs(cond),
         )[0]
 
 
