@@ -6,7 +6,7 @@
   every 8x8 cell at least 16 px inside a region (the region a layer shows: where it is the top-most painted
   layer; the background prompt's region is where no layer is painted) is classified by the 32x32 patch
   around it: the share classified as that region's prompt, per setting (bootstrapping on or off, discrete
-  or continuous masks);
+  or continuous masks; and the attention region mode, `region_mode="attention"`, at the stream's defaults);
 - stream against one-shot: the settled stream frame of a scene against the one-shot image of the same scene
   with the same settings (mean absolute difference in 0..255 levels, and the largest).
 
@@ -70,8 +70,8 @@ def interior(mask: np.ndarray, border: int = BORDER) -> np.ndarray:
     return window[: mask.shape[0], : mask.shape[1]] == k * k
 
 
-def region_scores(classifier: Classifier, image: np.ndarray, scene: Scene) -> list[tuple[int, int]]:
-    """(correct cells, cells) for each region of `scene` with cells away from its border."""
+def region_scores(classifier: Classifier, image: np.ndarray, scene: Scene) -> list[tuple[int, int, int]]:
+    """(cells right, cells of the right colour, cells) for each region of `scene` with cells away from its border."""
     colour, texture = classifier.label_map(image)
     centre = STRIDE // 2
     scores = []
@@ -80,25 +80,28 @@ def region_scores(classifier: Classifier, image: np.ndarray, scene: Scene) -> li
         if not inside.any():
             continue
         want_colour, want_texture = class_indices(parse(prompt))
-        right = (colour[inside] == want_colour) & (texture[inside] == want_texture)
-        scores.append((int(right.sum()), int(inside.sum())))
+        colour_right = colour[inside] == want_colour
+        right = colour_right & (texture[inside] == want_texture)
+        scores.append((int(right.sum()), int(colour_right.sum()), int(inside.sum())))
     return scores
 
 
 def prompt_adherence(pipe: Any, classifier: Classifier, size: int = 256, seed: int = 0, log: Callable = print) -> dict:
     """One-shot full-canvas image of every material, classified whole."""
-    right, wrong = 0, []
+    right, colour_right, wrong = 0, 0, []
     for material in all_materials():
         prompt = prompt_for(material)
         image = np.asarray(pipe.sample(prompt, height=size, width=size, seed=seed))
         got = classifier.classify(image)
+        colour_right += class_indices(got)[0] == class_indices(material)[0]
         if class_indices(got) == class_indices(material):
             right += 1
         else:
             wrong.append(f"{prompt} -> {got.label}")
     total = len(all_materials())
-    log(f"prompt adherence: {right}/{total} = {right / total:.1%}" + (f"; wrong: {', '.join(wrong)}" if wrong else ""))
-    return {"correct": right, "total": total, "share": right / total, "wrong": wrong}
+    log(f"prompt adherence: {right}/{total} = {right / total:.1%} (colour alone: {colour_right / total:.1%})"
+        + (f"; wrong: {', '.join(wrong)}" if wrong else ""))
+    return {"correct": right, "total": total, "share": right / total, "colour_share": colour_right / total, "wrong": wrong}
 
 
 def settle(stream: Any, scene: Scene) -> np.ndarray:
@@ -118,20 +121,24 @@ def region_adherence(model: Any, classifier: Classifier, scenes: int = 200, size
 
     rng = np.random.default_rng(seed)
     drawn = [random_scene(rng, size) for _ in range(scenes)]
+    settings = [("exact", bootstrap, mask_type) for bootstrap in (1, 0) for mask_type in ("continuous", "discrete")]
+    settings.append(("attention", 1, "continuous"))  # the fast mode at the stream's defaults, on the same scenes
     results = {}
-    for bootstrap in (1, 0):
-        for mask_type in ("continuous", "discrete"):
-            stream = StreamMultiDiffusion(model=model, height=size, width=size, bootstrap_steps=bootstrap, mask_type=mask_type, seed=seed)
-            began, right, cells, region_shares = time.perf_counter(), 0, 0, []
-            for scene in drawn:
-                for r, n in region_scores(classifier, settle(stream, scene), scene):
-                    right, cells = right + r, cells + n
-                    region_shares.append(r / n)
-            name = f"bootstrap_steps={bootstrap}, {mask_type} masks"
-            results[name] = {"cells": cells, "share": right / max(cells, 1), "regions": len(region_shares),
-                             "mean_region_share": float(np.mean(region_shares)) if region_shares else 0.0}
-            log(f"region adherence, {name}: {right / max(cells, 1):.1%} of {cells} cells "
-                f"({len(region_shares)} regions; {time.perf_counter() - began:.0f} s)")
+    for region_mode, bootstrap, mask_type in settings:
+        stream = StreamMultiDiffusion(model=model, height=size, width=size, bootstrap_steps=bootstrap, mask_type=mask_type,
+                                      seed=seed, region_mode=region_mode)
+        began, right, colour_right, cells, region_shares = time.perf_counter(), 0, 0, 0, []
+        for scene in drawn:
+            for r, c, n in region_scores(classifier, settle(stream, scene), scene):
+                right, colour_right, cells = right + r, colour_right + c, cells + n
+                region_shares.append(r / n)
+        name = f"bootstrap_steps={bootstrap}, {mask_type} masks" + (", attention regions" if region_mode == "attention" else "")
+        results[name] = {"cells": cells, "share": right / max(cells, 1), "colour_share": colour_right / max(cells, 1),
+                         "regions": len(region_shares),
+                         "mean_region_share": float(np.mean(region_shares)) if region_shares else 0.0}
+        log(f"region adherence, {name}: {right / max(cells, 1):.1%} of {cells} cells (colour alone: "
+            f"{colour_right / max(cells, 1):.1%}) "
+            f"({len(region_shares)} regions; {time.perf_counter() - began:.0f} s)")
     return results
 
 
