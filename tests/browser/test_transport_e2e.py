@@ -103,6 +103,9 @@ def test_painting_and_live_frames_over_base64_when_the_front_end_drops_buffers(o
                what="damaged frames to be acknowledged")
     page.get_by_role("button", name=re.compile(r"\bPause\b")).click()
     wait_until(lambda: kernel.eval("canvas.running") is False, timeout=30, what="pause")
+    # frames sent damaged before the pause may still be on their way: wait until the view has seen them all
+    wait_until(lambda: kernel.eval("canvas._runner.sender._acked == canvas._runner.sender._seq"), timeout=30,
+               what="every frame in flight to be acknowledged")
     # the view warned in the console too; those warnings were expected here
     nb.errors.fatal[:] = [e for e in nb.errors.fatal if "ignored a kernel message" not in e]
     nb.errors.check()
