@@ -59,7 +59,7 @@ def install(family: Any) -> None:
     why the originals are wrapped rather than swapped back and forth (a model may serve both modes at once)."""
     unet = family.unet
     processors = unet.attn_processors
-    if all(isinstance(p, (RegionalCrossAttention, RegionalSelfAttention)) for p in processors.values()):
+    if all(isinstance(p, _RegionalProcessor) for p in processors.values()):
         return
     cross = {name for name, module in unet.named_modules() if getattr(module, "is_cross_attention", False)}
     unet.set_attn_processor({
@@ -111,11 +111,9 @@ def pooled_weights(weights: torch.Tensor, tokens: int) -> torch.Tensor:
     return pooled.flatten(2)[..., None]
 
 
-class RegionalSelfAttention:
-    """Self-attention where a pixel attends to the pixels that share its layers: the logits get the bias
-    log(sum_p s_p(i) s_p(j)) from the pixels' layer shares s, so a layer's pixels look mostly at each other and
-    its prompt does not travel through attention into another layer's area (a single layer, or pixels with the
-    same shares, get a constant bias: plain attention). Without weights, the layer's original processor."""
+class _RegionalProcessor:
+    """An attention processor that runs `regional` when the call carries region weights (the attention mode) and
+    the layer's original processor otherwise (the exact mode, or another pipeline sharing the model)."""
 
     def __init__(self, original: Any):
         self.original = original
@@ -123,7 +121,21 @@ class RegionalSelfAttention:
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, region_weights=None, **kwargs):
         if region_weights is None:
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
-        _check_supported(attn, hidden_states, attention_mask)
+        if attention_mask is not None or attn.spatial_norm is not None or attn.group_norm is not None or hidden_states.ndim != 3:
+            raise ValueError("region_mode='attention' supports the attention layers of SD 1.5 / SDXL UNets only; use region_mode='exact'")
+        return self.regional(attn, hidden_states, encoder_hidden_states, region_weights)
+
+    def regional(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: Any, region_weights: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class RegionalSelfAttention(_RegionalProcessor):
+    """Self-attention where a pixel attends to the pixels that share its layers: the logits get the bias
+    log(sum_p s_p(i) s_p(j)) from the pixels' layer shares s, so a layer's pixels look mostly at each other and
+    its prompt does not travel through attention into another layer's area (a single layer, or pixels with the
+    same shares, get a constant bias: plain attention)."""
+
+    def regional(self, attn, hidden_states, encoder_hidden_states, region_weights):
         b, n, _ = hidden_states.shape
         shares = pooled_weights(region_weights, n)[..., 0].float()  # (B, P, N)
         affinity = torch.einsum("bpi,bpj->bij", shares, shares)  # each row's diagonal is > 0: the shares sum to 1
@@ -135,17 +147,11 @@ class RegionalSelfAttention:
         return _output(attn, out.transpose(1, 2).reshape(b, n, -1).to(query.dtype), hidden_states)
 
 
-class RegionalCrossAttention:
+class RegionalCrossAttention(_RegionalProcessor):
     """Cross-attention where each pixel attends to each layer's tokens separately and mixes the results with
-    its weights; without weights (the exact mode), the layer's original processor."""
+    its weights."""
 
-    def __init__(self, original: Any):
-        self.original = original
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, region_weights=None, **kwargs):
-        if region_weights is None:
-            return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
-        _check_supported(attn, hidden_states, attention_mask)
+    def regional(self, attn, hidden_states, encoder_hidden_states, region_weights):
         b, n, _ = hidden_states.shape
         p = region_weights.shape[1]
         if attn.norm_cross:
@@ -166,11 +172,6 @@ class RegionalCrossAttention:
 
 
 AFFINITY_FLOOR = 1e-6  # pixels that share no layer: a bias of log(1e-6), about -14, never -inf (no NaN rows)
-
-
-def _check_supported(attn, hidden_states: torch.Tensor, attention_mask: Any) -> None:
-    if attention_mask is not None or attn.spatial_norm is not None or attn.group_norm is not None or hidden_states.ndim != 3:
-        raise ValueError("region_mode='attention' supports the attention layers of SD 1.5 / SDXL UNets only; use region_mode='exact'")
 
 
 def _heads(attn, projected: torch.Tensor) -> torch.Tensor:

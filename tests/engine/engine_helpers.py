@@ -28,3 +28,16 @@ def scene(stream):
     stream.update_single_layer(0, prompt="a red apple", mask=APPLE, mask_std=2.0)
     stream.update_single_layer(1, prompt="a green pear", mask=PEAR, mask_std=0.0)
     return stream
+
+
+def record_batch_sizes(model, monkeypatch):
+    """The batch size of every model call made from now on (a list that grows)."""
+    sizes = []
+    original = model.predict
+
+    def predict(latents, timesteps, cond):
+        sizes.append(latents.shape[0])
+        return original(latents, timesteps, cond)
+
+    monkeypatch.setattr(model, "predict", predict)
+    return sizes

@@ -8,22 +8,9 @@ import torch
 from semdraw_widget.engine import StableMultiDiffusionPipeline, StreamMultiDiffusion, load_model
 from semdraw_widget.engine import regional_attention
 
-from engine_helpers import APPLE, PEAR, SIZE, box_mask, run, scene
+from engine_helpers import APPLE, PEAR, SIZE, box_mask, record_batch_sizes, run, scene
 
 FULL = np.ones((SIZE, SIZE), dtype=bool)
-
-
-def record_calls(model, monkeypatch):
-    """The batch size of every model call the frames make."""
-    sizes = []
-    original = model.predict
-
-    def predict(latents, timesteps, cond):
-        sizes.append(latents.shape[0])
-        return original(latents, timesteps, cond)
-
-    monkeypatch.setattr(model, "predict", predict)
-    return sizes
 
 
 def layers_scene(stream, count):
@@ -37,7 +24,7 @@ def layers_scene(stream, count):
 
 @pytest.mark.parametrize("count", [1, 3, 6])
 def test_attention_mode_calls_the_model_once_per_slot_whatever_the_layer_count(make_stream, tiny, monkeypatch, count):
-    sizes = record_calls(tiny, monkeypatch)
+    sizes = record_batch_sizes(tiny, monkeypatch)
     stream = layers_scene(make_stream(region_mode="attention"), count)
     run(stream, 4)
     assert sizes == [stream.num_slots] * 4
@@ -112,7 +99,7 @@ def test_switching_modes_while_streaming_keeps_the_scene(make_stream, tiny, monk
     stream = scene(make_stream())
     run(stream, 3)
     layers = [(layer.prompt, layer.mask) for layer in stream._scene.layers]
-    sizes = record_calls(tiny, monkeypatch)
+    sizes = record_batch_sizes(tiny, monkeypatch)
     stream.region_mode = "attention"
     assert stream.region_mode == "attention"
     run(stream, 3)
@@ -140,7 +127,7 @@ def test_modes_are_checked_and_sd3_is_refused_with_what_to_do(make_stream):
 
 def test_sdxl_attention_mode_runs_with_one_call_per_slot(monkeypatch):
     xl = load_model("tiny-xl")
-    sizes = record_calls(xl, monkeypatch)
+    sizes = record_batch_sizes(xl, monkeypatch)
     stream = scene(StreamMultiDiffusion("cpu", model=xl, height=SIZE, width=SIZE, region_mode="attention"))
     out = run(stream, 3)
     assert torch.isfinite(out).all() and sizes == [stream.num_slots] * 3

@@ -6,7 +6,7 @@ import torch
 
 from semdraw_widget.engine.loading import resolve_device
 
-from engine_helpers import APPLE, PEAR, SIZE, box_mask, run, scene
+from engine_helpers import APPLE, PEAR, SIZE, box_mask, record_batch_sizes, run, scene
 
 
 def test_same_seed_gives_identical_frames_and_another_seed_differs(make_stream):
@@ -166,18 +166,6 @@ def test_device_spellings():
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
 
 
-def _record_batch_sizes(model, monkeypatch):
-    sizes = []
-    original = model.predict
-
-    def predict(latents, timesteps, cond):
-        sizes.append(latents.shape[0])
-        return original(latents, timesteps, cond)
-
-    monkeypatch.setattr(model, "predict", predict)
-    return sizes
-
-
 def test_items_without_weight_at_their_slot_are_left_out_and_frames_do_not_change(make_stream, tiny, monkeypatch):
     from semdraw_widget.engine import blend
 
@@ -187,7 +175,7 @@ def test_items_without_weight_at_their_slot_are_left_out_and_frames_do_not_chang
         stream.update_single_layer(1, prompt="a green pear", mask=PEAR)
         return stream
 
-    sizes = _record_batch_sizes(tiny, monkeypatch)
+    sizes = record_batch_sizes(tiny, monkeypatch)
     skipping = weak_scene(make_stream())
     batch = skipping._scene.batch()
     assert batch.live is not None and len(batch.live) < skipping.num_slots * 3
@@ -211,7 +199,7 @@ def test_one_shot_windows_leave_out_layers_that_do_not_reach_them(tiny, monkeypa
     left[8:56, 4:40] = True  # only in the first window
     settings = dict(masks=[left], background_prompt="a meadow", height=SIZE, width=width, tile_size=SIZE, seed=3,
                     mask_stds=0.0, output_type="latent")
-    sizes = _record_batch_sizes(tiny, monkeypatch)
+    sizes = record_batch_sizes(tiny, monkeypatch)
     pipe = StableMultiDiffusionPipeline("cpu", model=tiny)
     skipped = pipe(["a red apple"], **settings)
     assert min(sizes) == 1 and max(sizes) == 2  # background alone where the layer does not reach
@@ -227,7 +215,7 @@ def test_a_step_where_no_layer_has_weight_makes_no_model_call(tiny, monkeypatch)
 
     settings = dict(masks=[APPLE], height=SIZE, width=SIZE, seed=5, mask_strengths=0.3, mask_type="continuous",
                     output_type="latent")
-    sizes = _record_batch_sizes(tiny, monkeypatch)
+    sizes = record_batch_sizes(tiny, monkeypatch)
     pipe = StableMultiDiffusionPipeline("cpu", model=tiny)
     skipped = pipe(["a red apple"], **settings)
     steps = len(tiny.default_t_index_list)

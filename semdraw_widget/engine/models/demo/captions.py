@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..tiny import bytes_to_unicode
 from .vocabulary import COLOUR_WORDS, KNOWN_WORDS, TEXTURE_WORDS, Material
 
 # Everyday words that surround the vocabulary in captions. None of them names a colour or texture.
@@ -34,19 +35,6 @@ FILLER_WORDS = (
     "photo image view made full covered lots many very"
 ).split()
 SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """The byte-level alphabet of GPT-2 / CLIP: every byte gets a printable character."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    mapping, extra = {}, 0
-    for byte in range(256):
-        if byte in printable:
-            mapping[byte] = chr(byte)
-        else:
-            mapping[byte] = chr(256 + extra)
-            extra += 1
-    return mapping
 
 
 def learn_merges(words: list[str]) -> list[tuple[str, str]]:
@@ -83,7 +71,7 @@ def write_tokenizer(folder: Path):
 
     folder.mkdir(parents=True, exist_ok=True)
     merges = learn_merges(sorted(KNOWN_WORDS) + sorted(set(FILLER_NOUNS + FILLER_WORDS)))
-    alphabet = list(_bytes_to_unicode().values())
+    alphabet = list(bytes_to_unicode().values())
     tokens = alphabet + [c + "</w>" for c in alphabet] + [a + b for a, b in merges] + list(SPECIAL_TOKENS)
     vocab = {token: i for i, token in enumerate(dict.fromkeys(tokens))}
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
