@@ -101,9 +101,10 @@ def test_painting_and_live_frames_over_base64_when_the_front_end_drops_buffers(o
     # the view acknowledges damaged frames too, so the kernel's window keeps moving (no 10 s stalls)
     wait_until(lambda: kernel.eval("canvas._runner.sender._acked") >= acked + 4, timeout=FRAME_TIMEOUT,
                what="damaged frames to be acknowledged")
+    kernel.execute("canvas._transport._base64_to_browser = True")  # frames from now on (the settled PNG too) arrive whole
     page.get_by_role("button", name=re.compile(r"\bPause\b")).click()
     wait_until(lambda: kernel.eval("canvas.running") is False, timeout=30, what="pause")
-    # frames sent damaged before the pause may still be on their way: wait until the view has seen them all
+    # frames sent damaged before that may still be on their way: wait until the view has seen them all
     wait_until(lambda: kernel.eval("canvas._runner.sender._acked == canvas._runner.sender._seq"), timeout=30,
                what="every frame in flight to be acknowledged")
     # the view warned in the console too; those warnings were expected here
