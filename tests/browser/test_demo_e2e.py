@@ -3,6 +3,7 @@ blue background prompt; the prompt fields suggest the words the model knows."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
@@ -61,4 +62,46 @@ def test_a_red_stroke_comes_out_red(open_notebook):
     # the band's core (a painted region comes out smaller than its mask by about the blur's reach) and the sky
     assert _is_red(shown[112:144, 64:192]), f"under the stroke: {shown[112:144, 64:192].reshape(-1, 3).mean(0)}"
     assert _is_blue(shown[8:48, 64:192]), f"above the stroke: {shown[8:48, 64:192].reshape(-1, 3).mean(0)}"
+    nb.errors.check()
+
+
+LANDSCAPE = [
+    "import os\n"
+    "import numpy as np\n"
+    "os.environ.pop('SEMDRAW_MODEL', None)\n"
+    "from semdraw_widget import SemanticCanvas\n"
+    f"canvas = SemanticCanvas(width={SIZE}, height={SIZE}, model='demo', background_prompt='a blue sky with white clouds')\n"
+    "y, x = np.mgrid[0:256, 0:256]\n"
+    "canvas.set_mask(canvas.add_layer('a green grassy meadow'), y >= 160)\n"
+    "canvas.set_mask(canvas.add_layer('a red brick house'), (x >= 40) & (x < 136) & (y >= 88) & (y < 208))\n"
+    "canvas.set_mask(canvas.add_layer('a yellow sun'), (x - 196) ** 2 + (y - 56) ** 2 < 34 ** 2)\n"
+    "canvas",
+]
+
+
+def _mean(pixels: np.ndarray) -> np.ndarray:
+    return pixels.reshape(-1, 3).mean(0)
+
+
+def test_a_landscape_set_from_python_shows_each_prompt_in_its_region(open_notebook, tmp_path):
+    """Masks set from Python, played in the page: sky, meadow, house and sun each where they were put.
+    With SEMDRAW_SCREENSHOT=path, the widget's picture is saved there (the README's screenshot)."""
+    nb = open_notebook(LANDSCAPE)
+    page, kernel = nb.page, nb.kernel
+    page.get_by_role("button", name=re.compile(r"\bPlay\b")).click()
+    wait_until(lambda: kernel.eval("canvas.status").startswith("still"), timeout=FRAME_TIMEOUT, what="the image to settle")
+    wait_until(lambda: frame_state(page)["seq"] == kernel.eval("canvas._runner.sender._seq"), timeout=30,
+               what="the settled frame to be shown")
+    target = os.environ.get("SEMDRAW_SCREENSHOT")
+    if target:  # tall enough for the whole widget to show in the notebook's panel
+        page.set_viewport_size({"width": 1000, "height": 1400})
+        page.locator("div.semdraw").first.screenshot(path=target)
+    shown = _shown(page)
+    # each region's core, beyond the blur's reach of its edges
+    sky, meadow = _mean(shown[8:40, 8:120]), _mean(shown[224:250, 160:250])
+    house, sun = _mean(shown[120:176, 64:112]), _mean(shown[48:64, 188:204])
+    assert sky[2] > 150 and sky[0] < 120, f"sky: {sky}"
+    assert meadow[1] > 110 and meadow[1] > meadow[0] + 30 and meadow[1] > meadow[2] + 30, f"meadow: {meadow}"
+    assert house[0] > 150 and house[1] < 100 and house[2] < 100, f"house: {house}"
+    assert sun[0] > 170 and sun[1] > 150 and sun[2] < 110, f"sun: {sun}"
     nb.errors.check()

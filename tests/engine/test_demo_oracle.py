@@ -50,17 +50,17 @@ def settle(stream) -> np.ndarray:
     return frame
 
 
-# A painted square comes out smaller than its mask: at the noisy slots the blurred, quantised weights keep only
-# its core, and the model keeps the layout it sees at the quieter ones (the model card says so). Inside a painted
-# square the tests therefore look beyond the default blur's reach (3 sigma = 24 px) plus one latent cell.
+# Where a painted square meets another region, the blur mixes them over its reach (3 sigma = 24 px at the
+# default blur), and at the noisy slots only the square's core has weight. Tests of what a square shows look
+# beyond that reach plus one latent cell.
 INNER = 32
 
 
 def colour_share(classifier, image: np.ndarray, where: np.ndarray, prompt: str, border: int = 16) -> float:
     """The share of the cells at least `border` px inside `where` that the classifier reads as the colour of `prompt`.
 
-    Colours only: the model's textures are right about half the time (its model card), its colours nearly always,
-    so a colour is what a test can rely on to see where a prompt went."""
+    Colours only: the model's textures are right in about two thirds of a region's cells (its model card), its
+    colours nearly always, so a colour is what a test can rely on to see where a prompt went."""
     found, _ = classifier.label_map(image)
     return float((found == class_indices(parse(prompt))[0])[interior(where, border)[4::8, 4::8]].mean())
 
@@ -80,8 +80,9 @@ def test_each_prompt_paints_where_it_was_painted(stream, classifier):
 
 
 def test_the_top_layer_wins_where_two_overlap(stream, classifier):
+    # not red: a red region comes out muddied towards brown (the model card's limits; the xfail test below)
     full = np.ones((SIZE, SIZE), bool)
-    for bottom, top in (("red", "blue"), ("blue", "red")):
+    for bottom, top in (("yellow", "purple"), ("purple", "yellow"), ("green", "blue"), ("blue", "green")):
         pipe = stream()
         pipe.update_layers([bottom, top], masks=[full, SQUARE])
         image = settle(pipe)
@@ -208,3 +209,40 @@ def test_the_demo_model_loads_by_name_everywhere_the_tiny_one_does(demo):
     assert StreamMultiDiffusion("cpu", hf_key="demo", height=64, width=64).model.vocabulary is not None
     assert StableMultiDiffusionPipeline.from_pretrained("demo", device="cpu").model.name == "sd15"
     assert torch.is_tensor(demo.encode_prompts(["red"])["encoder_hidden_states"])
+
+
+HOUSE = np.zeros((SIZE, SIZE), bool)
+HOUSE[88:208, 40:136] = True  # 96 x 120 px: a region a child paints, not a half of the canvas
+
+
+MUDDIED_RED = pytest.mark.xfail(strict=True, reason="a known limit (model card): a red region narrower than the "
+                                 "canvas comes out muddied towards brown or orange; a red full canvas is red")
+
+
+@pytest.mark.parametrize("colour, background", [
+    ("purple", "yellow"), ("blue", "green grass"), ("yellow", "green grass"), ("orange", "blue"),
+    pytest.param("red", "blue", marks=MUDDIED_RED), pytest.param("red", "green grass", marks=MUDDIED_RED),
+])
+def test_a_middle_sized_region_takes_its_own_colour_not_the_background_s(stream, classifier, colour, background):
+    """At the noisier slots each layer paints its own words over whatever the blend shows there: a model that
+    kept what its input shows kept the background's colour at the start of the region and came out with a
+    small blob of a muddied colour (the earlier demo weights painted red over blue as a dark green blob)."""
+    pipe = stream()
+    pipe.update_background(prompt=background)
+    pipe.update_layers([colour], masks=[HOUSE])
+    image = settle(pipe)
+    assert colour_share(classifier, image, HOUSE, colour, border=24) > 0.8
+
+
+@pytest.mark.parametrize("colour", ["yellow", "orange"])
+def test_a_small_region_is_painted_not_lost(stream, classifier, colour):
+    """A disc 80 px across (a sun in a sky) shows its colour: at the noisy slots only its core has weight, and the
+    region grows to its edge at the slot before the last only if the model paints its words there whatever its
+    input shows (the earlier demo weights lost such a disc, or kept a quarter of it)."""
+    y, x = np.mgrid[0:SIZE, 0:SIZE]
+    disc = (x - SIZE // 2) ** 2 + (y - SIZE // 2) ** 2 < 40**2
+    pipe = stream()
+    pipe.update_background(prompt="blue")
+    pipe.update_layers([colour], masks=[disc])
+    image = settle(pipe)
+    assert colour_share(classifier, image, disc, colour, border=12) > 0.8

@@ -65,8 +65,10 @@ def learn_merges(words: list[str]) -> list[tuple[str, str]]:
             pieces[word] = merged
 
 
-def write_tokenizer(folder: Path):
-    """Write vocab.json, merges.txt and the tokenizer config into `folder`; return the loaded CLIPTokenizer."""
+def write_tokenizer(folder: Path, max_tokens: int = 77):
+    """Write vocab.json, merges.txt and the tokenizer config into `folder`; return the loaded CLIPTokenizer,
+    which pads and cuts prompts to `max_tokens` (the demo model's captions need far fewer than CLIP's 77, and
+    every cross-attention of every frame reads them all)."""
     from transformers import CLIPTokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -76,7 +78,7 @@ def write_tokenizer(folder: Path):
     vocab = {token: i for i, token in enumerate(dict.fromkeys(tokens))}
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
-    tokenizer = CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"), model_max_length=77)
+    tokenizer = CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"), model_max_length=max_tokens)
     tokenizer.save_pretrained(folder)
     return tokenizer
 

@@ -62,16 +62,19 @@ class Recipe:
     ae_size: int = 64
     ae_lr: float = 1e-3
     # UNet and text encoder
-    unet_channels: tuple[int, ...] = (32, 64, 64)
+    unet_channels: tuple[int, ...] = (16, 32, 64)
+    unet_norm_groups: int = 8
+    lowest_self_attention: bool = True  # self-attention at the lowest resolution (see unet_config)
     text_width: int = 64
     text_layers: int = 2
+    max_tokens: int = 24  # the tokenizer's length: every cross-attention reads this many keys
     pool_images: int = 1024  # 256x256 training images, encoded once; refreshed as training goes
     pool_refresh: int = 1  # images replaced in the pool after every step
     composites: float = 0.4  # share of training pictures with regions of other materials (see LatentPool)
-    composites_below: int = 600  # ... shown only at timesteps below this one (see quiet_timesteps)
+    composites_below: int = 400  # ... whose target is the composite below this timestep, the captioned material alone above (see targets)
     lerp_share: float = 0.3  # share of captions whose embedding is lerped towards another's, as prompt strength does
     lerp_low: float = 0.75  # ... by at most this much (the canvas's default prompt strength is 0.95)
-    unet_steps: int = 3000
+    unet_steps: int = 4500
     batch: int = 64
     crop: int = 16  # latent crop side (128 pixels); every fourth step trains on whole 32x32 latents
     lr: float = 1.5e-3
@@ -90,14 +93,17 @@ def unet_config(recipe: Recipe) -> dict:
         out_channels=4,
         block_out_channels=tuple(recipe.unet_channels),
         layers_per_block=1,
-        # No attention at full latent resolution and no self-attention (only_cross_attention: both attention
-        # layers of each block read the prompt): a frame of 20 images at 256x256 stays fast on a CPU.
+        # No attention at full latent resolution, and at the middle one both attention layers read the prompt
+        # (only_cross_attention): a frame of 20 images at 256x256 stays fast on a CPU. At the lowest resolution
+        # (8x8 for a 256-pixel canvas) self-attention lets a whole region agree on its texture's offset, a choice
+        # made from the noise that convolutions alone make patch by patch.
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        only_cross_attention=True,
+        only_cross_attention=(True, True, not recipe.lowest_self_attention),
+        mid_block_only_cross_attention=not recipe.lowest_self_attention,
         cross_attention_dim=recipe.text_width,
         attention_head_dim=16,
-        norm_num_groups=16,
+        norm_num_groups=recipe.unet_norm_groups,
     )
 
 
@@ -145,19 +151,21 @@ def sample_timesteps(count: int, generator: torch.Generator) -> torch.Tensor:
     return torch.where(torch.rand(count, generator=generator) < 0.5, slots, uniform)
 
 
-def quiet_timesteps(t: torch.Tensor, mixed: torch.Tensor, recipe: Recipe, generator: torch.Generator) -> torch.Tensor:
-    """Composite pictures at quiet timesteps only: the two quieter slots or uniformly below `composites_below`.
+def targets(pictures: torch.Tensor, alone: torch.Tensor, mixed: torch.Tensor, t: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+    """The clean picture the model is taught to see in each noisy input: the picture itself, except for a
+    composite at a timestep at or above `composites_below`, where it is the captioned material alone.
 
-    Their captions name only the base material, so at a noisy timestep, where the input does not show the other
-    regions, they would teach the model to invent regions nobody asked for. Where the input shows them, they
-    teach it to keep them; at the noisy slots the model paints its caption whatever little its input shows (as a
-    real model does), so a layer's prompt wins over the white or background its region starts from.
+    The region-based blend hands each layer a picture where the other layers' paint shows, and asks it for its
+    own prompt. At the noisier slots (999, 919, 759, 499 with 400) a layer must paint its words whatever the
+    input shows -- the blend, not the model, puts them in place -- so there a composite teaches it to paint its
+    caption over the regions of other materials (a model that kept them would keep the white or the colours of
+    the other layers at the start of its region, and paint a smaller, muddied region). At the quietest slot
+    (259) what shows stays where it is: the layout the noisier slots settled, and a background image's detail.
+    The last slot before it (499) is the first whose blend reaches close to a layer's painted edge, so a layer
+    that still paints its words there fills its region up to that edge.
     """
-    quiet = torch.tensor([s for s in SLOT_TIMESTEPS if s < recipe.composites_below])
-    slots = quiet[torch.randint(len(quiet), t.shape, generator=generator)]
-    uniform = torch.randint(0, recipe.composites_below, t.shape, generator=generator)
-    redrawn = torch.where(torch.rand(t.shape, generator=generator) < 0.5, slots, uniform)
-    return torch.where(mixed, redrawn, t)
+    keep = (t < recipe.composites_below) | ~mixed
+    return torch.where(keep.view(-1, 1, 1, 1), pictures, alone)
 
 
 def images_to_tensor(images: list[np.ndarray]) -> torch.Tensor:
@@ -212,16 +220,18 @@ class LatentPool:
         if saved is not None:  # resuming: the pool as the checkpoint left it
             self.latents, self.scaling_factor = saved["pool_latents"], saved["scaling_factor"]
             self.labels = [Material(*label) for label in saved["pool_labels"]]
-            self.mixed = saved["pool_mixed"]
+            self.mixed, self.alone = saved["pool_mixed"], saved["pool_alone"]
             return
         self.labels = [self._draw() for _ in range(recipe.pool_images)]
         self.mixed = torch.zeros(recipe.pool_images, dtype=torch.bool)  # which pictures are composites
-        self.latents = torch.cat([self._encode(self.labels[i:i + 32], self.mixed[i:i + 32]) for i in range(0, len(self.labels), 32)])
+        encoded = [self._encode(self.labels[i:i + 32], self.mixed[i:i + 32]) for i in range(0, len(self.labels), 32)]
+        self.latents = torch.cat([pictures for pictures, _ in encoded])
+        self.alone = torch.cat([alone for _, alone in encoded])  # each picture's captioned material alone
         self.scaling_factor = float(1.0 / self.latents.std())
 
     def saved(self) -> dict:
         return {"pool_latents": self.latents, "pool_labels": [(m.colour, m.texture) for m in self.labels],
-                "pool_mixed": self.mixed, "scaling_factor": self.scaling_factor}
+                "pool_mixed": self.mixed, "pool_alone": self.alone, "scaling_factor": self.scaling_factor}
 
     def _draw(self) -> Material:
         # neutral prompts are one material of 99: draw them a little more often
@@ -230,37 +240,49 @@ class LatentPool:
         return self.materials[self.rng.integers(len(self.materials))]
 
     @torch.no_grad()
-    def _encode(self, labels: list[Material], mixed: torch.Tensor) -> torch.Tensor:
-        """Encode a picture of each material; `mixed` (written in place) says which are composites."""
-        pictures = []
+    def _encode(self, labels: list[Material], mixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pictures, alone): the encoded picture of each material and of its material alone (the same for a
+        picture that is not a composite); `mixed` (written in place) says which are composites."""
+        pictures, alone = [], []
         for k, material in enumerate(labels):
             mixed[k] = bool(self.rng.random() < self.recipe.composites)
-            pictures.append(self._picture(material, bool(mixed[k])))
-        return self.ae.encode(images_to_tensor(pictures)).latents
+            picture, base = self._picture(material, bool(mixed[k]))
+            pictures.append(picture)
+            if mixed[k]:
+                alone.append(base)
+        encoded = self.ae.encode(images_to_tensor(pictures)).latents
+        targets = encoded.clone()
+        if alone:
+            targets[mixed[:len(labels)]] = self.ae.encode(images_to_tensor(alone)).latents
+        return encoded, targets
 
-    def _picture(self, material: Material, mixed: bool) -> np.ndarray:
-        """An image its caption describes: the material alone, or (a share `composites`) the material as the
-        background of a picture with a region or two of other materials. The regions teach the model that at
-        the quieter slots what shows in its input stays where it is -- which is how region-based generation
-        keeps each layer's paint where the other layers put it."""
+    def _picture(self, material: Material, mixed: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(picture, material alone): the material alone (both), or (a share `composites`) the material as the
+        background of a picture with a region or two of other materials, and the material alone under it (the
+        two targets of a composite; see `targets`)."""
         if mixed:
-            return world.composite(self.rng, 256, 256, background=material, shapes=(1, 3))
-        return world.render(material, 256, 256, self.rng)
+            return world.composite_over(self.rng, 256, 256, background=material, shapes=(1, 3))
+        image = world.render(material, 256, 256, self.rng)
+        return image, image
 
     def refresh(self, count: int) -> None:
         for _ in range(count):
             i = int(self.rng.integers(len(self.labels)))
             self.labels[i] = self._draw()
-            self.latents[i] = self._encode([self.labels[i]], self.mixed[i:i + 1])[0]
+            pictures, alone = self._encode([self.labels[i]], self.mixed[i:i + 1])
+            self.latents[i], self.alone[i] = pictures[0], alone[0]
 
-    def batch(self, size: int, crop: int) -> tuple[torch.Tensor, list[Material], torch.Tensor]:
+    def batch(self, size: int, crop: int) -> tuple[torch.Tensor, torch.Tensor, list[Material], torch.Tensor]:
+        """(pictures, alone, labels, mixed) of `size` random crops."""
         index = self.rng.integers(0, len(self.labels), size)
         side = self.latents.shape[-1]
-        out = torch.empty(size, 4, crop, crop)
+        out, alone = torch.empty(size, 4, crop, crop), torch.empty(size, 4, crop, crop)
         for k, i in enumerate(index):
             y, x = self.rng.integers(0, side - crop + 1, 2)
             out[k] = self.latents[i, :, y:y + crop, x:x + crop]
-        return out * self.scaling_factor, [self.labels[i] for i in index], self.mixed[torch.from_numpy(index)]
+            alone[k] = self.alone[i, :, y:y + crop, x:x + crop]
+        mixed = self.mixed[torch.from_numpy(index)]
+        return out * self.scaling_factor, alone * self.scaling_factor, [self.labels[i] for i in index], mixed
 
 
 def train_denoiser(recipe: Recipe, ae, tokenizer, rng: np.random.Generator, log: Callable[[str], None], state: dict):
@@ -303,17 +325,19 @@ def train_denoiser(recipe: Recipe, ae, tokenizer, rng: np.random.Generator, log:
             group["lr"] = lr
         whole = step % 4 == 3
         size, crop = (recipe.batch // 4, 32) if whole else (recipe.batch, recipe.crop)
-        x0, labels, mixed = pool.batch(size, crop)
+        x0, alone, labels, mixed = pool.batch(size, crop)
         texts = [captions.caption(m, rng) for m in labels]
-        ids = tokenizer(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
-        t = quiet_timesteps(sample_timesteps(size, generator), mixed, recipe, generator)
+        ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+        t = sample_timesteps(size, generator)
         a = abar[t].view(-1, 1, 1, 1)
         noise = torch.randn(x0.shape, generator=generator)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
         cond = text_encoder(ids)[0]
         cond = lerp_some(cond, recipe, generator)
         v = unet(x_t, t, encoder_hidden_states=cond).sample
-        target = a.sqrt() * noise - (1 - a).sqrt() * x0
+        # v for the clean picture wanted, from x0 = sqrt(abar) x_t - sqrt(1 - abar) v (the engine's formula)
+        wanted = targets(x0, alone, mixed, t, recipe)
+        target = (a.sqrt() * x_t - wanted) / (1 - a).sqrt()
         loss = F.mse_loss(v, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -339,6 +363,16 @@ def train_denoiser(recipe: Recipe, ae, tokenizer, rng: np.random.Generator, log:
 # ---- the whole run ---------------------------------------------------------------------------------
 def train(out: str | Path, recipe: Recipe = Recipe(), log: Callable[[str], None] = print) -> Path:
     """Train the demo model from scratch (or resume) into the diffusers folder `out`."""
+    # Subnormal floats flushed to zero (x86 CPUs compute them far more slowly): the shipped weights were trained
+    # so, and a run that did not would differ from them in its last bits.
+    torch.set_flush_denormal(True)
+    try:
+        return _train(out, recipe, log)
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def _train(out: str | Path, recipe: Recipe, log: Callable[[str], None]) -> Path:
     from diffusers import AutoencoderTiny
 
     out = Path(out)
@@ -360,7 +394,7 @@ def train(out: str | Path, recipe: Recipe = Recipe(), log: Callable[[str], None]
     rng = np.random.default_rng(recipe.seed)
     if "rng" in state:
         rng.bit_generator.state = state["rng"]
-    tokenizer = captions.write_tokenizer(out / "tokenizer")
+    tokenizer = captions.write_tokenizer(out / "tokenizer", recipe.max_tokens)
     if state.get("ae_step", 0) < recipe.ae_steps or "ae" not in state:
         ae = train_autoencoder(recipe, rng, log, state)
         save()

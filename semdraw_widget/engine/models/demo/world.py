@@ -110,14 +110,20 @@ def _band(d: np.ndarray, start: float, end: float) -> np.ndarray:
 
 def render(material: Material, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
     """A (height, width, 3) float32 image in [0, 1] of one material."""
+    return render_marked(material, height, width, rng)[0]
+
+
+def render_marked(material: Material, height: int, width: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(image, marks): `render`'s image and where its texture's marks are, in [0, 1] (zero for a plain colour)."""
     base = np.array(material.rgb, np.float32)
     image = np.broadcast_to(base, (height, width, 3)).copy()
+    p = np.zeros((height, width), np.float32)
     if material.texture is not None:
         p, shade = pattern(material.texture, height, width, rng)
         mark = contrast(base)
         image = base + (mark - base) * (MIX[material.texture] * p)[..., None]
         image = image * shade[..., None]
-    return _photograph(image, rng)
+    return _photograph(image, rng), p
 
 
 def _photograph(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -155,10 +161,17 @@ def composite(rng: np.random.Generator, height: int, width: int, background: Mat
               shapes: tuple[int, int] = (1, 4)) -> np.ndarray:
     """Other materials in random shapes over a background material (random when None): a picture with
     regions, for the autoencoder (boundaries) and the denoiser (what shows locally stays)."""
-    image = render(background or random_material(rng), height, width, rng)
+    return composite_over(rng, height, width, background, shapes)[0]
+
+
+def composite_over(rng: np.random.Generator, height: int, width: int, background: Material | None = None,
+                   shapes: tuple[int, int] = (1, 4)) -> tuple[np.ndarray, np.ndarray]:
+    """(picture, background alone): `composite`'s picture and the background material's image under it."""
+    base = render(background or random_material(rng), height, width, rng)
+    image = base.copy()
     for mask in random_shapes(height, width, int(rng.integers(*shapes)), rng):
         image[mask] = render(random_material(rng), height, width, rng)[mask]
-    return image
+    return image, base
 
 
 def random_photo(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -181,4 +194,4 @@ def autoencoder_sample(rng: np.random.Generator, height: int, width: int) -> np.
     return random_photo(rng, height, width)
 
 
-__all__ = ["COLOURS", "TEXTURES", "autoencoder_sample", "composite", "contrast", "pattern", "random_photo", "render"]
+__all__ = ["COLOURS", "TEXTURES", "autoencoder_sample", "composite", "composite_over", "contrast", "pattern", "random_photo", "render", "render_marked"]
