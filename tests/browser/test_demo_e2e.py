@@ -31,13 +31,25 @@ def _shown(page) -> np.ndarray:
     return np.array(f["data"], np.uint8).reshape(f["height"], f["width"], 4)[..., :3].astype(np.int32)
 
 
+def _mean(pixels: np.ndarray) -> np.ndarray:
+    return pixels.reshape(-1, 3).mean(0)
+
+
+def _settled(page, kernel) -> np.ndarray:
+    """The displayed frame once the image has settled and its last frame is shown."""
+    wait_until(lambda: kernel.eval("canvas.status").startswith("still"), timeout=FRAME_TIMEOUT, what="the image to settle")
+    wait_until(lambda: frame_state(page)["seq"] == kernel.eval("canvas._runner.sender._seq"), timeout=30,
+               what="the settled frame to be shown")
+    return _shown(page)
+
+
 def _is_red(pixels: np.ndarray) -> bool:
-    r, g, b = pixels.reshape(-1, 3).mean(0)
+    r, g, b = _mean(pixels)
     return r > 150 and g < 90 and b < 90
 
 
 def _is_blue(pixels: np.ndarray) -> bool:
-    r, g, b = pixels.reshape(-1, 3).mean(0)
+    r, g, b = _mean(pixels)
     return b > 150 and r < 90
 
 
@@ -55,13 +67,10 @@ def test_a_red_stroke_comes_out_red(open_notebook):
     box = canvas_box(page)
     drag(page, box, (0.1, 0.5), (0.9, 0.5), steps=12)  # a 96-pixel band across the middle
     wait_until(lambda: kernel.eval("float(canvas.get_mask(a)[128].mean())") > 0.5, timeout=30, what="the stroke to reach the kernel")
-    wait_until(lambda: kernel.eval("canvas.status").startswith("still"), timeout=FRAME_TIMEOUT, what="the image to settle")
-    wait_until(lambda: frame_state(page)["seq"] == kernel.eval("canvas._runner.sender._seq"), timeout=30,
-               what="the settled frame to be shown")
-    shown = _shown(page)
-    # the band's core (a painted region comes out smaller than its mask by about the blur's reach) and the sky
-    assert _is_red(shown[112:144, 64:192]), f"under the stroke: {shown[112:144, 64:192].reshape(-1, 3).mean(0)}"
-    assert _is_blue(shown[8:48, 64:192]), f"above the stroke: {shown[8:48, 64:192].reshape(-1, 3).mean(0)}"
+    shown = _settled(page, kernel)
+    # the band's core (beyond the blur's reach of its edges) and the sky
+    assert _is_red(shown[112:144, 64:192]), f"under the stroke: {_mean(shown[112:144, 64:192])}"
+    assert _is_blue(shown[8:48, 64:192]), f"above the stroke: {_mean(shown[8:48, 64:192])}"
     nb.errors.check()
 
 
@@ -79,24 +88,17 @@ LANDSCAPE = [
 ]
 
 
-def _mean(pixels: np.ndarray) -> np.ndarray:
-    return pixels.reshape(-1, 3).mean(0)
-
-
-def test_a_landscape_set_from_python_shows_each_prompt_in_its_region(open_notebook, tmp_path):
+def test_a_landscape_set_from_python_shows_each_prompt_in_its_region(open_notebook):
     """Masks set from Python, played in the page: sky, meadow, house and sun each where they were put.
     With SEMDRAW_SCREENSHOT=path, the widget's picture is saved there (the README's screenshot)."""
     nb = open_notebook(LANDSCAPE)
     page, kernel = nb.page, nb.kernel
     page.get_by_role("button", name=re.compile(r"\bPlay\b")).click()
-    wait_until(lambda: kernel.eval("canvas.status").startswith("still"), timeout=FRAME_TIMEOUT, what="the image to settle")
-    wait_until(lambda: frame_state(page)["seq"] == kernel.eval("canvas._runner.sender._seq"), timeout=30,
-               what="the settled frame to be shown")
+    shown = _settled(page, kernel)
     target = os.environ.get("SEMDRAW_SCREENSHOT")
     if target:  # tall enough for the whole widget to show in the notebook's panel
         page.set_viewport_size({"width": 1000, "height": 1400})
         page.locator("div.semdraw").first.screenshot(path=target)
-    shown = _shown(page)
     # each region's core, beyond the blur's reach of its edges
     sky, meadow = _mean(shown[8:40, 8:120]), _mean(shown[224:250, 160:250])
     house, sun = _mean(shown[120:176, 64:112]), _mean(shown[48:64, 188:204])

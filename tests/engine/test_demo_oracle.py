@@ -224,9 +224,9 @@ MUDDIED_RED = pytest.mark.xfail(strict=True, reason="a known limit (model card):
     pytest.param("red", "blue", marks=MUDDIED_RED), pytest.param("red", "green grass", marks=MUDDIED_RED),
 ])
 def test_a_middle_sized_region_takes_its_own_colour_not_the_background_s(stream, classifier, colour, background):
-    """At the noisier slots each layer paints its own words over whatever the blend shows there: a model that
-    kept what its input shows kept the background's colour at the start of the region and came out with a
-    small blob of a muddied colour (the earlier demo weights painted red over blue as a dark green blob)."""
+    """A region a child paints (96 x 120 px) takes its own colour over the background prompt's, in its core beyond
+    the blur's reach. Red is the known exception (the model card's limits); the earlier demo weights, which kept
+    what their input showed from the slot 499 on, painted red over blue as a dark green blob."""
     pipe = stream()
     pipe.update_background(prompt=background)
     pipe.update_layers([colour], masks=[HOUSE])

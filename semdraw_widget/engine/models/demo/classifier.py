@@ -10,8 +10,8 @@ It is fitted on the world generator's images after a round trip through the demo
 autoencoder, since the model's images are decoded by it (`fit`), and never on the model's own pictures. So
 that it judges what a picture shows rather than how crisply, half of its pictures are drawn in two pieces at
 different texture offsets, and half are made fainter and softer, keeping their labels; patches of a cloudy sky
-that show no cloud are left out. The fitted weights ship next to the model (`classifier.safetensors`). `label_map` classifies every 8x8 cell of an image by the patch centred
-on it.
+that show no cloud are left out. The fitted weights ship next to the model (`classifier.safetensors`).
+`label_map` classifies every 8x8 cell of an image by the patch centred on it.
 """
 
 from __future__ import annotations
@@ -159,10 +159,9 @@ def _drawn(material: Material, rng: np.random.Generator, size: int = 128) -> tup
 
 def _weakened(pixels: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     """Half of a batch drawn fainter and softer, keeping their labels: each texture's marks brought 0-65% of the way
-    to the local mean colour, then blurred a little or
-    until the grain is gone. A texture drawn faintly is still that texture and a plain colour
-    stays plain, so the classifier judges what a picture shows rather than how crisply (a generated picture is
-    softer than the world's)."""
+    to the local mean colour, then blurred a little or until the grain is gone. A texture drawn faintly is still
+    that texture and a plain colour stays plain, so the classifier judges what a picture shows rather than how
+    crisply (a generated picture is softer than the world's)."""
     weak = torch.from_numpy(rng.random(pixels.shape[0]) < 0.5)
     local = torch.nn.functional.avg_pool2d(pixels, 9, stride=1, padding=4, count_include_pad=False)
     keep = torch.from_numpy(rng.uniform(0.35, 1.0, pixels.shape[0]).astype(np.float32)).view(-1, 1, 1, 1)

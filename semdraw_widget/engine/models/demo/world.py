@@ -160,13 +160,14 @@ def random_shapes(height: int, width: int, count: int, rng: np.random.Generator)
 def composite(rng: np.random.Generator, height: int, width: int, background: Material | None = None,
               shapes: tuple[int, int] = (1, 4)) -> np.ndarray:
     """Other materials in random shapes over a background material (random when None): a picture with
-    regions, for the autoencoder (boundaries) and the denoiser (what shows locally stays)."""
+    regions, for the autoencoder (boundaries)."""
     return composite_over(rng, height, width, background, shapes)[0]
 
 
 def composite_over(rng: np.random.Generator, height: int, width: int, background: Material | None = None,
                    shapes: tuple[int, int] = (1, 4)) -> tuple[np.ndarray, np.ndarray]:
-    """(picture, background alone): `composite`'s picture and the background material's image under it."""
+    """(picture, background alone): `composite`'s picture and the background material's image under it (the
+    denoiser's two targets for a composite: see `train.targets`)."""
     base = render(background or random_material(rng), height, width, rng)
     image = base.copy()
     for mask in random_shapes(height, width, int(rng.integers(*shapes)), rng):
