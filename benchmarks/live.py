@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from semdraw_widget.engine import cpu_threads
+
 STAGES = ("mask_prep", "launch", "unet", "blend", "decode", "encode", "send")
 RUNNER_KEYS = {"sync": "mask_prep", "generate": "launch"}
 
@@ -311,10 +313,12 @@ def bare_model_ms(pipeline: Any, repeats: int = 10) -> float | None:
     Not on the calling thread: on a CPU, torch's OpenMP team belongs to the thread that runs the work, and the
     main thread's team -- made at import, its workers spin-waiting at every barrier -- can run the same batch
     many times slower than a fresh thread's when another process holds a core (this workplace's 2-core machine:
-    967 ms against the frames' 29 ms). The frames' own model time is `stages_ms["unet"]`."""
+    967 ms against the frames' 29 ms). The calling thread's idle workers are freed first, as the canvas's start
+    frees the kernel thread's (engine/cpu_threads.py). The frames' own model time is `stages_ms["unet"]`."""
     inputs = pipeline.batch_inputs()
     if inputs is None:
         return None
+    cpu_threads.release_idle_workers()
     result: list[float] = []
     failure: list[BaseException] = []
 

@@ -62,6 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--path-timeout", type=float, default=300.0, help="seconds per path before giving up")
     parser.add_argument("--settle-timeout", type=float, default=30.0, help="seconds to wait for the still image after a path")
     parser.add_argument("--bare-repeats", type=int, default=10, help="timed calls of the bare model batch per path")
+    parser.add_argument("--keep-idle-workers", action="store_true",
+                        help="do not free the starting thread's idle OpenMP workers (what the canvas did before; "
+                             "see semdraw_widget/engine/cpu_threads.py)")
     return parser.parse_args(argv)
 
 
@@ -195,6 +198,10 @@ def sweep_table(results: list[dict]) -> str:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.keep_idle_workers:
+        from semdraw_widget.engine import cpu_threads
+
+        cpu_threads.release_idle_workers = lambda: False
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and args.arch not in ("tiny", "demo") else "cpu"))
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     default_size = 64 if args.arch == "tiny" else 512

@@ -34,6 +34,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from . import interrupts, protocol
+from .engine import cpu_threads
 from .engine.stream import HostFrame, device_event
 from .engine_mirror import EngineMirror
 from .frame_sender import FrameSender, FrameTiming
@@ -175,6 +176,7 @@ class StreamRunner:
         if self._closed:
             raise RuntimeError("this canvas was closed; create a new one")
         interrupts.install_interrupt_hooks()
+        cpu_threads.release_idle_workers()  # this thread's idle OpenMP workers would slow the stream's (see there)
         self._show_status(self._generating_status(), running=True)
         self.mirror.count_strokes_from(time.perf_counter())  # strokes from before the start are no latency
         with self._life:

@@ -180,6 +180,18 @@ def test_start_stop_cycles_and_close_leave_no_threads(live):
     wait_until(lambda: not stream_threads())
 
 
+def test_start_frees_the_starting_threads_idle_openmp_workers(live, monkeypatch):
+    from semdraw_widget.engine import cpu_threads
+
+    callers = []
+    monkeypatch.setattr(cpu_threads, "release_idle_workers", lambda: callers.append(threading.current_thread()))
+    canvas = live()
+    canvas.add_layer("an apple")
+    canvas.start()
+    canvas.stop()
+    assert callers == [threading.current_thread()]  # the kernel's thread, before the stream thread runs
+
+
 def test_step_and_seed(live):
     canvas = live(seed=1)
     layer = canvas.add_layer("an apple")
