@@ -11,6 +11,9 @@ slot t of the schedule, a latent-resolution weight M_{p,t}:
    `semi-continuous` discrete except the last slot, which is continuous.
    Blurred edges thus join only at the quieter steps.
 5. nearest-neighbour downsampling to the latent h x w.
+
+Steps 3-5 are per pixel, so `preprocess_masks` samples first and blurs only the pixels it keeps
+(`sampled_blur`): the same weights as the steps in order, for a 64th of the work at SD's 8x.
 """
 
 from __future__ import annotations
@@ -96,6 +99,33 @@ def gaussian_blur(masks: torch.Tensor, stds: Sequence[float]) -> torch.Tensor:
     return torch.stack(out) if out else masks
 
 
+def sampled_blur(masks: torch.Tensor, stds: Sequence[float], height: int, width: int) -> torch.Tensor:
+    """`downsample(gaussian_blur(masks, stds), height, width)`, computing only the pixels kept: per layer, the
+    replicate-padded mask times two band matrices (each column one kernel, centred on a kept pixel)."""
+    out = []
+    for mask, std in zip(masks, stds):
+        if std > 0:
+            kernel = gaussian_kernel(std, masks.device)
+            r = kernel.numel() // 2
+            padded = F.pad(mask[None, None], (r, r, r, r), mode="replicate")[0, 0]
+            rows = _sampling_band(mask.shape[0], height, kernel)
+            columns = _sampling_band(mask.shape[1], width, kernel)
+            out.append(rows.T @ padded @ columns)
+        else:
+            out.append(downsample(mask, height, width))
+    return torch.stack(out) if out else masks.new_zeros(0, height, width)
+
+
+def _sampling_band(size: int, samples: int, kernel: torch.Tensor) -> torch.Tensor:
+    """(size + 2r, samples): column j holds `kernel` at the padded rows around the pixel nearest-neighbour
+    downsampling keeps for sample j, so `padded @ band` is the blur read at the kept pixels."""
+    kept = downsample(torch.arange(size, dtype=torch.float32, device=kernel.device)[None], 1, samples)[0].long()
+    band = kernel.new_zeros(size + kernel.numel() - 1, samples)
+    taps = torch.arange(kernel.numel(), device=kernel.device)
+    band[kept[None, :] + taps[:, None], torch.arange(samples, device=kernel.device)[None, :]] = kernel[:, None]
+    return band
+
+
 def quantize_masks(masks: torch.Tensor, noise_levels: Sequence[float], mask_type: str) -> torch.Tensor:
     """masks (P, H, W) in [0, 1] -> (P, T, H, W): one weight map per slot at its noise level."""
     if mask_type not in MASK_TYPES:
@@ -138,10 +168,9 @@ def preprocess_masks(
     if covered is None:
         covered = covered_by_higher(masks)
     masks = torch.where(covered, masks * cover_alpha, masks)
-    masks = gaussian_blur(masks, stds)
+    masks = sampled_blur(masks, stds, *latent_size)  # steps 2 and 5 (5 commutes with 3 and 4)
     masks = masks * torch.tensor(strengths, dtype=masks.dtype, device=masks.device).view(-1, 1, 1)
-    weights = quantize_masks(masks, noise_levels, mask_type)
-    return downsample(weights, *latent_size)[:, :, None]
+    return quantize_masks(masks, noise_levels, mask_type)[:, :, None]
 
 
 def covered_by_higher(masks: torch.Tensor) -> torch.Tensor:

@@ -99,6 +99,24 @@ def test_downsample_is_nearest_neighbour():
     assert torch.equal(out, torch.tensor([[[0.0, 8.0], [128.0, 136.0]]]))
 
 
+@pytest.mark.parametrize("size, latent", [((64, 96), (8, 12)), ((50, 70), (7, 9)), ((16, 16), (16, 16))])
+@pytest.mark.parametrize("mask_type", regions.MASK_TYPES)
+def test_preprocess_samples_the_blur_as_blurring_every_pixel_then_downsampling_would(size, latent, mask_type):
+    """The five steps in their written order, against preprocess_masks's shortcut (only the kept pixels blurred),
+    at an 8x ratio, an uneven one and none; blurs of several widths and none; strengths and cover decay."""
+    generator = torch.Generator().manual_seed(0)
+    masks = (torch.rand(3, *size, generator=generator) > 0.6).float() * torch.rand(3, 1, 1, generator=generator)
+    masks[1, : size[0] // 2] = 1.0  # a solid block whose blurred edge crosses the levels
+    stds, strengths, levels = [2.0, 0.0, 5.5], [1.0, 0.7, 0.9], (0.95, 0.6, 0.3)
+    covered = regions.covered_by_higher(masks)
+    in_order = torch.where(covered, masks * 0.3, masks)
+    in_order = regions.gaussian_blur(in_order, stds) * torch.tensor(strengths).view(-1, 1, 1)
+    in_order = regions.downsample(regions.quantize_masks(in_order, levels, mask_type), *latent)[:, :, None]
+    out = regions.preprocess_masks(masks, stds, strengths, levels, mask_type, latent, cover_alpha=0.3)
+    assert out.shape == in_order.shape
+    assert torch.allclose(out, in_order, atol=1e-5)
+
+
 def test_preprocess_applies_cover_blur_strength_quantise_downsample_in_order():
     masks = torch.zeros(2, 16, 16)
     masks[0] = 1.0
