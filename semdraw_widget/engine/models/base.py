@@ -69,6 +69,10 @@ class LatentFamily:
         raise NotImplementedError
 
     def __init__(self, vae, device: torch.device, dtype: torch.dtype):
+        if device.type == "cpu" and type(vae).__name__ == "AutoencoderTiny":
+            # oneDNN's CPU convolutions run ~1.4x faster channels-last; a tiny autoencoder is all convolutions
+            # (no GroupNorm, which is slower that way), and decoding is a fifth of a CPU frame
+            vae.to(memory_format=torch.channels_last)
         self.vae = vae
         self.device, self.dtype = device, dtype
         self.scaling_factor = float(vae.config.scaling_factor)
