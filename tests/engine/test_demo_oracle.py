@@ -80,9 +80,8 @@ def test_each_prompt_paints_where_it_was_painted(stream, classifier):
 
 
 def test_the_top_layer_wins_where_two_overlap(stream, classifier):
-    # not red: a red region comes out muddied towards brown (the model card's limits; the xfail test below)
     full = np.ones((SIZE, SIZE), bool)
-    for bottom, top in (("yellow", "purple"), ("purple", "yellow"), ("green", "blue"), ("blue", "green")):
+    for bottom, top in (("yellow", "purple"), ("purple", "yellow"), ("red", "blue"), ("blue", "red")):
         pipe = stream()
         pipe.update_layers([bottom, top], masks=[full, SQUARE])
         image = settle(pipe)
@@ -215,18 +214,14 @@ HOUSE = np.zeros((SIZE, SIZE), bool)
 HOUSE[88:208, 40:136] = True  # 96 x 120 px: a region a child paints, not a half of the canvas
 
 
-MUDDIED_RED = pytest.mark.xfail(strict=True, reason="a known limit (model card): a red region narrower than the "
-                                 "canvas comes out muddied towards brown or orange; a red full canvas is red")
-
-
 @pytest.mark.parametrize("colour, background", [
-    ("purple", "yellow"), ("blue", "green grass"), ("yellow", "green grass"), ("orange", "blue"),
-    pytest.param("red", "blue", marks=MUDDIED_RED), pytest.param("red", "green grass", marks=MUDDIED_RED),
+    ("purple", "yellow"), ("blue", "green grass"), ("yellow", "green grass"), ("orange", "blue"), ("red", "blue"),
+    ("red", "green grass"),
 ])
 def test_a_middle_sized_region_takes_its_own_colour_not_the_background_s(stream, classifier, colour, background):
     """A region a child paints (96 x 120 px) takes its own colour over the background prompt's, in its core beyond
-    the blur's reach. Red is the known exception (the model card's limits); the earlier demo weights, which kept
-    what their input showed from the slot 499 on, painted red over blue as a dark green blob."""
+    the blur's reach. The earlier demo weights failed it twice: those that kept what their input showed from the
+    slot 499 on painted red over blue as a dark green blob; the next ones muddied red towards brown or orange."""
     pipe = stream()
     pipe.update_background(prompt=background)
     pipe.update_layers([colour], masks=[HOUSE])

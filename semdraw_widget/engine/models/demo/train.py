@@ -65,6 +65,7 @@ class Recipe:
     unet_channels: tuple[int, ...] = (16, 32, 64)
     unet_norm_groups: int = 8
     lowest_self_attention: bool = True  # self-attention at the lowest resolution (see unet_config)
+    unet_heads: int = 2  # attention heads per layer: 16- and 32-wide at these widths (see unet_config)
     text_width: int = 64
     text_layers: int = 2
     max_tokens: int = 24  # the tokenizer's length: every cross-attention reads this many keys
@@ -72,9 +73,10 @@ class Recipe:
     pool_refresh: int = 1  # images replaced in the pool after every step
     composites: float = 0.4  # share of training pictures with regions of other materials (see LatentPool)
     composites_below: int = 400  # ... whose target is the composite below this timestep, the captioned material alone above (see targets)
+    insets: float = 0.0  # share of composites where the captioned material is the small regions, over another material
     lerp_share: float = 0.3  # share of captions whose embedding is lerped towards another's, as prompt strength does
     lerp_low: float = 0.75  # ... by at most this much (the canvas's default prompt strength is 0.95)
-    unet_steps: int = 4500
+    unet_steps: int = 6000
     batch: int = 64
     crop: int = 16  # latent crop side (128 pixels); every fourth step trains on whole 32x32 latents
     lr: float = 1.5e-3
@@ -102,7 +104,10 @@ def unet_config(recipe: Recipe) -> dict:
         only_cross_attention=(True, True, not recipe.lowest_self_attention),
         mid_block_only_cross_attention=not recipe.lowest_self_attention,
         cross_attention_dim=recipe.text_width,
-        attention_head_dim=16,
+        # diffusers reads UNet2DConditionModel's `attention_head_dim` as the number of heads. Few wide heads: on
+        # a CPU, sixteen heads 2 or 4 wide made attention take half the UNet's time (torch's CPU kernel is slow
+        # for narrow heads) and taught nothing that two heads do not.
+        attention_head_dim=recipe.unet_heads,
         norm_num_groups=recipe.unet_norm_groups,
     )
 
@@ -257,10 +262,13 @@ class LatentPool:
         return encoded, targets
 
     def _picture(self, material: Material, mixed: bool) -> tuple[np.ndarray, np.ndarray]:
-        """(picture, material alone): the material alone (both), or (a share `composites`) the material as the
-        background of a picture with a region or two of other materials, and the material alone under it (the
-        two targets of a composite; see `targets`)."""
+        """(picture, material alone): the material alone (both), or (a share `composites`) a composite and the
+        material alone under it (the two targets of a composite; see `targets`). A composite has the material as
+        the background of a region or two of other materials, or (a share `insets` of them) as a region or two
+        over another material: what a small region's layer is shown at the quiet slots, which it must keep."""
         if mixed:
+            if self.recipe.insets and self.rng.random() < self.recipe.insets:  # no draw without insets
+                return world.inset_over(self.rng, 256, 256, material)
             return world.composite_over(self.rng, 256, 256, background=material, shapes=(1, 3))
         image = world.render(material, 256, 256, self.rng)
         return image, image
