@@ -110,13 +110,3 @@ def test_autoencoder_samples_cover_materials_composites_and_free_colours():
     images = [world.autoencoder_sample(rng, 64, 64) for _ in range(40)]
     assert all(image.shape == (64, 64, 3) and image.dtype == np.float32 for image in images)
     assert all(0.0 <= image.min() and image.max() <= 1.0 for image in images)
-
-
-def test_an_inset_shows_its_material_in_small_regions_over_another_and_alone_under_them():
-    rng = np.random.default_rng(4)
-    material = Material("red", None)
-    for _ in range(5):
-        picture, alone = world.inset_over(rng, 128, 128, material)
-        assert np.abs(np.median(alone, (0, 1)) - COLOURS["red"]).max() < 0.1  # the material over the whole canvas
-        same = np.all(picture == alone, axis=-1)
-        assert 0.005 < same.mean() < 0.75  # a region or two of it, the rest another material

@@ -73,7 +73,6 @@ class Recipe:
     pool_refresh: int = 1  # images replaced in the pool after every step
     composites: float = 0.4  # share of training pictures with regions of other materials (see LatentPool)
     composites_below: int = 400  # ... whose target is the composite below this timestep, the captioned material alone above (see targets)
-    insets: float = 0.0  # share of composites where the captioned material is the small regions, over another material
     lerp_share: float = 0.3  # share of captions whose embedding is lerped towards another's, as prompt strength does
     lerp_low: float = 0.75  # ... by at most this much (the canvas's default prompt strength is 0.95)
     unet_steps: int = 6000
@@ -262,13 +261,10 @@ class LatentPool:
         return encoded, targets
 
     def _picture(self, material: Material, mixed: bool) -> tuple[np.ndarray, np.ndarray]:
-        """(picture, material alone): the material alone (both), or (a share `composites`) a composite and the
-        material alone under it (the two targets of a composite; see `targets`). A composite has the material as
-        the background of a region or two of other materials, or (a share `insets` of them) as a region or two
-        over another material: what a small region's layer is shown at the quiet slots, which it must keep."""
+        """(picture, material alone): the material alone (both), or (a share `composites`) the material as the
+        background of a picture with a region or two of other materials, and the material alone under it (the
+        two targets of a composite; see `targets`)."""
         if mixed:
-            if self.recipe.insets and self.rng.random() < self.recipe.insets:  # no draw without insets
-                return world.inset_over(self.rng, 256, 256, material)
             return world.composite_over(self.rng, 256, 256, background=material, shapes=(1, 3))
         image = world.render(material, 256, 256, self.rng)
         return image, image

@@ -143,14 +143,13 @@ def random_material(rng: np.random.Generator) -> Material:
     return materials[rng.integers(len(materials))]
 
 
-def random_shapes(height: int, width: int, count: int, rng: np.random.Generator,
-                  radii: tuple[float, float] = (0.1, 0.35)) -> np.ndarray:
-    """(count, H, W) bool masks of random ellipses and rectangles, each 2 x `radii` (20-70%) of the canvas side."""
+def random_shapes(height: int, width: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """(count, H, W) bool masks of random ellipses and rectangles, each 20-70% of the canvas side."""
     x, y = _grid(height, width)
     masks = np.zeros((count, height, width), bool)
     for i in range(count):
         cy, cx = rng.uniform(0, height), rng.uniform(0, width)
-        ry, rx = rng.uniform(*radii) * height, rng.uniform(*radii) * width
+        ry, rx = rng.uniform(0.1, 0.35) * height, rng.uniform(0.1, 0.35) * width
         if rng.random() < 0.5:
             masks[i] = ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 < 1.0
         else:
@@ -176,17 +175,6 @@ def composite_over(rng: np.random.Generator, height: int, width: int, background
     return image, base
 
 
-def inset_over(rng: np.random.Generator, height: int, width: int, material: Material,
-               shapes: tuple[int, int] = (1, 3)) -> tuple[np.ndarray, np.ndarray]:
-    """(picture, material alone): `material` in a shape or two, 10-50% of the canvas side, over another material
-    -- a small region as the blend shows it to its own layer -- and `material` alone under the whole picture."""
-    alone = render(material, height, width, rng)
-    image = render(random_material(rng), height, width, rng)
-    for mask in random_shapes(height, width, int(rng.integers(*shapes)), rng, radii=(0.05, 0.25)):
-        image[mask] = alone[mask]
-    return image, alone
-
-
 def random_photo(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """Free-form colour: smooth random colour fields with a few sharp shapes, in any colour (for the
     autoencoder, so background images that are not demo materials still keep their colours)."""
@@ -207,4 +195,4 @@ def autoencoder_sample(rng: np.random.Generator, height: int, width: int) -> np.
     return random_photo(rng, height, width)
 
 
-__all__ = ["COLOURS", "TEXTURES", "autoencoder_sample", "composite", "composite_over", "contrast", "inset_over", "pattern", "random_photo", "render", "render_marked"]
+__all__ = ["COLOURS", "TEXTURES", "autoencoder_sample", "composite", "composite_over", "contrast", "pattern", "random_photo", "render", "render_marked"]
