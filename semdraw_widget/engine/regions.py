@@ -12,8 +12,8 @@ slot t of the schedule, a latent-resolution weight M_{p,t}:
    Blurred edges thus join only at the quieter steps.
 5. nearest-neighbour downsampling to the latent h x w.
 
-Steps 3-5 are per pixel, so `preprocess_masks` samples first and blurs only the pixels it keeps
-(`sampled_blur`): the same weights as the steps in order, for a 64th of the work at SD's 8x.
+Steps 3-5 are per pixel, so `preprocess_masks` samples first and evaluates the blur only at the pixels it
+keeps (`sampled_blur`): the same weights as the steps in order, up to float rounding.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """Freeing a thread's idle OpenMP workers (cpu_threads): what the canvas does before its stream thread runs."""
 
+import ctypes
 import os
+import shutil
 import threading
 
 import pytest
@@ -28,10 +30,11 @@ def two_torch_threads():
     torch.set_num_threads(previous)
 
 
-def test_release_ends_the_calling_threads_idle_workers_and_torch_makes_new_ones(two_torch_threads):
+def release_on_a_thread_of_its_own() -> dict:
+    """OS thread counts around a release by a thread that ran parallel work (no other test's pool is its own)."""
     outcome = {}
 
-    def on_a_thread_of_its_own():  # no other test's pool belongs to this thread
+    def run():
         parallel_work()
         outcome["with_pool"] = os_threads()
         outcome["released"] = cpu_threads.release_idle_workers()
@@ -40,12 +43,20 @@ def test_release_ends_the_calling_threads_idle_workers_and_torch_makes_new_ones(
         parallel_work()  # still correct work, on a new team
         outcome["again"] = os_threads()
 
-    thread = threading.Thread(target=on_a_thread_of_its_own)
+    thread = threading.Thread(target=run)
     thread.start()
     thread.join()
+    return outcome
+
+
+def assert_one_worker_ended_and_came_back(outcome: dict) -> None:
     assert outcome["released"] is True
     assert outcome["after"] == outcome["with_pool"] - 1  # its one worker (2 torch threads) ended
     assert outcome["again"] == outcome["with_pool"]
+
+
+def test_release_ends_the_calling_threads_idle_workers_and_torch_makes_new_ones(two_torch_threads):
+    assert_one_worker_ended_and_came_back(release_on_a_thread_of_its_own())
 
 
 def test_release_is_harmless_on_a_thread_without_workers(two_torch_threads):
@@ -54,3 +65,19 @@ def test_release_is_harmless_on_a_thread_without_workers(two_torch_threads):
     thread.start()
     thread.join()
     assert outcome == [True]
+
+
+def test_torchs_own_library_is_chosen_when_another_wheel_loaded_a_copy_first(two_torch_threads, tmp_path):
+    """scikit-learn or xgboost wheels load their own libgomp, whose path may sort first: pausing that copy would
+    free nothing of torch's and still report success."""
+    torch_library = cpu_threads._loaded_libgomp()._name
+    copy = tmp_path / "aaa" / "libgomp-0123abcd.so.1"
+    copy.parent.mkdir()
+    shutil.copy(torch_library, copy)
+    ctypes.CDLL(str(copy))
+    cpu_threads._loaded_libgomp.cache_clear()
+    try:
+        assert cpu_threads._loaded_libgomp()._name == torch_library
+        assert_one_worker_ended_and_came_back(release_on_a_thread_of_its_own())
+    finally:
+        cpu_threads._loaded_libgomp.cache_clear()

@@ -130,7 +130,7 @@ class LatentFamily:
         latents = out.latent_dist.mode() if hasattr(out, "latent_dist") else out.latents
         if self.shift_factor:
             latents = latents - self.shift_factor
-        return (latents * self.scaling_factor).to(self.dtype)
+        return (latents * self.scaling_factor).to(self.dtype).contiguous()  # channels-last on a CPU (see __init__)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
