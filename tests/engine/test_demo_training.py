@@ -43,6 +43,38 @@ def test_timesteps_favour_the_slots_the_samplers_use():
     assert drawn.min() >= 0 and drawn.max() <= 999
 
 
+def test_soften_fades_the_texture_of_a_share_of_the_pictures_and_keeps_their_colour():
+    stripes = torch.zeros(400, 4, 16, 16)
+    stripes[..., ::2] = 1.0  # a texture two latent pixels wide, as the world's are
+    stripes += torch.arange(4.0).view(1, 4, 1, 1)  # and a colour per channel
+    softened = train.soften(stripes, train.Recipe(soft_inputs=0.5, soft_blur=1.0), torch.Generator().manual_seed(0))
+    contrast = (softened[..., ::2] - softened[..., 1::2]).mean(dim=(1, 2, 3))  # 1 when crisp, 0 when fully faded
+    faded = contrast < 0.999
+    assert 0.4 < faded.float().mean() < 0.6
+    assert contrast.min() < 0.3  # some fade almost completely
+    torch.testing.assert_close(softened.mean(dim=(2, 3)), stripes.mean(dim=(2, 3)), atol=0.02, rtol=0)
+    plain = torch.ones(8, 4, 16, 16) * torch.arange(4.0).view(1, 4, 1, 1)
+    assert torch.equal(train.soften(plain, train.Recipe(), torch.Generator().manual_seed(0)), plain)
+    assert torch.equal(train.soften(stripes, train.Recipe(soft_inputs=0.0), torch.Generator().manual_seed(0)), stripes)
+
+
+def test_the_denoiser_learns_from_softened_inputs_against_crisp_targets(tmp_path, monkeypatch):
+    seen = []
+    original = train.soften
+
+    def recording(pictures, recipe, generator):
+        softened = original(pictures, recipe, generator)
+        seen.append((pictures.clone(), softened))
+        return softened
+
+    monkeypatch.setattr(train, "soften", recording)
+    state = {"save": lambda: None}
+    autoencoder = train.train_autoencoder(replace(SMALL, ae_steps=2), np.random.default_rng(0), lambda message: None, state)
+    tokenizer = captions.write_tokenizer(tmp_path / "tokenizer")
+    train.train_denoiser(replace(SMALL, unet_steps=3, soft_inputs=0.5), autoencoder, tokenizer, np.random.default_rng(1), lambda message: None, state)
+    assert len(seen) == 3 and any(not torch.equal(crisp, soft) for crisp, soft in seen)
+
+
 def test_the_train_command_writes_a_model_the_loader_reads_and_resumes(tmp_path):
     from semdraw_widget.engine.models.demo import load_demo_model
     from semdraw_widget.engine.models.demo.__main__ import main

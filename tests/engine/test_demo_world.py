@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from semdraw_widget.engine.models.demo import captions, world
 from semdraw_widget.engine.models.demo.vocabulary import COLOURS, TEXTURES, Material, all_materials, known_words, parse
@@ -103,6 +104,31 @@ def test_the_same_seed_draws_the_same_image_and_another_seed_moves_the_texture_n
     other = world.render(material, 96, 96, np.random.default_rng(6))
     assert np.abs(first - other).mean() > 0.02
     assert np.abs(np.median(first, (0, 1)) - np.median(other, (0, 1))).max() < 0.1
+
+
+@pytest.mark.parametrize("texture", ["stripes", "dots", "checks", "waves", "brick", "stone"])
+def test_anchored_textures_put_their_marks_on_one_grid_in_every_picture(texture):
+    marks = [world.render_marked(Material("red", texture), 64, 64, np.random.default_rng(seed), anchored=True)[1]
+             for seed in (1, 2)]
+    np.testing.assert_array_equal(marks[0], marks[1])
+    np.testing.assert_allclose(marks[0], np.roll(marks[0], world.REPEAT, axis=(0, 1)), atol=1e-5)  # the grid repeats
+    free = [world.render_marked(Material("red", texture), 64, 64, np.random.default_rng(seed))[1] for seed in range(6)]
+    assert any(not np.array_equal(free[0], other) for other in free[1:])  # unanchored, the offset is drawn
+
+
+def test_the_denoiser_s_crops_start_on_the_anchored_grid():
+    from semdraw_widget.engine.models.demo import train
+
+    class Pool(train.LatentPool):
+        def __init__(self, recipe):  # only what `batch` reads: latents that number their own positions
+            self.recipe, self.rng = recipe, np.random.default_rng(0)
+            self.latents = self.alone = torch.arange(32.0).view(1, 1, 1, 32).expand(3, 4, 32, 32)
+            self.labels, self.mixed, self.scaling_factor = [Material("red", None)] * 3, torch.zeros(3, dtype=torch.bool), 1.0
+
+    starts = Pool(train.Recipe()).batch(200, 16)[0][:, 0, 0, 0]
+    assert set(starts.tolist()) == {0.0, 4.0, 8.0, 12.0, 16.0}
+    starts = Pool(train.Recipe(anchored_textures=False)).batch(200, 16)[0][:, 0, 0, 0]
+    assert len(set(starts.tolist())) == 17
 
 
 def test_autoencoder_samples_cover_materials_composites_and_free_colours():

@@ -3,9 +3,10 @@
 `render(material, height, width, rng)` paints a whole image of one material (a colour and a texture,
 see `vocabulary.py`). Each texture is a pattern p(x, y) in [0, 1] that mixes the base colour towards
 a contrast colour (lighter for dark colours, darker for light ones), so the base colour stays what a
-region reads as. What varies from image to image, as in a photograph, is the texture's scale,
-orientation and phase, the lighting (a little brightness and a gentle gradient) and a little grain;
-what never varies is the colour of a word. So a seed changes texture but not colours.
+region reads as. What varies from image to image, as in a photograph, is where the texture's marks sit
+(its offset; the denoiser's pictures keep one, see `render`), where clouds are, how tall grass grows,
+each stone's tone, the lighting (a little brightness and a gentle gradient) and a little grain; what
+never varies is the colour of a word. So a seed changes texture but not colours.
 
 `composite(rng, ...)` lays several materials out in random shapes, and `random_photo` draws
 free-form colour fields: the autoencoder learns from both, so it also encodes boundaries and
@@ -22,6 +23,7 @@ from .vocabulary import COLOURS, TEXTURES, Material, all_materials
 
 CELL = 8  # pixels: the autoencoder's cell (one latent pixel)
 TILE = 2 * CELL  # pixels: the period of every texture (the smallest repeat the autoencoder's codes can draw)
+REPEAT = 4 * CELL  # pixels: every texture's pattern repeats on this grid (waves' and stones' period; the others' divides it)
 # How far each texture's pattern moves the base colour towards its contrast colour.
 MIX = {"stripes": 0.8, "dots": 0.9, "checks": 0.8, "waves": 0.7, "grass": 0.75, "clouds": 0.85, "brick": 0.9, "stone": 0.85}
 
@@ -52,19 +54,19 @@ def _value_noise(height: int, width: int, cell: float, rng: np.random.Generator)
     return (a * (1 - fx) + b * fx) * (1 - fy) + (c * (1 - fx) + d * fx) * fy
 
 
-def pattern(texture: str, height: int, width: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def pattern(texture: str, height: int, width: int, rng: np.random.Generator,
+            anchored: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(p, shade): the texture's pattern in [0, 1] and a per-pixel brightness factor.
 
     Every texture repeats every TILE pixels (or a multiple), on the pixel grid, at a random whole-CELL
-    offset. The autoencoder works in CELL-pixel cells, so a texture is a few codes repeating across a region
-    and the only thing left to chance at that scale is which code comes where (the offset): a choice the
-    diffusion model makes for a whole region at once, early, from the noise (a region holds many tiles, so
-    the evidence adds up). What else changes from image to image is coarse: where clouds are, patches of
-    light and shade.
+    offset, or with `anchored` at none: its marks then sit at the same place on the image's grid in every
+    picture (see `render`). What else changes from image to image is coarse: where clouds are, how tall
+    grass grows, each stone's tone, patches of light and shade.
     """
     x, y = _grid(height, width)
-    x = x + CELL * int(rng.integers(0, 4))  # the offset, in whole cells
-    y = y + CELL * int(rng.integers(0, 4))
+    if not anchored:
+        x = x + CELL * int(rng.integers(0, 4))  # the offset, in whole cells
+        y = y + CELL * int(rng.integers(0, 4))
     shade = 1.0 + 0.12 * (_value_noise(height, width, 48, rng) - 0.5)  # coarse light and shade
     if texture == "stripes":  # diagonal stripes
         p = _band((x + y) % TILE, 0.5, TILE / 2 + 0.5)
@@ -108,18 +110,26 @@ def _band(d: np.ndarray, start: float, end: float) -> np.ndarray:
     return np.clip(np.minimum(d - start + 0.5, end - d + 0.5), 0.0, 1.0)
 
 
-def render(material: Material, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
-    """A (height, width, 3) float32 image in [0, 1] of one material."""
-    return render_marked(material, height, width, rng)[0]
+def render(material: Material, height: int, width: int, rng: np.random.Generator, anchored: bool = False) -> np.ndarray:
+    """A (height, width, 3) float32 image in [0, 1] of one material.
+
+    `anchored` puts the texture's marks on a fixed grid (the denoiser's pictures): the autoencoder and the
+    classifier learn every offset, so they read any picture; the diffusion model learns the one grid, so it has
+    no offset to choose. A model that must choose one from the noise, region by region, leaves it undecided where
+    the evidence is thin -- in a small region, near an edge, at the last of few steps -- and an estimate trained
+    with a squared error is there the mean of the offsets: a flat, faded patch.
+    """
+    return render_marked(material, height, width, rng, anchored)[0]
 
 
-def render_marked(material: Material, height: int, width: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def render_marked(material: Material, height: int, width: int, rng: np.random.Generator,
+                  anchored: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(image, marks): `render`'s image and where its texture's marks are, in [0, 1] (zero for a plain colour)."""
     base = np.array(material.rgb, np.float32)
     image = np.broadcast_to(base, (height, width, 3)).copy()
     p = np.zeros((height, width), np.float32)
     if material.texture is not None:
-        p, shade = pattern(material.texture, height, width, rng)
+        p, shade = pattern(material.texture, height, width, rng, anchored)
         mark = contrast(base)
         image = base + (mark - base) * (MIX[material.texture] * p)[..., None]
         image = image * shade[..., None]
@@ -165,13 +175,13 @@ def composite(rng: np.random.Generator, height: int, width: int, background: Mat
 
 
 def composite_over(rng: np.random.Generator, height: int, width: int, background: Material | None = None,
-                   shapes: tuple[int, int] = (1, 4)) -> tuple[np.ndarray, np.ndarray]:
+                   shapes: tuple[int, int] = (1, 4), anchored: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(picture, background alone): `composite`'s picture and the background material's image under it (the
     denoiser's two targets for a composite: see `train.targets`)."""
-    base = render(background or random_material(rng), height, width, rng)
+    base = render(background or random_material(rng), height, width, rng, anchored)
     image = base.copy()
     for mask in random_shapes(height, width, int(rng.integers(*shapes)), rng):
-        image[mask] = render(random_material(rng), height, width, rng)[mask]
+        image[mask] = render(random_material(rng), height, width, rng, anchored)[mask]
     return image, base
 
 
