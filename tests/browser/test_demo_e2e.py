@@ -36,8 +36,13 @@ def _mean(pixels: np.ndarray) -> np.ndarray:
 
 
 def _settled(page, kernel) -> np.ndarray:
-    """The displayed frame once the image has settled and its last frame is shown."""
-    wait_until(lambda: kernel.eval("canvas.status").startswith("still"), timeout=FRAME_TIMEOUT, what="the image to settle")
+    """The displayed frame once the image has settled and its last frame is shown.
+
+    The status line alone is not enough: right after a stroke reaches the kernel it still reads "still" from the
+    scene before the stroke, until the stream makes its next frame; the runner's own test also asks that the
+    pipeline has taken the canvas's latest revision (CI once read the sky under a fresh stroke that way)."""
+    wait_until(lambda: kernel.eval("canvas.status").startswith("still") and kernel.eval("canvas._runner._is_still()"),
+               timeout=FRAME_TIMEOUT, what="the image to settle")
     wait_until(lambda: frame_state(page)["seq"] == kernel.eval("canvas._runner.sender._seq"), timeout=30,
                what="the settled frame to be shown")
     return _shown(page)
