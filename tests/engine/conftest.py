@@ -1,4 +1,5 @@
-"""Shared fixtures for the engine tests: one tiny model per session, small canvases, fixed masks."""
+"""Shared fixtures for the engine tests: one tiny model per session, small canvases, fixed masks; the demo
+model and its classifier."""
 
 import pytest
 import torch
@@ -39,3 +40,19 @@ def oneshot(tiny):
 
     return StableMultiDiffusionPipeline("cpu", model=tiny)
 
+
+@pytest.fixture(scope="module")
+def demo():
+    """The shipped demo model (a module's tests share one)."""
+    from semdraw_widget.engine import load_model
+
+    return load_model("demo", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    """The demo model's colour / texture classifier, the oracle's eyes."""
+    from semdraw_widget.engine.models.demo import WEIGHTS_DIR
+    from semdraw_widget.engine.models.demo.classifier import Classifier
+
+    return Classifier.load(WEIGHTS_DIR / "classifier.safetensors")

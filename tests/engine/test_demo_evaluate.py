@@ -9,24 +9,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 from semdraw_widget.engine.models.demo import evaluate
-from semdraw_widget.engine.models.demo.classifier import Classifier
-
-
-@pytest.fixture(scope="module")
-def demo():
-    from semdraw_widget.engine import load_model
-
-    return load_model("demo", device="cpu")
-
-
-@pytest.fixture(scope="module")
-def classifier():
-    from semdraw_widget.engine.models.demo import WEIGHTS_DIR
-
-    return Classifier.load(WEIGHTS_DIR / "classifier.safetensors")
 
 
 def test_random_scenes_have_two_to_four_distinct_layers_each_big_enough_to_measure():

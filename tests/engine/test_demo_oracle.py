@@ -12,25 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from semdraw_widget.engine.models.demo.classifier import Classifier, class_indices
+from semdraw_widget.engine.models.demo.classifier import class_indices
 from semdraw_widget.engine.models.demo.evaluate import interior
 from semdraw_widget.engine.models.demo.vocabulary import COLOURS, parse
 
 SIZE = 256  # the size the demo model was trained at (32 x 32 latents)
-
-
-@pytest.fixture(scope="module")
-def demo():
-    from semdraw_widget.engine import load_model
-
-    return load_model("demo", device="cpu")
-
-
-@pytest.fixture(scope="module")
-def classifier():
-    from semdraw_widget.engine.models.demo import WEIGHTS_DIR
-
-    return Classifier.load(WEIGHTS_DIR / "classifier.safetensors")
 
 
 @pytest.fixture
