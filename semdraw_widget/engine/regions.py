@@ -82,20 +82,21 @@ def gaussian_kernel(std: float, device: torch.device | str = "cpu") -> torch.Ten
     return (kernel / kernel.sum()).to(device=device, dtype=torch.float32)
 
 
+def blur(planes: torch.Tensor, std: float) -> torch.Tensor:
+    """Every (H, W) plane of `planes` (..., H, W) blurred with one sigma in pixels (separable, replicate padding)."""
+    kernel = gaussian_kernel(std, planes.device)
+    r = kernel.numel() // 2
+    x = F.pad(planes.reshape(-1, 1, *planes.shape[-2:]), (r, r, r, r), mode="replicate")
+    x = F.conv2d(F.conv2d(x, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))
+    return x.reshape(planes.shape)
+
+
 def gaussian_blur(masks: torch.Tensor, stds: Sequence[float]) -> torch.Tensor:
     """Blur each of masks (P, H, W) with its own sigma in pixels (separable, replicate padding; 0 = none).
 
     Layer by layer, so a layer's result never depends on which other layers are updated with it.
     """
-    out = []
-    for mask, std in zip(masks, stds):
-        if std > 0:
-            kernel = gaussian_kernel(std, masks.device)
-            r = kernel.numel() // 2
-            x = F.pad(mask[None, None], (r, r, r, r), mode="replicate")
-            x = F.conv2d(F.conv2d(x, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))
-            mask = x[0, 0]
-        out.append(mask)
+    out = [blur(mask, std) if std > 0 else mask for mask, std in zip(masks, stds)]
     return torch.stack(out) if out else masks
 
 
