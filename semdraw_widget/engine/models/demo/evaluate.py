@@ -64,6 +64,12 @@ def random_scene(rng: np.random.Generator, size: int) -> Scene:
     return Scene(prompts[1:], masks, prompts[0])
 
 
+def region_scenes(count: int, size: int, seed: int) -> list[Scene]:
+    """The random scenes region adherence and its ceiling are measured on (the same ones for both)."""
+    rng = np.random.default_rng(seed)
+    return [random_scene(rng, size) for _ in range(count)]
+
+
 def interior(mask: np.ndarray, border: int = BORDER) -> np.ndarray:
     """Pixels of `mask` whose (2 border + 1)-square neighbourhood lies entirely in it."""
     padded = np.pad(mask.astype(np.int32), border + 1)
@@ -112,10 +118,9 @@ def ground_truth_adherence(model: Any, classifier: Classifier, scenes: int = 200
                            log: Callable = print) -> dict:
     """Region adherence of the world's own pictures of `region_adherence`'s scenes, encoded and decoded by the
     model's autoencoder: the best a model can score."""
-    rng, draw = np.random.default_rng(seed), np.random.default_rng(seed + 2)
+    draw = np.random.default_rng(seed + 2)
     right, colour_right, cells = 0, 0, 0
-    for _ in range(scenes):
-        scene = random_scene(rng, size)
+    for scene in region_scenes(scenes, size, seed):
         for r, c, n in region_scores(classifier, through_autoencoder(model, ground_truth(scene, draw)), scene):
             right, colour_right, cells = right + r, colour_right + c, cells + n
     log(f"the world's own pictures of the same scenes: {right / cells:.1%} of {cells} cells (colour alone: "
@@ -156,8 +161,7 @@ def region_adherence(model: Any, classifier: Classifier, scenes: int = 200, size
     """Region adherence of the settled stream, per setting, on the same random scenes."""
     from ...stream import StreamMultiDiffusion
 
-    rng = np.random.default_rng(seed)
-    drawn = [random_scene(rng, size) for _ in range(scenes)]
+    drawn = region_scenes(scenes, size, seed)
     settings = [("exact", bootstrap, mask_type) for bootstrap in (1, 0) for mask_type in ("continuous", "discrete")]
     settings.append(("attention", 1, "continuous"))  # the fast mode at the stream's defaults, on the same scenes
     results = {}
