@@ -90,11 +90,14 @@ def test_textures_look_like_their_names():
     assert _correlation(images["stripes"], tile // 2, -tile // 2) > 0.8
     # checks: half a tile along either axis inverts them, along both does not
     assert _correlation(images["checks"], tile // 2, 0) < -0.5 and _correlation(images["checks"], tile // 2, tile // 2) > 0.8
-    # the repeating textures repeat every tile (waves every two tiles across); clouds are soft and coarse
+    # the repeating textures repeat every tile (waves every two tiles across)
     for texture in ("stripes", "dots", "checks", "brick"):
         assert _correlation(images[texture], tile, 0) > 0.7 and _correlation(images[texture], 0, tile) > 0.7, texture
     assert _correlation(images["waves"], 2 * tile, 0) > 0.7 and _correlation(images["waves"], 0, tile) > 0.7
-    assert _correlation(images["clouds"], 4, 0) > 0.9 > _correlation(images["stripes"], 4, 0)
+    # clouds: rows of clouds half a repeat high, a cloud every repeat across, every other row shifted by half
+    repeat = world.REPEAT
+    assert _correlation(images["clouds"], repeat, 0) > 0.7 and _correlation(images["clouds"], repeat // 2, repeat // 2) > 0.7
+    assert _correlation(images["clouds"], repeat // 2, 0) < 0.2 and _correlation(images["clouds"], 0, repeat // 2) < 0.2
 
 
 def test_the_same_seed_draws_the_same_image_and_another_seed_moves_the_texture_not_the_colour():
@@ -114,6 +117,35 @@ def test_anchored_textures_put_their_marks_on_one_grid_in_every_picture(texture)
     np.testing.assert_allclose(marks[0], np.roll(marks[0], world.REPEAT, axis=(0, 1)), atol=1e-5)  # the grid repeats
     free = [world.render_marked(Material("red", texture), 64, 64, np.random.default_rng(seed))[1] for seed in range(6)]
     assert any(not np.array_equal(free[0], other) for other in free[1:])  # unanchored, the offset is drawn
+
+
+def test_anchored_clouds_sit_in_the_same_places_and_every_patch_shows_clouds():
+    """Clouds vary only in size, so a region of clouds, however small, shows clouds where the model expects them."""
+    def marks(seed, anchored):
+        return world.render_marked(Material("blue", "clouds"), 96, 96, np.random.default_rng(seed), anchored=anchored)[1]
+
+    anchored = np.stack([marks(seed, True) for seed in range(6)])
+    always, never = anchored.min(0) > 0.99, anchored.max(0) < 0.01
+    assert always.mean() > 0.1 and never.mean() > 0.3  # cloud centres in every picture, open sky in none
+    for picture in [*anchored, marks(7, False)]:
+        covers = [picture[y:y + 32, x:x + 32].mean() for y in range(0, 65, 4) for x in range(0, 65, 4)]
+        assert min(covers) > 0.2
+
+
+def test_composites_for_the_denoiser_draw_regions_of_the_recipe_s_size():
+    from semdraw_widget.engine.models.demo import train
+
+    masks = world.random_shapes(200, 200, 50, np.random.default_rng(0), radii=(0.02, 0.05))
+    rows, columns = masks.any(2).sum(1), masks.any(1).sum(1)
+    assert rows.max() <= 2 * 0.05 * 200 + 1 and columns.max() <= 2 * 0.05 * 200 + 1
+
+    def changed_share(radii):
+        pool = train.LatentPool.__new__(train.LatentPool)  # only what `_picture` reads
+        pool.recipe, pool.rng = train.Recipe(composite_radii=radii), np.random.default_rng(1)
+        pictures = [pool._picture(Material("red", None), mixed=True) for _ in range(12)]
+        return np.mean([np.abs(picture - alone).max(2).__gt__(0.2).mean() for picture, alone in pictures])
+
+    assert changed_share((0.02, 0.05)) < 0.05 < 0.15 < changed_share(train.Recipe().composite_radii)
 
 
 def test_the_denoiser_s_crops_start_on_the_anchored_grid():

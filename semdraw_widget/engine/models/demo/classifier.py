@@ -9,8 +9,7 @@ and the texture (8 textures or plain).
 It is fitted on the world generator's images after a round trip through the demo model's own
 autoencoder, since the model's images are decoded by it (`fit`), and never on the model's own pictures. So
 that it judges what a picture shows rather than how crisply, half of its pictures are drawn in two pieces at
-different texture offsets, and half are made fainter and softer, keeping their labels; patches of a cloudy sky
-that show no cloud are left out. The fitted weights ship next to the model (`classifier.safetensors`).
+different texture offsets, and half are made fainter and softer, keeping their labels. The fitted weights ship next to the model (`classifier.safetensors`).
 `label_map` classifies every 8x8 cell of an image by the patch centred on it.
 """
 
@@ -29,7 +28,6 @@ STRIDE = 8
 COLOUR_CLASSES = (*COLOURS, NEUTRAL)
 TEXTURE_CLASSES = (PLAIN, *TEXTURES)
 _LUMA = torch.tensor([0.3, 0.59, 0.11])
-CLOUD_COVER = 0.1  # the least share of cloud a patch of a cloudy picture needs to be fitted as clouds
 
 
 def _band_masks() -> torch.Tensor:
@@ -141,20 +139,18 @@ def class_indices(material: Material) -> tuple[int, int]:
     return COLOUR_CLASSES.index(material.colour_class), TEXTURE_CLASSES.index(material.texture_class)
 
 
-def _drawn(material: Material, rng: np.random.Generator, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """(image, marks): a world image of `material` and where its texture's marks are. Half of them come in two
-    pieces drawn at different offsets, joined along a random line: the same texture, with the seam a picture has
-    where two parts chose their pattern apart."""
+def _drawn(material: Material, rng: np.random.Generator, size: int = 128) -> np.ndarray:
+    """A world image of `material`. Half of them come in two pieces drawn at different offsets, joined along a
+    random line: the same texture, with the seam a picture has where two parts chose their pattern apart."""
     from . import world
 
-    image, marks = world.render_marked(material, size, size, rng)
+    image = world.render(material, size, size, rng)
     if rng.random() < 0.5:
         y, x = np.mgrid[0:size, 0:size]
         angle, offset = rng.uniform(0, np.pi), rng.uniform(-0.3, 0.3) * size
         side = (x - size / 2) * np.cos(angle) + (y - size / 2) * np.sin(angle) > offset
-        other, other_marks = world.render_marked(material, size, size, rng)
-        image[side], marks[side] = other[side], other_marks[side]
-    return image, marks
+        image[side] = world.render(material, size, size, rng)[side]
+    return image
 
 
 def _weakened(pixels: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -186,23 +182,17 @@ def fit(round_trip, seed: int = 0, images: int = 1200, epochs: int = 60, log=pri
     features, colours, textures = [], [], []
     for start in range(0, images, 16):
         labels = [materials[rng.integers(len(materials))] for _ in range(16)]
-        drawn = [_drawn(m, rng) for m in labels]
-        batch = np.stack([image for image, _ in drawn])
+        batch = np.stack([_drawn(m, rng) for m in labels])
         if round_trip is not None:
             batch = round_trip(batch)
         pixels = _weakened(torch.from_numpy(batch).permute(0, 3, 1, 2), rng)
         for _ in range(8):
             y, x = rng.integers(0, 128 - PATCH + 1, 2)
-            # A patch of a cloudy sky that falls between the clouds shows a plain colour: it teaches nothing
-            # about clouds (and, labelled so, would teach that plain colours are clouds), so it is left out.
-            shown = [m.texture != "clouds" or marks[y:y + PATCH, x:x + PATCH].mean() >= CLOUD_COVER
-                     for m, (_, marks) in zip(labels, drawn)]
-            features.append(patch_features(pixels[:, :, y:y + PATCH, x:x + PATCH])[torch.tensor(shown)])
-            for m, keep in zip(labels, shown):
-                if keep:
-                    c, t = class_indices(m)
-                    colours.append(c)
-                    textures.append(t)
+            features.append(patch_features(pixels[:, :, y:y + PATCH, x:x + PATCH]))
+            for m in labels:
+                c, t = class_indices(m)
+                colours.append(c)
+                textures.append(t)
     x = torch.cat(features)
     yc, yt = torch.tensor(colours), torch.tensor(textures)
     heads = Heads()

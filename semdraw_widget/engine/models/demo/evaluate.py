@@ -10,8 +10,7 @@
 - stream against one-shot: the settled stream frame of a scene against the one-shot image of the same scene
   with the same settings (mean absolute difference in 0..255 levels, and the largest);
 - the measure's own ceiling: region adherence of the world generator's pictures of the same scenes (each
-  region drawn in its material, through the autoencoder). It is below 100% because a cell of a cloudy sky
-  that holds no cloud is read, rightly, as plain sky.
+  region drawn in its material, through the autoencoder).
 
 `python -m semdraw_widget.engine.models.demo evaluate` prints them (`--scenes`, `--size`).
 """

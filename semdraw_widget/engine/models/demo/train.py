@@ -72,6 +72,7 @@ class Recipe:
     pool_images: int = 1024  # 256x256 training images, encoded once; refreshed as training goes
     pool_refresh: int = 1  # images replaced in the pool after every step
     composites: float = 0.4  # share of training pictures with regions of other materials (see LatentPool)
+    composite_radii: tuple[float, float] = (0.1, 0.35)  # ... whose regions' half-axes are this share of the side
     anchored_textures: bool = True  # the denoiser's textures on a fixed grid (see world.render); crops keep it
     composites_below: int = 400  # ... whose target is the composite below this timestep, the captioned material alone above (see targets)
     lerp_share: float = 0.3  # share of captions whose embedding is lerped towards another's, as prompt strength does
@@ -99,8 +100,9 @@ def unet_config(recipe: Recipe) -> dict:
         layers_per_block=1,
         # No attention at full latent resolution, and at the middle one both attention layers read the prompt
         # (only_cross_attention): a frame of 20 images at 256x256 stays fast on a CPU. At the lowest resolution
-        # (8x8 for a 256-pixel canvas) self-attention lets a whole region agree on what it holds (where clouds are;
-        # the texture's offset, before textures were anchored), which convolutions alone decide patch by patch.
+        # (8x8 for a 256-pixel canvas) self-attention lets a whole region agree on what it holds (how big its clouds
+        # are, how tall its grass; the texture's offset, before textures were anchored), which convolutions alone
+        # decide patch by patch.
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
         only_cross_attention=(True, True, not recipe.lowest_self_attention),
@@ -291,7 +293,8 @@ class LatentPool:
         two targets of a composite; see `targets`)."""
         anchored = self.recipe.anchored_textures
         if mixed:
-            return world.composite_over(self.rng, 256, 256, background=material, shapes=(1, 3), anchored=anchored)
+            return world.composite_over(self.rng, 256, 256, background=material, shapes=(1, 3), anchored=anchored,
+                                        radii=tuple(self.recipe.composite_radii))
         image = world.render(material, 256, 256, self.rng, anchored)
         return image, image
 

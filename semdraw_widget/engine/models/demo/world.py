@@ -4,7 +4,7 @@
 see `vocabulary.py`). Each texture is a pattern p(x, y) in [0, 1] that mixes the base colour towards
 a contrast colour (lighter for dark colours, darker for light ones), so the base colour stays what a
 region reads as. What varies from image to image, as in a photograph, is where the texture's marks sit
-(its offset; the denoiser's pictures keep one, see `render`), where clouds are, how tall grass grows,
+(its offset; the denoiser's pictures keep one, see `render`), how big clouds are, how tall grass grows,
 each stone's tone, the lighting (a little brightness and a gentle gradient) and a little grain; what
 never varies is the colour of a word. So a seed changes texture but not colours.
 
@@ -60,8 +60,12 @@ def pattern(texture: str, height: int, width: int, rng: np.random.Generator,
 
     Every texture repeats every TILE pixels (or a multiple), on the pixel grid, at a random whole-CELL
     offset, or with `anchored` at none: its marks then sit at the same place on the image's grid in every
-    picture (see `render`). What else changes from image to image is coarse: where clouds are, how tall
+    picture (see `render`). What else changes from image to image is coarse: how big clouds are, how tall
     grass grows, each stone's tone, patches of light and shade.
+
+    Every texture shows in any 32x32 patch (the classifier's view, about the smallest region worth painting).
+    Clouds used to be soft puffs placed by coarse noise: a small region or a patch between puffs showed plain
+    sky, and where the puffs were was one more thing a model had to choose from the noise (the model card).
     """
     x, y = _grid(height, width)
     if not anchored:
@@ -84,9 +88,15 @@ def pattern(texture: str, height: int, width: int, rng: np.random.Generator,
         tops = _value_noise(height, width, 24, rng)
         p = blades * np.clip(1.8 - ((y % TILE) / TILE) * (1.6 - tops), 0.0, 1.0)
         shade = shade * (0.92 + 0.16 * tops)
-    elif texture == "clouds":  # soft puffs at two coarse scales
-        field = sum(weight * _value_noise(height, width, cell, rng) for weight, cell in ((0.6, 40), (0.4, 20)))
-        p = np.clip((field - 0.5) / 0.12, 0.0, 1.0)
+    elif texture == "clouds":  # little clouds, a round top and two lobes, in rows half a repeat high, every other row shifted
+        row = y // (REPEAT // 2)
+        u = (x + (row % 2) * (REPEAT // 2)) % REPEAT - (REPEAT - 1) / 2
+        v = y % (REPEAT // 2) - (REPEAT // 2 - 1) / 2
+        size = 0.85 + 0.3 * _value_noise(height, width, 48, rng)  # bigger and smaller clouds, coarsely
+        edge = np.minimum.reduce([np.hypot(u, v) - 6.0 * size,  # signed distance to the nearest of the three discs
+                                  np.hypot(u + 6.0 * size, v - 1.5) - 4.5 * size,
+                                  np.hypot(u - 6.0 * size, v - 1.5) - 4.5 * size])
+        p = np.clip(0.5 - edge / 2.0, 0.0, 1.0)
         p = p * p * (3 - 2 * p)
     elif texture == "brick":  # bricks a tile wide and half a tile high, every other row shifted, mortar lines
         row = y // (TILE // 2)
@@ -153,13 +163,15 @@ def random_material(rng: np.random.Generator) -> Material:
     return materials[rng.integers(len(materials))]
 
 
-def random_shapes(height: int, width: int, count: int, rng: np.random.Generator) -> np.ndarray:
-    """(count, H, W) bool masks of random ellipses and rectangles, each 20-70% of the canvas side."""
+def random_shapes(height: int, width: int, count: int, rng: np.random.Generator,
+                  radii: tuple[float, float] = (0.1, 0.35)) -> np.ndarray:
+    """(count, H, W) bool masks of random ellipses and rectangles, each with half-axes of `radii` of the canvas
+    side (by default 20-70% of the side across)."""
     x, y = _grid(height, width)
     masks = np.zeros((count, height, width), bool)
     for i in range(count):
         cy, cx = rng.uniform(0, height), rng.uniform(0, width)
-        ry, rx = rng.uniform(0.1, 0.35) * height, rng.uniform(0.1, 0.35) * width
+        ry, rx = rng.uniform(*radii) * height, rng.uniform(*radii) * width
         if rng.random() < 0.5:
             masks[i] = ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 < 1.0
         else:
@@ -175,12 +187,13 @@ def composite(rng: np.random.Generator, height: int, width: int, background: Mat
 
 
 def composite_over(rng: np.random.Generator, height: int, width: int, background: Material | None = None,
-                   shapes: tuple[int, int] = (1, 4), anchored: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                   shapes: tuple[int, int] = (1, 4), anchored: bool = False,
+                   radii: tuple[float, float] = (0.1, 0.35)) -> tuple[np.ndarray, np.ndarray]:
     """(picture, background alone): `composite`'s picture and the background material's image under it (the
-    denoiser's two targets for a composite: see `train.targets`)."""
+    denoiser's two targets for a composite: see `train.targets`); `radii` as in `random_shapes`."""
     base = render(background or random_material(rng), height, width, rng, anchored)
     image = base.copy()
-    for mask in random_shapes(height, width, int(rng.integers(*shapes)), rng):
+    for mask in random_shapes(height, width, int(rng.integers(*shapes)), rng, radii):
         image[mask] = render(random_material(rng), height, width, rng, anchored)[mask]
     return image, base
 
