@@ -71,7 +71,7 @@ class Recipe:
     max_tokens: int = 24  # the tokenizer's length: every cross-attention reads this many keys
     pool_images: int = 1024  # 256x256 training images, encoded once; refreshed as training goes
     pool_refresh: int = 1  # images replaced in the pool after every step
-    composites: float = 0.4  # share of training pictures with regions of other materials (see LatentPool)
+    composites: float = 0.6  # share of training pictures with regions of other materials (see LatentPool)
     composite_radii: tuple[float, float] = (0.1, 0.35)  # ... whose regions' half-axes are this share of the side
     anchored_textures: bool = True  # the denoiser's textures on a fixed grid (see world.render); crops keep it
     composites_below: int = 400  # ... whose target is the composite below this timestep, the captioned material alone above (see targets)
