@@ -89,8 +89,8 @@ def pattern(texture: str, height: int, width: int, rng: np.random.Generator,
         p = blades * np.clip(1.8 - ((y % TILE) / TILE) * (1.6 - tops), 0.0, 1.0)
         shade = shade * (0.92 + 0.16 * tops)
     elif texture == "clouds":  # little clouds, a round top and two lobes, in rows half a repeat high, every other row shifted
-        row = y // (REPEAT // 2)
-        u = (x + (row % 2) * (REPEAT // 2)) % REPEAT - (REPEAT - 1) / 2
+        row, shifted = _staggered(x, y, REPEAT // 2, REPEAT)
+        u = shifted % REPEAT - (REPEAT - 1) / 2
         v = y % (REPEAT // 2) - (REPEAT // 2 - 1) / 2
         size = 0.85 + 0.3 * _value_noise(height, width, 48, rng)  # bigger and smaller clouds, coarsely
         edge = np.minimum.reduce([np.hypot(u, v) - 6.0 * size,  # signed distance to the nearest of the three discs
@@ -99,20 +99,26 @@ def pattern(texture: str, height: int, width: int, rng: np.random.Generator,
         p = np.clip(0.5 - edge / 2.0, 0.0, 1.0)
         p = p * p * (3 - 2 * p)
     elif texture == "brick":  # bricks a tile wide and half a tile high, every other row shifted, mortar lines
-        row = y // (TILE // 2)
-        u = (x + (row % 2) * (TILE // 2)) % TILE
+        row, shifted = _staggered(x, y, TILE // 2, TILE)
+        u = shifted % TILE
         p = np.maximum(_band(u, -1.0, 1.0), _band(y % (TILE // 2), -1.0, 1.0))
     elif texture == "stone":  # rounded stones a tile across, every other row shifted, each its own shade
-        row = y // TILE
-        u = (x + (row % 2) * (TILE // 2)) % TILE
+        row, shifted = _staggered(x, y, TILE, TILE)
+        u = shifted % TILE
         du, dv = np.abs(u - (TILE - 1) / 2), np.abs(y % TILE - (TILE - 1) / 2)
         p = np.clip(np.maximum(du, dv) + 0.4 * np.minimum(du, dv) - 5.5, 0.0, 1.0)
         tone = rng.random((height // TILE + 6, width // TILE + 6)).astype(np.float32)
-        column = ((x + (row % 2) * (TILE // 2)) // TILE).astype(int)
+        column = (shifted // TILE).astype(int)
         shade = shade * (0.9 + 0.2 * tone[row.astype(int) % tone.shape[0], column % tone.shape[1]])
     else:
         raise ValueError(f"unknown texture {texture!r}")
     return p.astype(np.float32), shade.astype(np.float32)
+
+
+def _staggered(x: np.ndarray, y: np.ndarray, row_height: int, period: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, shifted x) of a pattern laid in rows `row_height` high, every other row shifted by half a `period`."""
+    row = y // row_height
+    return row, x + (row % 2) * (period // 2)
 
 
 def _band(d: np.ndarray, start: float, end: float) -> np.ndarray:
