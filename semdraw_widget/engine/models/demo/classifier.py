@@ -9,8 +9,9 @@ and the texture (8 textures or plain).
 It is fitted on the world generator's images after a round trip through the demo model's own
 autoencoder, since the model's images are decoded by it (`fit`), and never on the model's own pictures. So
 that it judges what a picture shows rather than how crisply, half of its pictures are drawn in two pieces at
-different texture offsets, and half are made fainter and softer, keeping their labels. The fitted weights ship next to the model (`classifier.safetensors`).
-`label_map` classifies every 8x8 cell of an image by the patch centred on it.
+different texture offsets, and half are made fainter and softer, keeping their labels. The fitted weights
+ship next to the model (`classifier.safetensors`). `label_map` classifies every 8x8 cell of an image by the
+patch centred on it.
 """
 
 from __future__ import annotations
