@@ -148,6 +148,26 @@ def test_composites_for_the_denoiser_draw_regions_of_the_recipe_s_size():
     assert changed_share((0.02, 0.05)) < 0.05 < 0.15 < changed_share(train.Recipe().composite_radii)
 
 
+def test_composites_with_the_caption_inside_show_its_material_in_one_region_only():
+    from semdraw_widget.engine.models.demo import train
+
+    def pictures(caption_inside, seed=2):
+        pool = train.LatentPool.__new__(train.LatentPool)  # only what `_picture` reads
+        pool.recipe, pool.rng = train.Recipe(caption_inside=caption_inside), np.random.default_rng(seed)
+        return [pool._picture(Material("red", None), mixed=True) for _ in range(12)]
+
+    def shown(picture, alone):  # the share of the picture that shows the captioned material itself
+        return np.mean(np.all(picture == alone, axis=-1))
+
+    for picture, alone in pictures(1.0):
+        assert 0.01 < shown(picture, alone) < 0.4  # one region of it; other materials around
+    assert min(shown(picture, alone) for picture, alone in pictures(0.0)) > 0.6  # the caption around, as before
+    # off, the option draws nothing: recipes without it keep their random stream, hence their weights
+    assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(pictures(0.0, seed=4), [
+        world.composite_over(rng, 256, 256, background=Material("red", None), shapes=(1, 3), anchored=True)
+        for rng in [np.random.default_rng(4)] for _ in range(12)]))
+
+
 def test_the_denoiser_s_crops_start_on_the_anchored_grid():
     from semdraw_widget.engine.models.demo import train
 

@@ -73,6 +73,7 @@ class Recipe:
     pool_refresh: int = 1  # images replaced in the pool after every step
     composites: float = 0.6  # share of training pictures with regions of other materials (see LatentPool)
     composite_radii: tuple[float, float] = (0.1, 0.35)  # ... whose regions' half-axes are this share of the side
+    caption_inside: float = 0.0  # share of composites whose captioned material fills a region, not the rest (see LatentPool)
     anchored_textures: bool = True  # the denoiser's textures on a fixed grid (see world.render); crops keep it
     composites_below: int = 400  # ... whose target is the composite below this timestep, the captioned material alone above (see targets)
     lerp_share: float = 0.3  # share of captions whose embedding is lerped towards another's, as prompt strength does
@@ -290,11 +291,15 @@ class LatentPool:
     def _picture(self, material: Material, mixed: bool) -> tuple[np.ndarray, np.ndarray]:
         """(picture, material alone): the material alone (both), or (a share `composites`) the material as the
         background of a picture with a region or two of other materials, and the material alone under it (the
-        two targets of a composite; see `targets`)."""
+        two targets of a composite; see `targets`). A share `caption_inside` of the composites show the material
+        in a region instead, with other materials around it: the stream asks that of every painted layer, whose
+        input shows its own paint inside its region and the other layers' around it."""
         anchored = self.recipe.anchored_textures
         if mixed:
+            # drawn only when on, so that recipes without it keep their random stream (and weights)
+            inside = self.recipe.caption_inside > 0 and bool(self.rng.random() < self.recipe.caption_inside)
             return world.composite_over(self.rng, 256, 256, background=material, shapes=(1, 3), anchored=anchored,
-                                        radii=tuple(self.recipe.composite_radii))
+                                        radii=tuple(self.recipe.composite_radii), inside=inside)
         image = world.render(material, 256, 256, self.rng, anchored)
         return image, image
 

@@ -194,13 +194,17 @@ def composite(rng: np.random.Generator, height: int, width: int, background: Mat
 
 def composite_over(rng: np.random.Generator, height: int, width: int, background: Material | None = None,
                    shapes: tuple[int, int] = (1, 4), anchored: bool = False,
-                   radii: tuple[float, float] = (0.1, 0.35)) -> tuple[np.ndarray, np.ndarray]:
+                   radii: tuple[float, float] = (0.1, 0.35), inside: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(picture, background alone): `composite`'s picture and the background material's image under it (the
-    denoiser's two targets for a composite: see `train.targets`); `radii` as in `random_shapes`."""
+    denoiser's two targets for a composite: see `train.targets`); `radii` as in `random_shapes`.
+
+    With `inside`, the `background` material shows only in the first region, over another random material:
+    what a layer's model sees when its prompt is painted in a region of a canvas (the second value is still
+    that material alone)."""
     base = render(background or random_material(rng), height, width, rng, anchored)
-    image = base.copy()
-    for mask in random_shapes(height, width, int(rng.integers(*shapes)), rng, radii):
-        image[mask] = render(random_material(rng), height, width, rng, anchored)[mask]
+    image = render(random_material(rng), height, width, rng, anchored) if inside else base.copy()
+    for k, mask in enumerate(random_shapes(height, width, int(rng.integers(*shapes)), rng, radii)):
+        image[mask] = base[mask] if inside and k == 0 else render(random_material(rng), height, width, rng, anchored)[mask]
     return image, base
 
 
