@@ -224,11 +224,14 @@ def test_a_middle_sized_region_takes_its_own_colour_not_the_background_s(stream,
 def test_a_small_region_is_painted_not_lost(stream, classifier, colour):
     """A disc 80 px across (a sun in a sky) shows its colour: at the noisy slots only its core has weight, and the
     region grows to its edge at the slot before the last only if the model paints its words there whatever its
-    input shows (the earlier demo weights lost such a disc, or kept a quarter of it)."""
+    input shows (the earlier demo weights lost such a disc, or kept a quarter of it). On average over three seeds,
+    and never less than 0.6: its ragged edge reaches the core's outer cells for some seeds."""
     y, x = np.mgrid[0:SIZE, 0:SIZE]
     disc = (x - SIZE // 2) ** 2 + (y - SIZE // 2) ** 2 < 40**2
-    pipe = stream()
-    pipe.update_background(prompt="blue")
-    pipe.update_layers([colour], masks=[disc])
-    image = settle(pipe)
-    assert colour_share(classifier, image, disc, colour, border=12) > 0.8
+    shares = []
+    for seed in (2024, 0, 1):
+        pipe = stream(seed=seed)
+        pipe.update_background(prompt="blue")
+        pipe.update_layers([colour], masks=[disc])
+        shares.append(colour_share(classifier, settle(pipe), disc, colour, border=12))
+    assert np.mean(shares) > 0.8 and min(shares) > 0.6, shares

@@ -141,7 +141,7 @@ def test_composites_for_the_denoiser_draw_regions_of_the_recipe_s_size():
 
     def changed_share(radii):
         pool = train.LatentPool.__new__(train.LatentPool)  # only what `_picture` reads
-        pool.recipe, pool.rng = train.Recipe(composite_radii=radii), np.random.default_rng(1)
+        pool.recipe, pool.rng = train.Recipe(composite_radii=radii, caption_inside=0.0), np.random.default_rng(1)
         pictures = [pool._picture(Material("red", None), mixed=True) for _ in range(12)]
         return np.mean([np.abs(picture - alone).max(2).__gt__(0.2).mean() for picture, alone in pictures])
 
