@@ -132,6 +132,15 @@ def test_anchored_clouds_sit_in_the_same_places_and_every_patch_shows_clouds():
         assert min(covers) > 0.2
 
 
+def _composites(recipe, seed: int, count: int = 12) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(picture, material alone) of `count` composites of "red" as the denoiser's pool draws them for `recipe`."""
+    from semdraw_widget.engine.models.demo import train
+
+    pool = train.LatentPool.__new__(train.LatentPool)  # only what `_picture` reads
+    pool.recipe, pool.rng = recipe, np.random.default_rng(seed)
+    return [pool._picture(Material("red", None), mixed=True) for _ in range(count)]
+
+
 def test_composites_for_the_denoiser_draw_regions_of_the_recipe_s_size():
     from semdraw_widget.engine.models.demo import train
 
@@ -140,9 +149,7 @@ def test_composites_for_the_denoiser_draw_regions_of_the_recipe_s_size():
     assert rows.max() <= 2 * 0.05 * 200 + 1 and columns.max() <= 2 * 0.05 * 200 + 1
 
     def changed_share(radii):
-        pool = train.LatentPool.__new__(train.LatentPool)  # only what `_picture` reads
-        pool.recipe, pool.rng = train.Recipe(composite_radii=radii, caption_inside=0.0), np.random.default_rng(1)
-        pictures = [pool._picture(Material("red", None), mixed=True) for _ in range(12)]
+        pictures = _composites(train.Recipe(composite_radii=radii, caption_inside=0.0), seed=1)
         return np.mean([np.abs(picture - alone).max(2).__gt__(0.2).mean() for picture, alone in pictures])
 
     assert changed_share((0.02, 0.05)) < 0.05 < 0.15 < changed_share(train.Recipe().composite_radii)
@@ -152,9 +159,7 @@ def test_composites_with_the_caption_inside_show_its_material_in_one_region_only
     from semdraw_widget.engine.models.demo import train
 
     def pictures(caption_inside, seed=2):
-        pool = train.LatentPool.__new__(train.LatentPool)  # only what `_picture` reads
-        pool.recipe, pool.rng = train.Recipe(caption_inside=caption_inside), np.random.default_rng(seed)
-        return [pool._picture(Material("red", None), mixed=True) for _ in range(12)]
+        return _composites(train.Recipe(caption_inside=caption_inside), seed)
 
     def shown(picture, alone):  # the share of the picture that shows the captioned material itself
         return np.mean(np.all(picture == alone, axis=-1))
