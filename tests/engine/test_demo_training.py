@@ -75,17 +75,21 @@ def test_the_denoiser_learns_from_softened_inputs_against_crisp_targets(tmp_path
     assert len(seen) == 3 and any(not torch.equal(crisp, soft) for crisp, soft in seen)
 
 
-def test_the_train_command_writes_a_model_the_loader_reads_and_resumes(tmp_path):
-    from semdraw_widget.engine.models.demo import load_demo_model
+def test_the_train_command_writes_a_model_the_loader_reads_as_a_demo_model_and_resumes(tmp_path):
+    from semdraw_widget.engine import load_model
     from semdraw_widget.engine.models.demo.__main__ import main
+    from semdraw_widget.engine.models.demo.vocabulary import VOCABULARY
 
     out = tmp_path / "model"
     assert main(["train", "--quick", "--out", str(out)]) == 0
     for part in ("model_index.json", "unet/config.json", "text_encoder/config.json", "tokenizer/vocab.json",
                  "vae/config.json", "scheduler/scheduler_config.json", "classifier.safetensors", "checkpoint.pt"):
         assert (out / part).is_file(), part
-    model = load_demo_model(out)
+    # with no options, as SEMDRAW_MODEL=<folder> loads it: its own tiny autoencoder and no LoRA (the family's
+    # defaults would ask the unreachable hub for TAESD and LCM-LoRA), and it knows the demo's words
+    model = load_model(str(out))
     assert model.name == "sd15" and type(model.vae).__name__ == "AutoencoderTiny"
+    assert model.vocabulary is VOCABULARY and str(out) in model.notice
     # a second run finds the finished checkpoint and writes the same weights again
     first = (out / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
     assert main(["train", "--quick", "--out", str(out)]) == 0

@@ -3,6 +3,7 @@ folder whose vae/ is a tiny autoencoder (what a model trained to decode with TAE
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,20 @@ def test_a_builtin_key_brings_its_own_sources_and_any_other_key_the_familys(tiny
     assert named.hf_key == "someone/model" and (named.lora_key, named.taesd_key) == (family.lora_key, family.taesd_key)
     assert own.lora(True) == own.lora_key and own.lora(None) is None and own.lora(False) is None and own.lora("x") == "x"
     assert own.taesd(None) == own.taesd_key and own.taesd("y") == "y"
+
+
+def test_a_folder_the_demo_train_command_wrote_is_a_demo_model_and_any_other_folder_is_not(tmp_path):
+    family = FAMILIES["sd15"].default_sources
+    trained = tmp_path / "runs {1}"  # braces: the notice is a format string
+    trained.mkdir()
+    for name in ("model_index.json", "training.json", "classifier.safetensors"):
+        (trained / name).write_text("{}")
+    own = sources_for(str(trained), family)
+    assert own.hf_key == str(trained) and own.taesd_key == str(trained / "vae") and own.lora(True) is None
+    assert builtin_notice(str(trained)).startswith(f"Demo model trained into {trained}: ")
+    (trained / "training.json").unlink()  # a diffusers folder like any other: the family's defaults
+    assert sources_for(str(trained), family) == replace(family, hf_key=str(trained))
+    assert builtin_notice(str(trained)) == ""
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import torch
 
 from .. import loading
 from .options import LoadOptions
-from .sources import BUILTIN_MODELS, Sources, sources_for
+from .sources import Sources, builtin_model, sources_for
 
 Conditioning = dict[str, torch.Tensor]
 
@@ -55,7 +55,7 @@ class LatentFamily:
         options.check_family(cls.name, repr(hf_key) if hf_key else "the default model")
         device = loading.resolve_device(device)
         model = cls._load(sources_for(hf_key, cls.default_sources), options, device, dtype or loading.default_dtype(device))
-        builtin = BUILTIN_MODELS.get(str(hf_key))
+        builtin = builtin_model(hf_key)
         if builtin is not None:  # what a built-in model is goes with it, however the pipeline was made
             from .choice import builtin_notice
 

@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from .sd15 import DEFAULT_HF_KEY
-from .sources import BUILTIN_MODELS
+from .sources import builtin_model
 
 log = logging.getLogger("semdraw_widget")
 MODEL_VARIABLE = "SEMDRAW_MODEL"
@@ -32,7 +32,7 @@ def default_device() -> str:
 
 def builtin_notice(key: str) -> str:
     """What the banner says about a built-in model ("" for any other model)."""
-    builtin = BUILTIN_MODELS.get(key)
+    builtin = builtin_model(key)
     return builtin.notice.format(hub=DEFAULT_HF_KEY) if builtin is not None else ""
 
 

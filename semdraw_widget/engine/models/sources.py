@@ -5,7 +5,8 @@ that `use_tiny_vae=True` decodes with (`Sources`, a family adapter's `default_so
 key (`BUILTIN_MODELS`) brings sources of its own, local folders in place of those hub ids: the
 random-weight miniatures `"tiny"`, `"tiny-xl"`, `"tiny-3"` are written to a temporary folder on first use
 (`tiny.py`) and then loaded through the same code as any diffusers folder. A model shipped with the
-package is one more entry whose root is a folder inside the package.
+package is one more entry whose root is a folder inside the package, and a folder written by the demo
+model's train command loads like that entry (`builtin_model`).
 """
 
 from __future__ import annotations
@@ -73,11 +74,14 @@ def _demo_vocabulary():
     return VOCABULARY
 
 
-def _demo_notice() -> str:
+def _demo_notice(trained_into: Path | None = None) -> str:
     from .demo.vocabulary import VOCABULARY
 
+    which = "Demo model"
+    if trained_into is not None:  # the notice is a format string ({hub}): the folder's own braces are escaped
+        which += " trained into " + str(trained_into).replace("{", "{{").replace("}", "}}")
     return (
-        "Demo model: a small model trained in this package on a made-up world of colours and textures, so it paints "
+        f"{which}: a small model trained in this package on a made-up world of colours and textures, so it paints "
         f"only what its words name ({VOCABULARY.description}). For real images run on a CUDA GPU with the weights in "
         "the Hugging Face cache (e.g. SEMDRAW_MODEL={hub}), a local folder or a .safetensors file."
     )
@@ -106,12 +110,31 @@ BUILTIN_MODELS = {
 MINIATURES = {"sd15": "tiny", "sdxl": "tiny-xl", "sd3": "tiny-3"}
 
 
+# what the demo model's train command writes beside a diffusers folder's own files (see demo/train.py)
+TRAINED_DEMO_FILES = ("training.json", "classifier.safetensors")
+
+
+def builtin_model(hf_key: str | None) -> BuiltinModel | None:
+    """The built-in model `hf_key` names, or None. A folder written by the demo model's train command is one:
+    like "demo" it decodes with its own tiny autoencoder, needs no LoRA and knows the demo's words (the
+    family's defaults would fetch TAESD and LCM-LoRA from the hub to go with it)."""
+    if hf_key is None:
+        return None
+    builtin = BUILTIN_MODELS.get(str(hf_key))
+    if builtin is not None:
+        return builtin
+    folder = Path(str(hf_key)).expanduser()
+    if (folder / "model_index.json").is_file() and all((folder / name).is_file() for name in TRAINED_DEMO_FILES):
+        return replace(BUILTIN_MODELS["demo"], root=lambda: folder, notice=_demo_notice(trained_into=folder))
+    return None
+
+
 def sources_for(hf_key: str | None, family_defaults: Sources) -> Sources:
-    """What a model named `hf_key` loads from: a built-in key's own sources, else the family's defaults
-    with `hf_key` (when given) as the checkpoint."""
+    """What a model named `hf_key` loads from: a built-in model's own sources (`builtin_model`), else the
+    family's defaults with `hf_key` (when given) as the checkpoint."""
     if hf_key is None:
         return family_defaults
-    builtin = BUILTIN_MODELS.get(str(hf_key))
+    builtin = builtin_model(hf_key)
     if builtin is not None:
         return builtin.sources()
     return replace(family_defaults, hf_key=str(hf_key))

@@ -24,12 +24,10 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 def load_demo_model(folder: Path | str | None = None, device: Any = "cpu", dtype: Any = None):
     """The demo model (`hf_key="demo"`), or a model trained into `folder` by the train command, loaded
-    through the ordinary loading code."""
+    through the ordinary loading code (`load_model(folder)` reads such a folder as a demo model)."""
     from .. import load_model
 
-    if folder is None:
-        return load_model("demo", device=device, dtype=dtype)
-    return load_model(str(folder), device=device, dtype=dtype, lora_key=None, taesd_key=str(Path(folder) / "vae"))
+    return load_model("demo" if folder is None else str(folder), device=device, dtype=dtype)
 
 
 __all__ = ["WEIGHTS_DIR", "describe", "known_words", "load_demo_model", "parse"]
