@@ -449,7 +449,8 @@ def _train(out: str | Path, recipe: Recipe, log: Callable[[str], None]) -> Path:
     minutes = (time.perf_counter() - began) / 60
     (out / "training.json").write_text(json.dumps({"recipe": asdict(recipe), "minutes": round(minutes, 1),
                                                     "threads": torch.get_num_threads()}, indent=2))
-    log(f"done in {minutes:.1f} min: {out}")
+    log(f"done in {minutes:.1f} min: {out} (paint with it: hf_key='{out}' or SEMDRAW_MODEL={out}; "
+        f"measure it: python -m semdraw_widget.engine.models.demo evaluate --model {out})")
     return out
 
 
