@@ -81,7 +81,7 @@ def _demo_notice(trained_into: Path | None = None) -> str:
     if trained_into is not None:  # the notice is a format string ({hub}): the folder's own braces are escaped
         which += " trained into " + str(trained_into).replace("{", "{{").replace("}", "}}")
     return (
-        f"{which}: a small model trained in this package on a made-up world of colours and textures, so it paints "
+        f"{which}: a small model of this package, trained on a made-up world of colours and textures, so it paints "
         f"only what its words name ({VOCABULARY.description}). For real images run on a CUDA GPU with the weights in "
         "the Hugging Face cache (e.g. SEMDRAW_MODEL={hub}), a local folder or a .safetensors file."
     )
