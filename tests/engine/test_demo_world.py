@@ -173,6 +173,26 @@ def test_composites_with_the_caption_inside_show_its_material_in_one_region_only
         for rng in [np.random.default_rng(4)] for _ in range(12)]))
 
 
+def test_the_plain_share_captions_more_pictures_with_plain_colours_and_draws_nothing_when_off():
+    from semdraw_widget.engine.models.demo import train
+
+    def captions_drawn(plain_share, seed=5, count=600):
+        pool = train.LatentPool.__new__(train.LatentPool)  # only what `_draw` reads
+        pool.recipe, pool.rng, pool.materials = train.Recipe(plain_share=plain_share), np.random.default_rng(seed), all_materials()
+        return [pool._draw() for _ in range(count)]
+
+    def plain(materials):
+        return [m for m in materials if m.colour is not None and m.texture is None]
+
+    assert len(plain(captions_drawn(0.0))) < 0.15 * 600  # ten plain colours among 99 materials
+    more = plain(captions_drawn(0.5))
+    assert len(more) > 0.45 * 600 and {m.colour for m in more} == set(COLOURS)
+    # off, the option draws nothing: recipes without it keep their random stream, hence their weights
+    rng, materials = np.random.default_rng(5), all_materials()
+    assert captions_drawn(0.0) == [Material(None, None) if rng.random() < 0.04 else materials[rng.integers(len(materials))]
+                                   for _ in range(600)]
+
+
 def test_the_denoiser_s_crops_start_on_the_anchored_grid():
     from semdraw_widget.engine.models.demo import train
 

@@ -74,6 +74,7 @@ class Recipe:
     composites: float = 0.6  # share of training pictures with regions of other materials (see LatentPool)
     composite_radii: tuple[float, float] = (0.1, 0.35)  # ... whose regions' half-axes are this share of the side
     caption_inside: float = 0.3  # share of composites whose captioned material fills a region, not the rest (see LatentPool)
+    plain_share: float = 0.0  # extra share of pictures captioned with a plain colour (see LatentPool._draw)
     anchored_textures: bool = True  # the denoiser's textures on a fixed grid (see world.render); crops keep it
     composites_below: int = 400  # ... whose target is the composite below this timestep, the captioned material alone above (see targets)
     lerp_share: float = 0.3  # share of captions whose embedding is lerped towards another's, as prompt strength does
@@ -269,6 +270,12 @@ class LatentPool:
         # neutral prompts are one material of 99: draw them a little more often
         if self.rng.random() < 0.04:
             return Material(None, None)
+        # A plain colour is where a squared error hedges: a flat target among many textured ones is learnt as
+        # their mean, a faint regular hatch, which reads as brick. Drawn only when on, so that recipes without it
+        # keep their random stream (and weights).
+        if self.recipe.plain_share > 0 and self.rng.random() < self.recipe.plain_share:
+            plain = [material for material in self.materials if material.colour is not None and material.texture is None]
+            return plain[self.rng.integers(len(plain))]
         return self.materials[self.rng.integers(len(self.materials))]
 
     @torch.no_grad()
