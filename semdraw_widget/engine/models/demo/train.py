@@ -74,7 +74,7 @@ class Recipe:
     composites: float = 0.6  # share of training pictures with regions of other materials (see LatentPool)
     composite_radii: tuple[float, float] = (0.1, 0.35)  # ... whose regions' half-axes are this share of the side
     caption_inside: float = 0.3  # share of composites whose captioned material fills a region, not the rest (see LatentPool)
-    plain_share: float = 0.0  # extra share of pictures captioned with a plain colour (see LatentPool._draw)
+    plain_share: float = 0.0  # extra share of pictures captioned with a plain colour (see LatentPool._draw; 0.15 tried: the model card)
     anchored_textures: bool = True  # the denoiser's textures on a fixed grid (see world.render); crops keep it
     composites_below: int = 400  # ... whose target is the composite below this timestep, the captioned material alone above (see targets)
     lerp_share: float = 0.3  # share of captions whose embedding is lerped towards another's, as prompt strength does
