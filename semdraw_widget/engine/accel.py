@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from typing import Any, Callable
 
 import torch
@@ -98,6 +99,17 @@ class _Graph:
         return self.output.clone()  # the static output is overwritten by the next replay
 
 
+_MODULE_CALL = torch.nn.Module.__call__  # what torch.fx's tracer replaces while it traces
+_EAGER_TRIES = 3  # calls of an eager model beside a compile, before its failure counts
+
+
+def _wait_for_fx_trace_to_end(timeout: float = 5.0) -> None:
+    """Until no torch.fx trace has `nn.Module.__call__` replaced (at most `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while torch.nn.Module.__call__ is not _MODULE_CALL and time.monotonic() < deadline:
+        time.sleep(0.002)
+
+
 class AcceleratedPredictor:
     """`predict` of a family adapter, compiled and/or replayed from CUDA graphs (see the module notes)."""
 
@@ -168,6 +180,22 @@ class AcceleratedPredictor:
             self.calls["compiled"] += 1
             return self._compiled(latents, timesteps, cond)
         self.calls["eager"] += 1
+        if self.compiling:
+            return self._eager_beside_compile(latents, timesteps, cond)
+        return self.family.predict(latents, timesteps, cond)
+
+    def _eager_beside_compile(self, latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """An eager call while a compile runs in another thread.
+
+        While torch.fx's symbolic tracer traces, it replaces `nn.Module.__call__` for every thread, and inductor
+        traces a small module of its own during a compile (once per process). A model call made in that moment
+        fails ("module is not installed as a submodule") through no fault of its inputs; it is made again once
+        the trace is over. A call that fails every time is a real failure and raises."""
+        for _ in range(_EAGER_TRIES - 1):
+            try:
+                return self.family.predict(latents, timesteps, cond)
+            except Exception:
+                _wait_for_fx_trace_to_end()
         return self.family.predict(latents, timesteps, cond)
 
     def expect(self, latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> None:

@@ -6,6 +6,7 @@ layer count, failure handling -- is the same on the CPU and tested here.
 """
 
 import threading
+import time
 
 import pytest
 import torch
@@ -104,6 +105,52 @@ def test_a_new_batch_size_while_compiling_waits_for_that_compile(sd3, monkeypatc
     wait_until(lambda: not stream.compiling, timeout=600.0)
     assert stream.warm_up(block=False) == 2 and not stream.needs_warm_up
     assert len(compiled_shapes) == 1
+
+
+class _LinearFamily:
+    """Just what `AcceleratedPredictor` reads of a family: a device and a `predict` that calls a module."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, fails: bool = False):
+        self.layer, self.fails = torch.nn.Linear(4, 4), fails
+
+    def predict(self, latents, timesteps, cond):
+        if self.fails:
+            raise ValueError("bad input")
+        return self.layer(latents)
+
+
+def test_a_frame_that_meets_the_compile_s_fx_trace_is_made_again_and_a_real_failure_still_raises():
+    # While torch.fx traces, nn.Module.__call__ is replaced for every thread; inductor traces a module of its own
+    # during a compile, so a frame running eagerly beside it can meet that moment (once, in CI, under load).
+    inside = threading.Event()
+
+    class HeldOpen(torch.nn.Module):
+        def forward(self, x):
+            inside.set()
+            time.sleep(0.3)  # the trace stays open while the frame below runs
+            return x
+
+    tracer = threading.Thread(target=torch.fx.symbolic_trace, args=(HeldOpen(),))
+    family = _LinearFamily()
+    predictor = accel.AcceleratedPredictor(family, mode="inductor")
+    predictor._compile_thread = tracer  # the tracing thread stands for the background compile
+    tracer.start()
+    assert inside.wait(10.0)
+    latents = torch.ones(2, 4)
+    out = predictor.predict(latents, torch.zeros(2), {})
+    tracer.join()
+    torch.testing.assert_close(out, family.layer(latents))
+
+    broken, compile_ends = accel.AcceleratedPredictor(_LinearFamily(fails=True), mode="inductor"), threading.Event()
+    broken._compile_thread = threading.Thread(target=compile_ends.wait, args=(10.0,), daemon=True)
+    broken._compile_thread.start()
+    try:
+        with pytest.raises(ValueError, match="bad input"):
+            broken.predict(latents, torch.zeros(2), {})
+    finally:
+        compile_ends.set()
 
 
 def test_compile_argument_is_checked():
