@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from . import captions, world
-from .vocabulary import Material, all_materials
+from .vocabulary import COLOURS, Material, all_materials
 
 SLOT_TIMESTEPS = (999, 919, 759, 499, 259)
 SCHEDULER_CONFIG = {
@@ -274,8 +274,8 @@ class LatentPool:
         # their mean, a faint regular hatch, which reads as brick. Drawn only when on, so that recipes without it
         # keep their random stream (and weights).
         if self.recipe.plain_share > 0 and self.rng.random() < self.recipe.plain_share:
-            plain = [material for material in self.materials if material.colour is not None and material.texture is None]
-            return plain[self.rng.integers(len(plain))]
+            colours = list(COLOURS)
+            return Material(colours[self.rng.integers(len(colours))], None)
         return self.materials[self.rng.integers(len(self.materials))]
 
     @torch.no_grad()
