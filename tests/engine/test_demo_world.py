@@ -193,13 +193,68 @@ def test_the_plain_share_captions_more_pictures_with_plain_colours_and_draws_not
                                    for _ in range(600)]
 
 
+def test_growing_a_material_takes_a_band_of_its_neighbours_and_leaves_the_rest():
+    base, other = np.full((64, 64, 3), 0.8, np.float32), np.full((64, 64, 3), 0.2, np.float32)
+    picture = other.copy()
+    picture[20:40, 10:30] = base[20:40, 10:30]  # the material shows in one square
+    grown = world.grow_into_neighbours(picture, base, 8)
+    expected = np.zeros((64, 64), bool)
+    expected[12:48, 2:38] = True  # the square, 8 px further on every side
+    assert np.array_equal(np.all(grown == base, axis=-1), expected)
+    assert np.array_equal(grown[~expected], picture[~expected])  # the rest as it was
+    assert world.grow_into_neighbours(picture, base, 0) is picture
+    assert world.grow_into_neighbours(other, base, 8) is other  # nothing of the material to grow
+
+
+def test_with_growth_a_composite_s_quiet_target_is_its_picture_with_the_caption_grown():
+    from semdraw_widget.engine.models.demo import train
+
+    class Encoder:  # stands for the autoencoder: a latent pixel is the mean of its 8 x 8 cell
+        def encode(self, images):
+            pooled = torch.nn.functional.avg_pool2d(images, 8)
+            return type("Encoded", (), {"latents": torch.cat([pooled, pooled[:, :1]], 1)})()
+
+    def pool(grow_pixels):
+        recipe = train.Recipe(grow_pixels=grow_pixels, composites=0.5, pool_images=24, caption_inside=0.0)
+        return train.LatentPool(Encoder(), recipe, np.random.default_rng(6))
+
+    plain, grown = pool(0), pool(8)
+    assert plain.grown is plain.latents  # without growth, nothing is encoded twice or changed
+    assert torch.equal(grown.latents, plain.latents) and torch.equal(grown.alone, plain.alone)  # the same draws
+    mixed = grown.mixed
+    assert 0 < mixed.sum() < len(mixed)
+    assert torch.equal(grown.grown[~mixed], grown.latents[~mixed])  # a single material has no neighbours
+    changed = (grown.grown[mixed] - grown.latents[mixed]).abs().amax(1) > 1e-6
+    assert changed.any(dim=(1, 2)).all()  # every composite's regions lose a band to the caption...
+    # ... towards the caption's own picture: where it changed, the grown target is nearer its material alone
+    def gap(latents):
+        return (latents[mixed] - grown.alone[mixed]).abs().amax(1)[changed]
+
+    assert (gap(grown.grown) < 1e-5).float().mean() > 0.3  # whole cells taken...
+    assert gap(grown.grown).sum() < 0.5 * gap(grown.latents).sum()  # ... and part ones, on the whole
+    others = (grown.latents[mixed] - grown.alone[mixed]).abs().amax(1) > 1e-6  # other materials' cells
+    assert (~changed[others]).float().mean() > 0.3  # beyond the band they stay as they were
+    # the quiet slot learns the grown picture, the noisy ones the material alone, a single material itself
+    x0, alone, labels, batch_mixed, batch_grown = grown.batch(64, 16)
+    t = torch.tensor([259, 999] * 32)
+    wanted = train.targets(x0, alone, batch_mixed, t, grown.recipe, batch_grown)
+    quiet, noisy = batch_mixed & (t < 400), batch_mixed & (t >= 400)
+    assert quiet.any() and noisy.any()
+    assert torch.equal(wanted[quiet], batch_grown[quiet]) and torch.equal(wanted[noisy], alone[noisy])
+    assert torch.equal(wanted[~batch_mixed], x0[~batch_mixed])
+    # a run that resumes from a checkpoint keeps the grown targets
+    for saved in (plain, grown):
+        resumed = train.LatentPool(Encoder(), saved.recipe, np.random.default_rng(0), saved.saved())
+        assert torch.equal(resumed.grown, saved.grown) and (resumed.grown is resumed.latents) == (saved is plain)
+
+
 def test_the_denoiser_s_crops_start_on_the_anchored_grid():
     from semdraw_widget.engine.models.demo import train
 
     class Pool(train.LatentPool):
         def __init__(self, recipe):  # only what `batch` reads: latents that number their own positions
             self.recipe, self.rng = recipe, np.random.default_rng(0)
-            self.latents = self.alone = torch.arange(32.0).view(1, 1, 1, 32).expand(3, 4, 32, 32)
+            self.latents = self.alone = self.grown = torch.arange(32.0).view(1, 1, 1, 32).expand(3, 4, 32, 32)
             self.labels, self.mixed, self.scaling_factor = [Material("red", None)] * 3, torch.zeros(3, dtype=torch.bool), 1.0
 
     starts = Pool(train.Recipe()).batch(200, 16)[0][:, 0, 0, 0]

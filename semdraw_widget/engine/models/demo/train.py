@@ -77,6 +77,7 @@ class Recipe:
     plain_share: float = 0.0  # extra share of pictures captioned with a plain colour (see LatentPool._draw; 0.15 tried: the model card)
     anchored_textures: bool = True  # the denoiser's textures on a fixed grid (see world.render); crops keep it
     composites_below: int = 400  # ... whose target is the composite below this timestep, the captioned material alone above (see targets)
+    grow_pixels: int = 0  # ... with the captioned material grown this many pixels into its neighbours (see targets)
     lerp_share: float = 0.3  # share of captions whose embedding is lerped towards another's, as prompt strength does
     lerp_low: float = 0.75  # ... by at most this much (the canvas's default prompt strength is 0.95)
     soft_inputs: float = 0.0  # share of training pictures faded towards a blurred copy before the noise (see soften)
@@ -184,9 +185,12 @@ def soften(pictures: torch.Tensor, recipe: Recipe, generator: torch.Generator) -
     return torch.lerp(pictures, blur(pictures, sigma), amount.view(-1, 1, 1, 1))
 
 
-def targets(pictures: torch.Tensor, alone: torch.Tensor, mixed: torch.Tensor, t: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+def targets(pictures: torch.Tensor, alone: torch.Tensor, mixed: torch.Tensor, t: torch.Tensor, recipe: Recipe,
+            grown: torch.Tensor | None = None) -> torch.Tensor:
     """The clean picture the model is taught to see in each noisy input: the picture itself, except for a
-    composite at a timestep at or above `composites_below`, where it is the captioned material alone.
+    composite at a timestep at or above `composites_below`, where it is the captioned material alone, and
+    (with `recipe.grow_pixels`) a composite below it, where it is `grown`: the picture with the captioned material
+    grown that many pixels into its neighbours.
 
     The region-based blend hands each layer a picture where the other layers' paint shows, and asks it for its
     own prompt. At the noisier slots (999, 919, 759, 499 with 400) a layer must paint its words whatever the
@@ -195,10 +199,14 @@ def targets(pictures: torch.Tensor, alone: torch.Tensor, mixed: torch.Tensor, t:
     the other layers at the start of its region, and paint a smaller, muddied region). At the quietest slot
     (259) what shows stays where it is: the layout the noisier slots settled, and a background image's detail.
     The last slot before it (499) is the first whose blend reaches close to a layer's painted edge, so a layer
-    that still paints its words there fills its region up to that edge.
+    that still paints its words there fills its region up to that edge. With discrete masks it does not quite:
+    there a layer has weight at 499 only where its blurred mask exceeds that slot's noise level, a band inside
+    its edge, and the neighbour's paint shows in the band at 259, where the layer's weight reaches its edge.
+    Grown targets teach the quietest slot to take such a band back for its own words.
     """
+    quiet = pictures if grown is None else torch.where(mixed.view(-1, 1, 1, 1), grown, pictures)
     keep = (t < recipe.composites_below) | ~mixed
-    return torch.where(keep.view(-1, 1, 1, 1), pictures, alone)
+    return torch.where(keep.view(-1, 1, 1, 1), quiet, alone)
 
 
 def images_to_tensor(images: list[np.ndarray]) -> torch.Tensor:
@@ -254,17 +262,21 @@ class LatentPool:
             self.latents, self.scaling_factor = saved["pool_latents"], saved["scaling_factor"]
             self.labels = [Material(*label) for label in saved["pool_labels"]]
             self.mixed, self.alone = saved["pool_mixed"], saved["pool_alone"]
+            self.grown = saved.get("pool_grown", self.latents)
             return
         self.labels = [self._draw() for _ in range(recipe.pool_images)]
         self.mixed = torch.zeros(recipe.pool_images, dtype=torch.bool)  # which pictures are composites
         encoded = [self._encode(self.labels[i:i + 32], self.mixed[i:i + 32]) for i in range(0, len(self.labels), 32)]
-        self.latents = torch.cat([pictures for pictures, _ in encoded])
-        self.alone = torch.cat([alone for _, alone in encoded])  # each picture's captioned material alone
+        self.latents = torch.cat([pictures for pictures, _, _ in encoded])
+        self.alone = torch.cat([alone for _, alone, _ in encoded])  # each picture's captioned material alone
+        # each composite with its captioned material grown (see targets); without growth, the pictures themselves
+        self.grown = torch.cat([grown for _, _, grown in encoded]) if self.recipe.grow_pixels > 0 else self.latents
         self.scaling_factor = float(1.0 / self.latents.std())
 
     def saved(self) -> dict:
-        return {"pool_latents": self.latents, "pool_labels": [(m.colour, m.texture) for m in self.labels],
-                "pool_mixed": self.mixed, "pool_alone": self.alone, "scaling_factor": self.scaling_factor}
+        saved = {"pool_latents": self.latents, "pool_labels": [(m.colour, m.texture) for m in self.labels],
+                 "pool_mixed": self.mixed, "pool_alone": self.alone, "scaling_factor": self.scaling_factor}
+        return saved | ({"pool_grown": self.grown} if self.grown is not self.latents else {})
 
     def _draw(self) -> Material:
         # neutral prompts are one material of 99: draw them a little more often
@@ -279,21 +291,27 @@ class LatentPool:
         return self.materials[self.rng.integers(len(self.materials))]
 
     @torch.no_grad()
-    def _encode(self, labels: list[Material], mixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(pictures, alone): the encoded picture of each material and of its material alone (the same for a
-        picture that is not a composite); `mixed` (written in place) says which are composites."""
-        pictures, alone = [], []
+    def _encode(self, labels: list[Material], mixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(pictures, alone, grown): the encoded picture of each material, of its material alone and of the
+        picture with its material grown `recipe.grow_pixels` pixels (both the picture itself for a picture that
+        is not a composite; grown is the picture itself without growth); `mixed` (written in place) says which are
+        composites."""
+        pictures, alone, grown = [], [], []
         for k, material in enumerate(labels):
             mixed[k] = bool(self.rng.random() < self.recipe.composites)
             picture, base = self._picture(material, bool(mixed[k]))
             pictures.append(picture)
             if mixed[k]:
                 alone.append(base)
+                grown.append(world.grow_into_neighbours(picture, base, self.recipe.grow_pixels))
         encoded = self.ae.encode(images_to_tensor(pictures)).latents
-        targets = encoded.clone()
+        targets, grown_targets = encoded.clone(), encoded
         if alone:
             targets[mixed[:len(labels)]] = self.ae.encode(images_to_tensor(alone)).latents
-        return encoded, targets
+            if self.recipe.grow_pixels > 0:
+                grown_targets = encoded.clone()
+                grown_targets[mixed[:len(labels)]] = self.ae.encode(images_to_tensor(grown)).latents
+        return encoded, targets, grown_targets
 
     def _picture(self, material: Material, mixed: bool) -> tuple[np.ndarray, np.ndarray]:
         """(picture, material alone): the material alone (both), or (a share `composites`) the material as the
@@ -314,22 +332,26 @@ class LatentPool:
         for _ in range(count):
             i = int(self.rng.integers(len(self.labels)))
             self.labels[i] = self._draw()
-            pictures, alone = self._encode([self.labels[i]], self.mixed[i:i + 1])
+            pictures, alone, grown = self._encode([self.labels[i]], self.mixed[i:i + 1])
             self.latents[i], self.alone[i] = pictures[0], alone[0]
+            if self.grown is not self.latents:
+                self.grown[i] = grown[0]
 
-    def batch(self, size: int, crop: int) -> tuple[torch.Tensor, torch.Tensor, list[Material], torch.Tensor]:
-        """(pictures, alone, labels, mixed) of `size` random crops."""
+    def batch(self, size: int, crop: int) -> tuple[torch.Tensor, torch.Tensor, list[Material], torch.Tensor, torch.Tensor]:
+        """(pictures, alone, labels, mixed, grown) of `size` random crops."""
         index = self.rng.integers(0, len(self.labels), size)
         side = self.latents.shape[-1]
-        out, alone = torch.empty(size, 4, crop, crop), torch.empty(size, 4, crop, crop)
+        out, alone, grown = (torch.empty(size, 4, crop, crop) for _ in range(3))
         # anchored textures stay on their grid in a crop that starts on it, as they are on a canvas's latents
         step = world.REPEAT // world.CELL if self.recipe.anchored_textures else 1
         for k, i in enumerate(index):
             y, x = self.rng.integers(0, (side - crop) // step + 1, 2) * step
             out[k] = self.latents[i, :, y:y + crop, x:x + crop]
             alone[k] = self.alone[i, :, y:y + crop, x:x + crop]
+            grown[k] = self.grown[i, :, y:y + crop, x:x + crop]
         mixed = self.mixed[torch.from_numpy(index)]
-        return out * self.scaling_factor, alone * self.scaling_factor, [self.labels[i] for i in index], mixed
+        scale = self.scaling_factor
+        return out * scale, alone * scale, [self.labels[i] for i in index], mixed, grown * scale
 
 
 def train_denoiser(recipe: Recipe, ae, tokenizer, rng: np.random.Generator, log: Callable[[str], None], state: dict):
@@ -372,7 +394,7 @@ def train_denoiser(recipe: Recipe, ae, tokenizer, rng: np.random.Generator, log:
             group["lr"] = lr
         whole = step % 4 == 3
         size, crop = (recipe.batch // 4, 32) if whole else (recipe.batch, recipe.crop)
-        x0, alone, labels, mixed = pool.batch(size, crop)
+        x0, alone, labels, mixed, grown = pool.batch(size, crop)
         texts = [captions.caption(m, rng) for m in labels]
         ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
         t = sample_timesteps(size, generator)
@@ -383,7 +405,7 @@ def train_denoiser(recipe: Recipe, ae, tokenizer, rng: np.random.Generator, log:
         cond = lerp_some(cond, recipe, generator)
         v = unet(x_t, t, encoder_hidden_states=cond).sample
         # v for the clean picture wanted, from x0 = sqrt(abar) x_t - sqrt(1 - abar) v (the engine's formula)
-        wanted = targets(x0, alone, mixed, t, recipe)
+        wanted = targets(x0, alone, mixed, t, recipe, grown)
         target = (a.sqrt() * x_t - wanted) / (1 - a).sqrt()
         loss = F.mse_loss(v, target)
         optimizer.zero_grad(set_to_none=True)

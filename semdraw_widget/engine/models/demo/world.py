@@ -208,6 +208,19 @@ def composite_over(rng: np.random.Generator, height: int, width: int, background
     return image, base
 
 
+def grow_into_neighbours(picture: np.ndarray, base: np.ndarray, pixels: int) -> np.ndarray:
+    """`picture` with the material of `base` (where the two are equal) grown `pixels` into the regions around
+    it, each pixel within that reach (a square) drawn from `base`: a composite's target at the stream's quietest
+    slot (see `train.targets`)."""
+    own = np.all(picture == base, axis=-1)
+    if pixels <= 0 or own.all() or not own.any():
+        return picture
+    k = 2 * pixels + 1
+    table = np.pad(own.astype(np.int32), ((pixels + 1, pixels), (pixels + 1, pixels))).cumsum(0).cumsum(1)
+    near = (table[k:, k:] - table[:-k, k:] - table[k:, :-k] + table[:-k, :-k]) > 0
+    return np.where(near[..., None], base, picture)
+
+
 def random_photo(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """Free-form colour: smooth random colour fields with a few sharp shapes, in any colour (for the
     autoencoder, so background images that are not demo materials still keep their colours)."""
@@ -228,4 +241,4 @@ def autoencoder_sample(rng: np.random.Generator, height: int, width: int) -> np.
     return random_photo(rng, height, width)
 
 
-__all__ = ["COLOURS", "TEXTURES", "autoencoder_sample", "composite", "composite_over", "contrast", "pattern", "random_photo", "render", "render_marked"]
+__all__ = ["COLOURS", "TEXTURES", "autoencoder_sample", "composite", "composite_over", "contrast", "grow_into_neighbours", "pattern", "random_photo", "render", "render_marked"]
