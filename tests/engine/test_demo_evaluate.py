@@ -55,6 +55,7 @@ def test_the_evaluate_command_prints_and_writes_every_figure(tmp_path, capsys):
     assert main(["evaluate", "--scenes", "2", "--size", "128", "--json", str(out)]) == 0
     figures = json.loads(out.read_text())
     assert figures["prompt_adherence"]["total"] == 99
+    assert figures["classifier"].endswith("classifier.safetensors")  # the shipped model's own
     assert len(figures["region_adherence"]) == 5
     for name, setting in figures["region_adherence"].items():
         assert setting["cells"] > 0 and 0.0 <= setting["share"] <= setting["colour_share"] <= 1.0, name
@@ -63,3 +64,25 @@ def test_the_evaluate_command_prints_and_writes_every_figure(tmp_path, capsys):
     printed = capsys.readouterr().out
     for words in ("prompt adherence", "region adherence", "stream against one-shot", "the world's own pictures"):
         assert words in printed
+
+
+def test_the_evaluate_command_judges_with_the_classifier_it_is_given(tmp_path):
+    import torch
+
+    from semdraw_widget.engine.models.demo import WEIGHTS_DIR
+    from semdraw_widget.engine.models.demo.__main__ import main
+    from semdraw_widget.engine.models.demo.classifier import Classifier
+
+    # a classifier that calls every patch by one name, so it finds at most one prompt of 99 right
+    one_name = Classifier.load(WEIGHTS_DIR / "classifier.safetensors")
+    with torch.no_grad():
+        for head in (one_name.heads.colour, one_name.heads.texture):
+            head.weight.zero_()
+            head.bias.copy_(torch.arange(head.bias.numel(), 0, -1.0))
+    one_name.save(tmp_path / "one-name.safetensors")
+    out = tmp_path / "figures.json"
+    assert main(["evaluate", "--scenes", "2", "--size", "128", "--json", str(out),
+                 "--classifier", str(tmp_path / "one-name.safetensors")]) == 0
+    figures = json.loads(out.read_text())
+    assert figures["classifier"] == str(tmp_path / "one-name.safetensors")
+    assert figures["prompt_adherence"]["correct"] <= 1

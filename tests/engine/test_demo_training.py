@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+import json
+from dataclasses import asdict, replace
 
 import numpy as np
 import torch
@@ -90,6 +91,10 @@ def test_the_train_command_writes_a_model_the_loader_reads_as_a_demo_model_and_r
     model = load_model(str(out))
     assert model.name == "sd15" and type(model.vae).__name__ == "AutoencoderTiny"
     assert model.vocabulary is VOCABULARY and str(out) in model.notice
+    # what a rerun needs to give the same weights: the recipe, the thread count and the libraries' versions
+    record = json.loads((out / "training.json").read_text())
+    assert record["recipe"] == json.loads(json.dumps(asdict(train.QUICK))) and record["threads"] == torch.get_num_threads()
+    assert record["versions"]["torch"] == torch.__version__ and record["versions"]["numpy"] == np.__version__
     # a second run finds the finished checkpoint and writes the same weights again
     first = (out / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
     assert main(["train", "--quick", "--out", str(out)]) == 0

@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--scenes", type=int, default=200, help="random scenes for region adherence")
     evaluate.add_argument("--size", type=int, default=256, help="canvas side in pixels")
     evaluate.add_argument("--json", default=None, help="also write the figures here")
+    evaluate.add_argument("--classifier", default=None, metavar="FILE",
+                          help="judge with this classifier.safetensors (default: the model's own); one classifier for "
+                               "several runs compares them without the classifiers' own differences")
     commands.add_parser("words", help="list the words the demo model knows")
     args = parser.parse_args(argv)
 
@@ -40,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model_dir = Path(args.model) if args.model else None
     model = load_demo_model(model_dir)
-    figures = measure.run_all(model, model_dir, scenes=args.scenes, size=args.size)
+    figures = measure.run_all(model, model_dir, scenes=args.scenes, size=args.size, classifier_file=args.classifier)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
     return 0

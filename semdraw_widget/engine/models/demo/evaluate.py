@@ -206,16 +206,21 @@ def stream_matches_oneshot(model: Any, scenes: int = 10, size: int = 256, seed: 
     return {"mean_abs_difference": float(np.mean(means)), "max_abs_difference": float(max(peaks)), "scenes": scenes}
 
 
-def run_all(model: Any, folder: Any = None, scenes: int = 200, size: int = 256, seed: int = 0, log: Callable = print) -> dict:
-    """Every figure of the model card, printed as it comes."""
+def run_all(model: Any, folder: Any = None, scenes: int = 200, size: int = 256, seed: int = 0, log: Callable = print,
+            classifier_file: Any = None) -> dict:
+    """Every figure of the model card, printed as it comes, judged by the classifier trained with the model (in
+    `folder`, the shipped model's by default) or by `classifier_file`. Each run's classifier is fitted through its
+    own autoencoder and differs a little from another run's; runs judged by one classifier compare without that."""
     from pathlib import Path
 
     from ...oneshot import StableMultiDiffusionPipeline
     from . import WEIGHTS_DIR
 
-    classifier = Classifier.load(Path(folder or WEIGHTS_DIR) / "classifier.safetensors")
+    classifier_file = Path(classifier_file or Path(folder or WEIGHTS_DIR) / "classifier.safetensors")
+    classifier = Classifier.load(classifier_file)
     began = time.perf_counter()
     figures = {
+        "classifier": str(classifier_file),
         "prompt_adherence": prompt_adherence(StableMultiDiffusionPipeline(model=model), classifier, size, seed, log),
         "region_adherence": region_adherence(model, classifier, scenes, size, seed, log),
         "stream_vs_oneshot": stream_matches_oneshot(model, min(scenes, 20), size, seed, log),

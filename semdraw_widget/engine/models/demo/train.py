@@ -477,10 +477,20 @@ def _train(out: str | Path, recipe: Recipe, log: Callable[[str], None]) -> Path:
     fit_classifier(ae, recipe, log).save(out / "classifier.safetensors")
     minutes = (time.perf_counter() - began) / 60
     (out / "training.json").write_text(json.dumps({"recipe": asdict(recipe), "minutes": round(minutes, 1),
-                                                    "threads": torch.get_num_threads()}, indent=2))
+                                                    "threads": torch.get_num_threads(), "versions": library_versions()},
+                                                   indent=2))
     log(f"done in {minutes:.1f} min: {out} (paint with it: hf_key='{out}' or SEMDRAW_MODEL={out}; "
         f"measure it: python -m semdraw_widget.engine.models.demo evaluate --model {out})")
     return out
+
+
+def library_versions() -> dict[str, str]:
+    """The libraries whose arithmetic and random draws the weights depend on: the same recipe and thread count
+    give the same weights bit for bit only with the same versions (a numpy Generator's draws, for one, may change
+    between releases)."""
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("torch", "numpy", "diffusers", "transformers")}
 
 
 def round_trip(ae):
