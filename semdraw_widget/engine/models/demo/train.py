@@ -77,7 +77,7 @@ class Recipe:
     plain_share: float = 0.0  # extra share of pictures captioned with a plain colour (see LatentPool._draw; 0.15 tried: the model card)
     anchored_textures: bool = True  # the denoiser's textures on a fixed grid (see world.render); crops keep it
     composites_below: int = 400  # ... whose target is the composite below this timestep, the captioned material alone above (see targets)
-    grow_pixels: int = 0  # ... with the captioned material grown this many pixels into its neighbours (see targets)
+    grow_pixels: int = 8  # ... with the captioned material grown this many pixels into its neighbours (see targets; 0: as before)
     lerp_share: float = 0.3  # share of captions whose embedding is lerped towards another's, as prompt strength does
     lerp_low: float = 0.75  # ... by at most this much (the canvas's default prompt strength is 0.95)
     soft_inputs: float = 0.0  # share of training pictures faded towards a blurred copy before the noise (see soften)
